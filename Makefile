@@ -1,0 +1,67 @@
+# Entry points of the project. Everything runs from the virtual environment in .venv/,
+# which `make venv` creates from requirements/ and pyproject.toml (and re-creates when they change).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PIP_QUIET := --quiet --disable-pip-version-check
+S3 ?= moto
+
+.PHONY: help venv test lint format demo stack pyz pyz-nodeps package-lambda ceph-up ceph-down bench clean
+
+help:
+	@echo "make demo            upload + download round trip on the local stack (moto)"
+	@echo "make test            lint and the whole test suite (what CI runs)"
+	@echo "make stack [S3=ceph] run the local stack in the foreground (Ctrl+C stops it)"
+	@echo "make pyz             build dist/ghga-cli.pyz (shiv, pycurl bundled)"
+	@echo "make pyz-nodeps      build dist/ghga-cli-nodeps.pyz (uses the system's pycurl)"
+	@echo "make package-lambda  chalice package into build/out/lambda"
+	@echo "make ceph-up / ceph-down   a single-node Ceph RGW on 127.0.0.1 (root, Debian)"
+
+$(STAMP): pyproject.toml requirements/server.txt requirements/dev.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install $(PIP_QUIET) --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
+	$(PY) -m pip install $(PIP_QUIET) -r requirements/dev.txt -e . 2>&1 | grep -v "^WARNING: Location" ; test $${PIPESTATUS[0]} -eq 0
+	@touch $@
+
+venv: $(STAMP)
+
+lint: venv
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+format: venv
+	$(PY) -m ruff format .
+	$(PY) -m ruff check --fix .
+
+test: venv lint
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+demo: venv
+	$(PY) build/demo.py $(DEMO_ARGS)
+
+stack: venv
+	$(PY) build/stack.py --s3 $(S3)
+
+pyz: venv
+	@mkdir -p dist
+	$(PY) -m shiv --quiet -c ghga-cli -p "/usr/bin/env python3" -o dist/ghga-cli.pyz . 2>&1 | grep -v "^WARNING: Location" ; test $${PIPESTATUS[0]} -eq 0
+	@echo "built dist/ghga-cli.pyz ($$(du -h dist/ghga-cli.pyz | cut -f1))"
+
+pyz-nodeps: venv
+	@mkdir -p dist
+	$(PY) -m shiv --quiet --no-deps -c ghga-cli -p "/usr/bin/env python3" -o dist/ghga-cli-nodeps.pyz . 2>&1 | grep -v "^WARNING: Location" ; test $${PIPESTATUS[0]} -eq 0
+	@echo "built dist/ghga-cli-nodeps.pyz (needs pycurl installed in the Python that runs it)"
+
+package-lambda: venv
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH bash build/package_lambda.sh build/out/lambda
+
+ceph-up:
+	bash build/ceph-up.sh
+
+ceph-down:
+	bash build/ceph-down.sh
+
+clean:
+	rm -rf dist build/out vendor .stack .pytest_cache .ruff_cache

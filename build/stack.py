@@ -1,0 +1,419 @@
+"""The local stack: everything the services need, on 127.0.0.1, in one foreground process.
+
+Started by ``make stack`` (and by ``make demo`` and the end-to-end tests through
+:func:`launch`). It runs, each as a child process with its log in ``<state-dir>/logs/``:
+
+- a threaded moto server for S3 and SQS (or, with ``--s3 ceph``, S3 on a local Ceph RGW);
+- a single-threaded moto server for DynamoDB (see ``moto_single.py`` for why);
+- the Chalice app, served by ``serve_local.py``;
+- the job worker (``python -m ucs_lambda.worker``), running the same handlers as the Lambda.
+
+It then creates the tables, buckets and queue, registers a demo file, and writes
+``<state-dir>/stack.json`` last, so that the file's existence means "ready". Ctrl+C or SIGTERM
+stops every child it started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+BUILD_DIR = PROJECT_DIR / "build"
+DEFAULT_STATE_DIR = PROJECT_DIR / ".stack"
+DEMO_FILE_ID = "demo-file"
+DEMO_USER = "demo-user"
+READY_TIMEOUT = 60.0
+
+
+class StackError(RuntimeError):
+    """The stack could not be started; the message says which part and where its log is."""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def wait_for_http(url: str, timeout: float, process: subprocess.Popen, log: Path) -> None:
+    """Wait until ``url`` answers with any HTTP status, or fail with the child's log tail."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise StackError(f"{log.stem} exited with code {process.returncode}; see {log}")
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except urllib.error.HTTPError:
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise StackError(f"{log.stem} did not answer on {url} within {timeout:.0f} s; see {log}")
+
+
+class Stack:
+    """The child processes of one local stack and how to stop them."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = state_dir
+        self.log_dir = state_dir / "logs"
+        self.processes: dict[str, subprocess.Popen] = {}
+
+    def spawn(self, name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen:
+        log = self.log_dir / f"{name}.log"
+        with log.open("ab") as out:
+            process = subprocess.Popen(
+                args,
+                cwd=PROJECT_DIR,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self.processes[name] = process
+        return process
+
+    def log(self, name: str) -> Path:
+        return self.log_dir / f"{name}.log"
+
+    def stop(self) -> None:
+        for process in self.processes.values():
+            if process.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 5
+        for process in self.processes.values():
+            try:
+                process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+
+    def first_exited(self) -> str | None:
+        for name, process in self.processes.items():
+            if process.poll() is not None:
+                return name
+        return None
+
+
+def run_admin(args: list[str], env: dict[str, str]) -> str:
+    """Run an operator command against the stack; its stdout is the result."""
+    result = subprocess.run(
+        [sys.executable, "-m", "ucs_lambda.admin", *args],
+        cwd=PROJECT_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise StackError(
+            f"admin {args[0]} failed: {result.stderr.strip() or result.stdout.strip()}"
+        )
+    return result.stdout.strip()
+
+
+def write_random_file(path: Path, size: int) -> str:
+    """Write ``size`` random bytes to ``path`` in 8 MiB blocks and return their MD5."""
+    digest = hashlib.md5()
+    block = 8 << 20
+    with path.open("wb") as out:
+        remaining = size
+        while remaining:
+            chunk = os.urandom(min(block, remaining))
+            digest.update(chunk)
+            out.write(chunk)
+            remaining -= len(chunk)
+    return digest.hexdigest()
+
+
+def ceph_settings() -> dict[str, str]:
+    """The S3 endpoint and keys of the Ceph RGW started by ``make ceph-up``."""
+    ceph_dir = Path(os.environ.get("CEPH_DIR", PROJECT_DIR / ".ceph"))
+    config_file = ceph_dir / "ceph.json"
+    if not config_file.exists():
+        raise StackError(f"no Ceph RGW found ({config_file} missing): run `make ceph-up` first")
+    config = json.loads(config_file.read_text())
+    return {
+        "AWS_ENDPOINT_URL_S3": config["endpoint_url"],
+        "AWS_ACCESS_KEY_ID": config["access_key"],
+        "AWS_SECRET_ACCESS_KEY": config["secret_key"],
+    }
+
+
+def start(state_dir: Path, s3_backend: str, ports: dict[str, int], demo_size: int) -> Stack:
+    """Start every service and write ``stack.json``; on failure stop what was started."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    (state_dir / "stack.json").unlink(missing_ok=True)
+    stack = Stack(state_dir)
+    stack.log_dir.mkdir(exist_ok=True)
+    for name, port in ports.items():
+        if not port_is_free(port):
+            raise StackError(f"port {port} for {name} is in use: set STACK_{name.upper()}_PORT")
+
+    moto_url = f"http://127.0.0.1:{ports['moto']}"
+    dynamodb_url = f"http://127.0.0.1:{ports['dynamodb']}"
+    ucs_url = f"http://127.0.0.1:{ports['ucs']}"
+    service_env = {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL_S3": moto_url,
+        "AWS_ENDPOINT_URL_SQS": moto_url,
+        "AWS_ENDPOINT_URL_DYNAMODB": dynamodb_url,
+        "UCS_TOKEN_KEYS": secrets.token_hex(32),
+    }
+    if s3_backend == "ceph":
+        service_env.update(ceph_settings())
+    # Settings of the services (sizes, lifetimes) pass through from the caller's environment.
+    service_env.update({k: v for k, v in os.environ.items() if k.startswith("UCS_")})
+    env = {**os.environ, **service_env, "PYTHONUNBUFFERED": "1"}
+    env.pop("AWS_ENDPOINT_URL", None)
+    env.pop("AWS_PROFILE", None)
+
+    try:
+        python = sys.executable
+        # moto serves SQS always, and S3 too unless S3 is on Ceph.
+        moto = stack.spawn(
+            "moto", [python, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(ports["moto"])], env
+        )
+        dynamodb = stack.spawn(
+            "dynamodb",
+            [python, str(BUILD_DIR / "moto_single.py"), "127.0.0.1", str(ports["dynamodb"])],
+            env,
+        )
+        wait_for_http(f"{moto_url}/moto-api/", READY_TIMEOUT, moto, stack.log("moto"))
+        wait_for_http(f"{dynamodb_url}/moto-api/", READY_TIMEOUT, dynamodb, stack.log("dynamodb"))
+        run_admin(["create-resources"], env)
+
+        ucs = stack.spawn(
+            "ucs",
+            [python, str(BUILD_DIR / "serve_local.py"), "--port", str(ports["ucs"])],
+            env,
+        )
+        stack.spawn("worker", [python, "-m", "ucs_lambda.worker"], env)
+        wait_for_http(f"{ucs_url}/openapi.json", READY_TIMEOUT, ucs, stack.log("ucs"))
+
+        demo_path = state_dir / "demo.bin"
+        demo_md5 = write_random_file(demo_path, demo_size)
+        run_admin(
+            [
+                "register-file",
+                "--file-id",
+                DEMO_FILE_ID,
+                "--file-name",
+                demo_path.name,
+                "--size",
+                str(demo_size),
+                "--md5",
+                demo_md5,
+                "--submitter",
+                DEMO_USER,
+            ],
+            env,
+        )
+        run_admin(["grant", "--file-id", DEMO_FILE_ID, "--user", DEMO_USER], env)
+        token = run_admin(["mint-token", "--user", DEMO_USER, "--ttl", str(7 * 24 * 3600)], env)
+    except BaseException:
+        stack.stop()
+        raise
+
+    info: dict[str, Any] = {
+        "ucs_url": ucs_url,
+        "drs_url": f"{ucs_url}/ga4gh/drs/v1",
+        "aws_endpoint_url": service_env["AWS_ENDPOINT_URL_S3"],
+        "sqs_endpoint_url": moto_url,
+        "dynamodb_endpoint_url": dynamodb_url,
+        "s3_backend": s3_backend,
+        "inbox_bucket": env.get("UCS_INBOX_BUCKET", "ghga-inbox"),
+        "permanent_bucket": env.get("UCS_PERMANENT_BUCKET", "ghga-permanent"),
+        "outbox_bucket": env.get("UCS_OUTBOX_BUCKET", "ghga-outbox"),
+        "demo_file_id": DEMO_FILE_ID,
+        "demo_file_path": str(demo_path),
+        "demo_user": DEMO_USER,
+        "demo_token": token,
+        "env": service_env,
+        "pids": {name: process.pid for name, process in stack.processes.items()},
+    }
+    stack_file = state_dir / "stack.json"
+    partial = stack_file.with_suffix(".json.tmp")
+    partial.write_text(json.dumps(info, indent=2))
+    partial.chmod(0o600)
+    os.replace(partial, stack_file)
+    return stack
+
+
+def configured_ports(auto: bool) -> dict[str, int]:
+    defaults = {"ucs": 8000, "moto": 5050, "dynamodb": 5051}
+    if auto:
+        return {name: free_port() for name in defaults}
+    return {
+        name: int(os.environ.get(f"STACK_{name.upper()}_PORT", port))
+        for name, port in defaults.items()
+    }
+
+
+def print_summary(info: dict[str, Any]) -> None:
+    print(
+        f"""
+Local stack is up (S3 on {info["s3_backend"]}). Stop it with Ctrl+C.
+  UCS API:   {info["ucs_url"]}            (OpenAPI: {info["ucs_url"]}/openapi.json)
+  DRS3 API:  {info["drs_url"]}
+  S3:        {info["aws_endpoint_url"]}   DynamoDB: {info["dynamodb_endpoint_url"]}
+  Settings:  {info.get("stack_file")}
+
+Try it (demo file {info["demo_file_id"]!r}, user {info["demo_user"]!r}):
+  export GHGA_CLI_TOKEN={info["demo_token"]}
+  .venv/bin/ghga-cli upload-by-id --api-url {info["ucs_url"]} --file-id {info["demo_file_id"]} \\
+      --file-path {info["demo_file_path"]}
+  .venv/bin/ghga-cli download-by-id --api-url {info["ucs_url"]} --file-id {info["demo_file_id"]} \\
+      --output-dir /tmp
+  curl -H "Authorization: Bearer $GHGA_CLI_TOKEN" {info["ucs_url"]}/files/{info["demo_file_id"]}
+Operator commands act on this stack: .venv/bin/python -m ucs_lambda.admin --help
+""",
+        flush=True,
+    )
+
+
+@contextlib.contextmanager
+def launch(
+    state_dir: Path,
+    *,
+    s3_backend: str = "moto",
+    extra_env: dict[str, str] | None = None,
+    demo_size: int = 1 << 20,
+) -> Iterator[dict[str, Any]]:
+    """Run ``build/stack.py`` as a child process on free ports; yield its ``stack.json``.
+
+    Used by ``make demo`` and the end-to-end tests, so that they exercise exactly what
+    ``make stack`` runs.
+    """
+    state_dir.mkdir(parents=True, exist_ok=True)
+    stack_file = state_dir / "stack.json"
+    stack_file.unlink(missing_ok=True)
+    env = {**os.environ, **(extra_env or {})}
+    args = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--state-dir",
+        str(state_dir),
+        "--s3",
+        s3_backend,
+        "--auto-ports",
+        "--demo-size",
+        str(demo_size),
+        "--quiet",
+    ]
+    log = (state_dir / "stack.out").open("wb")
+    process = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 2 * READY_TIMEOUT
+        while not stack_file.exists():
+            if process.poll() is not None:
+                output = (state_dir / "stack.out").read_text(errors="replace")
+                raise StackError(f"local stack failed to start:\n{output[-3000:]}")
+            if time.monotonic() > deadline:
+                raise StackError(f"local stack not ready after {2 * READY_TIMEOUT:.0f} s")
+            time.sleep(0.1)
+        yield json.loads(stack_file.read_text())
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--state-dir", type=Path, default=DEFAULT_STATE_DIR, help="where stack.json and logs go"
+    )
+    parser.add_argument(
+        "--s3",
+        choices=["moto", "ceph"],
+        default=os.environ.get("S3", "moto"),
+        help="S3 backend: moto (default) or the Ceph RGW of `make ceph-up`",
+    )
+    parser.add_argument(
+        "--auto-ports", action="store_true", help="pick free ports instead of 8000/5050/5051"
+    )
+    parser.add_argument(
+        "--demo-size",
+        type=int,
+        default=int(os.environ.get("STACK_DEMO_SIZE", 32 << 20)),
+        help="size in bytes of the registered demo file (default 32 MiB)",
+    )
+    parser.add_argument("--quiet", action="store_true", help="do not print the summary")
+    args = parser.parse_args()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_signal)
+    started = time.monotonic()
+    try:
+        stack = start(
+            args.state_dir.resolve(), args.s3, configured_ports(args.auto_ports), args.demo_size
+        )
+    except StackError as error:
+        print(f"stack: error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    info = json.loads((args.state_dir / "stack.json").read_text())
+    info["stack_file"] = str((args.state_dir / "stack.json").resolve())
+    if not args.quiet:
+        print_summary(info)
+        print(f"(ready in {time.monotonic() - started:.1f} s)", flush=True)
+    try:
+        while True:
+            exited = stack.first_exited()
+            if exited:
+                print(f"stack: error: {exited} exited; see {stack.log(exited)}", file=sys.stderr)
+                stack.stop()
+                return 1
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stack.stop()
+        (args.state_dir / "stack.json").unlink(missing_ok=True)
+    if not args.quiet:
+        print("stack stopped", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,74 @@
+"""Fixtures shared by the whole suite: the local stack and the client as users run it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(PROJECT_DIR / "build"))
+
+import stack as stacklib  # noqa: E402
+
+# Small parts keep multi-part cases cheap on moto (which holds objects in memory and is slow):
+# the services and moto's own S3 minimum are lowered together, by configuration only.
+E2E_PART_SIZE = 256 * 1024
+E2E_ENV = {
+    "S3_UPLOAD_PART_MIN_SIZE": str(E2E_PART_SIZE),
+    "UCS_PART_SIZE": str(E2E_PART_SIZE),
+    "UCS_MIN_PART_SIZE": str(E2E_PART_SIZE),
+    "UCS_COPY_PART_SIZE": str(4 * E2E_PART_SIZE),
+}
+
+
+@pytest.fixture(scope="session")
+def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """One local stack (moto S3/SQS, single-threaded moto DynamoDB, Chalice, worker) per session."""
+    state_dir = tmp_path_factory.mktemp("stack")
+    with stacklib.launch(state_dir, extra_env=E2E_ENV) as info:
+        yield info
+
+
+@pytest.fixture(scope="session")
+def stack_env(local_stack: dict[str, Any]) -> dict[str, str]:
+    """Environment for processes (admin commands, boto3) that act on the local stack."""
+    return {**os.environ, **local_stack["env"]}
+
+
+@pytest.fixture(scope="session")
+def ghga_cli() -> list[str]:
+    """The installed console script, as a user would run it."""
+    script = shutil.which("ghga-cli", path=str(Path(sys.executable).parent))
+    assert script, "ghga-cli console script is not installed in the test environment"
+    return [script]
+
+
+@pytest.fixture(scope="session")
+def ghga_pyz(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
+    """The shiv zipapp, built from this checkout, run with its own extraction root."""
+    out = tmp_path_factory.mktemp("pyz")
+    pyz = out / "ghga-cli.pyz"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "shiv",
+            "--quiet",
+            "-c",
+            "ghga-cli",
+            "-o",
+            str(pyz),
+            str(PROJECT_DIR),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    os.environ.setdefault("SHIV_ROOT", str(out / "shiv-root"))
+    return [sys.executable, str(pyz)]
