@@ -87,10 +87,10 @@ def test_twenty_simultaneous_create_upload_requests_have_one_winner(
     """
     user = f"racer-{uuid.uuid4().hex[:8]}"
     token = run_admin(stack_env, "mint-token", "--user", user)
+    uploads_url = f"{local_stack['ucs_url']}/uploads"
     for _round in range(10):
-        file_id = register(stack_env, 1024, "0" * 32, user)
-        url = f"{local_stack['ucs_url']}/uploads"
-        results = race(20, lambda file_id=file_id: call("POST", url, token, {"file_id": file_id}))
+        body = {"file_id": register(stack_env, 1024, "0" * 32, user)}
+        results = race(20, lambda body=body: call("POST", uploads_url, token, body))
         statuses = sorted(status for status, _ in results)
         assert statuses == [200] + [400] * 19, statuses
         winner = next(body for status, body in results if status == 200)
