@@ -70,5 +70,5 @@ def ghga_pyz(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
         check=True,
         capture_output=True,
     )
-    os.environ.setdefault("SHIV_ROOT", str(out / "shiv-root"))
-    return [sys.executable, str(pyz)]
+    # Run from outside the checkout, extracting into a directory of the test's own.
+    return ["env", f"SHIV_ROOT={out / 'shiv-root'}", sys.executable, str(pyz)]

@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import subprocess
+import tempfile
 import uuid
 from pathlib import Path
 from typing import Any
@@ -67,6 +68,7 @@ def upload(
     return subprocess.run(
         [*cli, *args, "--file-path", str(path), *extra],
         env=run_env,
+        cwd=tempfile.gettempdir(),
         capture_output=True,
         text=True,
         timeout=180,
