@@ -260,6 +260,7 @@ def start(state_dir: Path, s3_backend: str, ports: dict[str, int], demo_size: in
         "demo_user": DEMO_USER,
         "demo_token": token,
         "env": service_env,
+        "log_dir": str(stack.log_dir),
         "pids": {name: process.pid for name, process in stack.processes.items()},
     }
     stack_file = state_dir / "stack.json"
