@@ -1,0 +1,265 @@
+"""The DRS3 API and ``ghga-cli download-by-id`` on the local stack.
+
+Files are put into the archive the way production does it: uploaded with the client, accepted
+by the validation job, then staged into the outbox on the first download request.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import E2E_PART_SIZE
+from tests.e2e.test_ucs_http import race
+from tests.support import call, run_admin
+
+pytestmark = pytest.mark.e2e
+
+EXIT_USAGE, EXIT_AUTH, EXIT_CONFLICT = 2, 3, 4
+
+
+@pytest.fixture(scope="module")
+def user(stack_env: dict[str, str]) -> dict[str, str]:
+    name = f"dl-{uuid.uuid4().hex[:8]}"
+    return {"user": name, "token": run_admin(stack_env, "mint-token", "--user", name)}
+
+
+def run_cli(cli: list[str], token: str | None, *args: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "GHGA_CLI_TOKEN"}
+    if token:
+        env["GHGA_CLI_TOKEN"] = token
+    return subprocess.run(
+        [*cli, *args],
+        env=env,
+        cwd=tempfile.gettempdir(),
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+
+
+def archived_file(
+    ghga_cli: list[str],
+    stack: dict[str, Any],
+    stack_env: dict[str, str],
+    user: dict[str, str],
+    data: bytes,
+) -> str:
+    """Register, upload (with the client) and grant a file; return its id once accepted."""
+    file_id = f"dl-{uuid.uuid4().hex[:12]}"
+    with tempfile.TemporaryDirectory() as tmp:
+        source = Path(tmp) / f"{file_id}.bin"
+        source.write_bytes(data)
+        run_admin(
+            stack_env,
+            "register-file",
+            "--file-id",
+            file_id,
+            "--file-name",
+            source.name,
+            "--size",
+            str(len(data)),
+            "--md5",
+            hashlib.md5(data).hexdigest(),
+            "--submitter",
+            user["user"],
+        )
+        up = run_cli(
+            ghga_cli,
+            user["token"],
+            "upload-by-id",
+            "--api-url",
+            stack["ucs_url"],
+            "--file-id",
+            file_id,
+            "--file-path",
+            str(source),
+        )
+        assert up.returncode == 0, up.stderr
+    run_admin(stack_env, "grant", "--file-id", file_id, "--user", user["user"])
+    return file_id
+
+
+def download(
+    cli: list[str], stack: dict[str, Any], token: str | None, file_id: str, out: Path, *extra: str
+):
+    return run_cli(
+        cli,
+        token,
+        "download-by-id",
+        "--api-url",
+        stack["ucs_url"],
+        "--file-id",
+        file_id,
+        "--output-dir",
+        str(out),
+        *extra,
+    )
+
+
+def test_drs_answers_202_with_retry_after_then_200(ghga_cli, local_stack, stack_env, user) -> None:
+    data = os.urandom(3 * E2E_PART_SIZE)
+    file_id = archived_file(ghga_cli, local_stack, stack_env, user, data)
+    url = f"{local_stack['drs_url']}/objects/{file_id}"
+
+    status, _ = call("GET", url, user["token"])
+    assert status == 202
+    deadline = time.monotonic() + 30
+    while status == 202 and time.monotonic() < deadline:
+        time.sleep(0.3)
+        status, body = call("GET", url, user["token"])
+    assert status == 200, body
+    assert body["id"] == file_id
+    assert body["size"] == len(data)
+    assert {"type": "md5", "checksum": hashlib.md5(data).hexdigest()} in body["checksums"]
+    assert body["access_methods"][0]["type"] == "s3"
+    assert body["access_methods"][0]["access_url"]["url"].startswith("http")
+
+
+SIZES = {
+    "empty": 0,
+    "one-byte": 1,
+    "one-range": E2E_PART_SIZE,
+    "many-ranges": 5 * E2E_PART_SIZE + 321,
+}
+
+
+@pytest.mark.parametrize("size", SIZES.values(), ids=SIZES.keys())
+def test_download_with_console_script(
+    ghga_cli, local_stack, stack_env, user, tmp_path, size
+) -> None:
+    data = os.urandom(size)
+    file_id = archived_file(ghga_cli, local_stack, stack_env, user, data)
+
+    result = download(ghga_cli, local_stack, user["token"], file_id, tmp_path, "--json")
+
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["status"] in ("downloaded", "verified", "ok", "complete", "completed")
+    assert (tmp_path / f"{file_id}.bin").read_bytes() == data
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"{file_id}.bin"]
+    assert user["token"] not in result.stdout + result.stderr
+    assert "X-Amz-Signature" not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("size", [0, 4 * E2E_PART_SIZE + 5], ids=["empty", "many-ranges"])
+def test_download_with_zipapp(
+    ghga_cli, ghga_pyz, local_stack, stack_env, user, tmp_path, size
+) -> None:
+    data = os.urandom(size)
+    file_id = archived_file(ghga_cli, local_stack, stack_env, user, data)
+    result = download(ghga_pyz, local_stack, user["token"], file_id, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / f"{file_id}.bin").read_bytes() == data
+
+
+def test_twenty_first_requests_start_one_staging_job(
+    ghga_cli, local_stack, stack_env, user
+) -> None:
+    """20 simultaneous first GETs of an unstaged object: every one gets 202, one job runs.
+
+    DynamoDB is the single-threaded moto server here, so the conditional write that elects
+    the one request allowed to enqueue the job is honoured as on AWS (see test_ucs_http).
+    """
+    file_id = archived_file(ghga_cli, local_stack, stack_env, user, os.urandom(1000))
+    url = f"{local_stack['drs_url']}/objects/{file_id}"
+    results = race(20, lambda: call("GET", url, user["token"]))
+    assert [status for status, _ in results] == [202] * 20
+    deadline = time.monotonic() + 30
+    while call("GET", url, user["token"])[0] != 200:
+        assert time.monotonic() < deadline
+        time.sleep(0.3)
+    worker_log = Path(local_stack["log_dir"], "worker.log").read_text()
+    stage_jobs = [
+        line for line in worker_log.splitlines() if '"job": "stage"' in line and file_id in line
+    ]
+    assert len(stage_jobs) == 1, stage_jobs
+
+
+class TestBadInput:
+    def test_unknown_file(self, ghga_cli, local_stack, user, tmp_path) -> None:
+        result = download(ghga_cli, local_stack, user["token"], "no-such-file", tmp_path)
+        assert result.returncode == EXIT_CONFLICT, result.stderr
+        assert "no-such-file" in result.stderr and "Traceback" not in result.stderr
+
+    def test_no_access(self, ghga_cli, local_stack, stack_env, user, tmp_path) -> None:
+        file_id = archived_file(ghga_cli, local_stack, stack_env, user, b"abc")
+        stranger = run_admin(stack_env, "mint-token", "--user", "stranger")
+        result = download(ghga_cli, local_stack, stranger, file_id, tmp_path)
+        assert result.returncode == EXIT_AUTH, result.stderr
+        assert "Traceback" not in result.stderr
+        assert list(tmp_path.iterdir()) == []
+
+    def test_output_dir_missing(self, ghga_cli, local_stack, user, tmp_path) -> None:
+        result = download(ghga_cli, local_stack, user["token"], "x", tmp_path / "missing")
+        assert result.returncode == EXIT_USAGE, result.stderr
+        assert "missing" in result.stderr and "Traceback" not in result.stderr
+
+    def test_output_dir_not_writable(self, ghga_cli, local_stack, user, tmp_path) -> None:
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o555)
+        as_user = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", *ghga_cli]
+        command = as_user if os.geteuid() == 0 else ghga_cli
+        result = download(command, local_stack, user["token"], "x", locked)
+        assert result.returncode == EXIT_USAGE, result.stderr
+        assert "writable" in result.stderr.lower() and "Traceback" not in result.stderr
+
+    def test_existing_file_without_overwrite(
+        self, ghga_cli, local_stack, stack_env, user, tmp_path
+    ) -> None:
+        data = os.urandom(100)
+        file_id = archived_file(ghga_cli, local_stack, stack_env, user, data)
+        target = tmp_path / f"{file_id}.bin"
+        target.write_bytes(b"precious")
+        result = download(ghga_cli, local_stack, user["token"], file_id, tmp_path)
+        assert result.returncode == EXIT_CONFLICT, result.stderr
+        assert "overwrite" in result.stderr and "Traceback" not in result.stderr
+        assert target.read_bytes() == b"precious"
+        assert (
+            download(
+                ghga_cli, local_stack, user["token"], file_id, tmp_path, "--overwrite"
+            ).returncode
+            == 0
+        )
+        assert target.read_bytes() == data
+
+    def test_not_enough_disk_space(self, ghga_cli, local_stack, stack_env, user, tmp_path) -> None:
+        file_id = archived_file(
+            ghga_cli, local_stack, stack_env, user, os.urandom(2 * E2E_PART_SIZE)
+        )
+        small = tmp_path / "small"
+        small.mkdir()
+        mounted = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=128k", "tmpfs", str(small)], check=False
+        )
+        if mounted.returncode != 0:
+            pytest.skip("cannot mount a small tmpfs here (needs root)")
+        try:
+            result = download(ghga_cli, local_stack, user["token"], file_id, small)
+            assert result.returncode == EXIT_USAGE, result.stderr
+            assert "space" in result.stderr.lower() and "Traceback" not in result.stderr
+        finally:
+            subprocess.run(["umount", str(small)], check=False)
+
+    def test_api_unreachable(self, ghga_cli, user, tmp_path) -> None:
+        result = download(
+            ghga_cli,
+            {"ucs_url": "http://127.0.0.1:9"},
+            user["token"],
+            "x",
+            tmp_path,
+            "--retries",
+            "1",
+        )
+        assert result.returncode == 6, result.stderr
+        assert "Traceback" not in result.stderr
