@@ -241,7 +241,7 @@ def row(
 
 def median_rows(runs: list[list[dict]]) -> list[dict]:
     merged = []
-    for index, first in enumerate(runs[0]):
+    for index in range(len(runs[0])):
         samples = [run[index] for run in runs]
         chosen = sorted(samples, key=lambda r: r["seconds"])[len(samples) // 2]
         merged.append({**chosen, "runs": len(samples)})
@@ -269,7 +269,7 @@ def main() -> int:
     rows = median_rows(runs)
     facts = {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "machine": f"{platform.node()} {platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
         "python": platform.python_version(),
         "curl": subprocess.run(["curl", "--version"], capture_output=True, text=True).stdout.split(
             "\n"
@@ -279,14 +279,15 @@ def main() -> int:
         "md5": md5,
     }
     print(
-        f"# {facts['date']} on {facts['machine']}, S3 on {args.s3}, {args.size_gib:g} GiB, runs={args.runs}"
+        f"# {facts['date']} on {facts['machine']}, S3 on {args.s3}, "
+        f"{args.size_gib:g} GiB, runs={args.runs}"
     )
     print("| direction | client | MiB/s | seconds | CPU s | CPU s/GiB | peak RSS MiB |")
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
     for r in rows:
         print(
-            f"| {r['direction']} | {r['client']} | {r['mib_per_s']} | {r['seconds']} | {r['cpu_s']} "
-            f"| {r['cpu_s_per_gib']} | {r['peak_rss_mib']} |"
+            f"| {r['direction']} | {r['client']} | {r['mib_per_s']} | {r['seconds']} "
+            f"| {r['cpu_s']} | {r['cpu_s_per_gib']} | {r['peak_rss_mib']} |"
         )
     if args.json_out:
         args.json_out.write_text(json.dumps({"facts": facts, "rows": rows}, indent=2))
