@@ -1,0 +1,7 @@
+"""``python -m ghga_cli``."""
+
+import sys
+
+from ghga_cli.cli import main
+
+sys.exit(main())

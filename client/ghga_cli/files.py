@@ -1,0 +1,114 @@
+"""Local file-system helpers: safe output names, writability, free space, atomic state files."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from ghga_cli.errors import UsageError
+
+_WINDOWS_RESERVED = {
+    "CON",
+    "PRN",
+    "AUX",
+    "NUL",
+    *(f"COM{i}" for i in range(1, 10)),
+    *(f"LPT{i}" for i in range(1, 10)),
+}
+
+
+def sanitise_name(name: str, fallback: str) -> str:
+    """A file name that is safe to create inside the output directory.
+
+    DRS names should be ``[A-Za-z0-9._-]``; a server could still send anything, so path
+    separators, ``..``, NUL and control characters, drive letters and Windows device names are
+    refused. Characters outside the portable set are replaced by ``_``. An empty or unusable
+    result falls back to ``fallback`` (the file id, sanitised the same way).
+    """
+    cleaned = _clean(name)
+    if cleaned is None:
+        cleaned = _clean(fallback)
+    if cleaned is None:
+        raise UsageError("the server sent no usable file name", "contact the helpdesk")
+    return cleaned
+
+
+def _clean(name: str) -> str | None:
+    if not name or "\x00" in name:
+        return None
+    # Only the last path component, whatever the separator, and never a parent reference.
+    base = name.replace("\\", "/").split("/")[-1]
+    if ":" in base:  # drive letters, NTFS streams
+        base = base.split(":")[-1]
+    out = "".join(c if (c.isalnum() and c.isascii()) or c in "._-+" else "_" for c in base)
+    out = out.rstrip(" .")  # Windows drops trailing dots and spaces silently
+    if not out or set(out) <= {".", "_"}:
+        return None
+    if out.split(".")[0].upper() in _WINDOWS_RESERVED:
+        out = "_" + out
+    return out[:200]
+
+
+def inside(directory: Path, target: Path) -> bool:
+    """True if ``target`` resolves to a direct child of ``directory``."""
+    try:
+        return target.resolve().parent == directory.resolve()
+    except OSError:
+        return False
+
+
+def check_output_dir(directory: Path) -> None:
+    """UsageError unless ``directory`` exists, is a directory and we can create files in it."""
+    if not directory.exists():
+        raise UsageError(f"output directory {directory} does not exist", "create it first")
+    if not directory.is_dir():
+        raise UsageError(f"{directory} is not a directory", "give a directory as --output-dir")
+    try:
+        with tempfile.NamedTemporaryFile(dir=directory, prefix=".ghga-cli-probe-"):
+            pass
+    except OSError as exc:
+        raise UsageError(
+            f"cannot write to {directory}: {exc.strerror or exc}",
+            "choose a writable --output-dir",
+        ) from None
+
+
+def check_free_space(directory: Path, needed: int) -> None:
+    """UsageError if the file system of ``directory`` has less than ``needed`` bytes free."""
+    if needed <= 0:
+        return
+    try:
+        free = shutil.disk_usage(directory).free
+    except OSError:
+        return  # cannot tell; writing will fail loudly if space runs out
+    if free < needed:
+        from ghga_cli.progress import format_bytes
+
+        raise UsageError(
+            f"not enough free space in {directory}: need {format_bytes(needed)}, "
+            f"have {format_bytes(free)}",
+            "free some space or choose another --output-dir",
+        )
+
+
+def write_json_atomic(path: Path, payload: Any) -> None:
+    """Write JSON to ``path`` so that readers see the old or the new content, never half."""
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", encoding="utf-8") as handle:
+        json.dump(payload, handle, separators=(",", ":"))
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def read_json(path: Path) -> Any:
+    """The JSON in ``path``, or None if it is missing or unreadable."""
+    try:
+        with path.open("r", encoding="utf-8") as handle:
+            return json.load(handle)
+    except (OSError, ValueError):
+        return None

@@ -1,0 +1,141 @@
+"""Progress reporting and the human-readable formatting it needs.
+
+Three modes: on a terminal one live line (bytes, %, MiB/s, ETA) redrawn at most 4 times a second;
+otherwise (pipes, CI logs) one plain line every 5 seconds; ``--quiet`` prints nothing. The engine
+calls :meth:`Progress.update` as often as it likes; throttling happens here.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Callable, TextIO
+
+MIB = 1024 * 1024
+
+
+def format_bytes(n: float) -> str:
+    """``1536`` -> ``1.5 KiB``; binary units, one decimal (none for bytes)."""
+    if n < 1024:
+        return f"{int(n)} B"
+    for unit in ("KiB", "MiB", "GiB", "TiB", "PiB"):
+        n /= 1024.0
+        if n < 1024 or unit == "PiB":
+            return f"{n:.1f} {unit}"
+    return f"{n:.1f} PiB"  # pragma: no cover
+
+
+def format_duration(seconds: float | None) -> str:
+    """``3725`` -> ``1h02m05s``; ``None`` or absurd values -> ``--``."""
+    if seconds is None or seconds != seconds or seconds < 0 or seconds > 99 * 86400:
+        return "--"
+    seconds = round(seconds)
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m{secs:02d}s"
+    if minutes:
+        return f"{minutes}m{secs:02d}s"
+    return f"{secs}s"
+
+
+def format_rate(bytes_per_s: float) -> str:
+    return f"{bytes_per_s / MIB:.1f} MiB/s"
+
+
+def progress_line(done: int, total: int, elapsed: float, rate: float) -> str:
+    """One status line, e.g. ``1.0 GiB / 4.0 GiB  25.0%  112.3 MiB/s  ETA 27s``."""
+    pct = 100.0 if total <= 0 else min(100.0, 100.0 * done / total)
+    eta = (total - done) / rate if rate > 0 else None
+    return (
+        f"{format_bytes(done)} / {format_bytes(total)}  {pct:5.1f}%  "
+        f"{format_rate(rate)}  ETA {format_duration(eta)}"
+    )
+
+
+class Progress:
+    """Throttled progress output to ``stream`` (stderr by default)."""
+
+    TTY_INTERVAL = 0.25
+    LOG_INTERVAL = 5.0
+
+    def __init__(
+        self,
+        total: int,
+        *,
+        label: str = "",
+        quiet: bool = False,
+        stream: TextIO | None = None,
+        tty: bool | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self.total = total
+        self.label = label
+        self.quiet = quiet
+        self.stream = stream if stream is not None else sys.stderr
+        if tty is None:
+            isatty = getattr(self.stream, "isatty", None)
+            tty = bool(isatty and isatty())
+        self.tty = tty
+        self._clock = clock
+        self.start = clock()
+        self.done = 0
+        self.baseline = 0  # bytes already present before this run (resume)
+        self._last_draw = -1e9
+        self._samples: list[tuple[float, int]] = [(self.start, 0)]
+        self._drawn = False
+
+    def set_baseline(self, already_done: int) -> None:
+        """Bytes that were done before this run: counted in %, not in the rate."""
+        self.baseline = already_done
+        self.done = already_done
+        self._samples = [(self._clock(), already_done)]
+
+    def update(self, done: int, force: bool = False) -> None:
+        self.done = done
+        if self.quiet:
+            return
+        now = self._clock()
+        interval = self.TTY_INTERVAL if self.tty else self.LOG_INTERVAL
+        if not force and now - self._last_draw < interval:
+            return
+        self._last_draw = now
+        rate = self._rate(now, done)
+        line = progress_line(done, self.total, now - self.start, rate)
+        if self.label:
+            line = f"{self.label} {line}"
+        if self.tty:
+            self.stream.write("\r" + line.ljust(79) + "\x1b[K")
+            self._drawn = True
+        else:
+            self.stream.write(f"ghga-cli: {line}\n")
+        self.stream.flush()
+
+    def _rate(self, now: float, done: int) -> float:
+        """Rate over the last ~10 s (smooths bursts, follows changes)."""
+        self._samples.append((now, done))
+        while len(self._samples) > 2 and now - self._samples[0][0] > 10.0:
+            self._samples.pop(0)
+        t0, d0 = self._samples[0]
+        if now - t0 <= 0:
+            return 0.0
+        return max(0.0, (done - d0) / (now - t0))
+
+    def finish(self) -> None:
+        """End the live line so that following messages start on a fresh line."""
+        if self.quiet:
+            return
+        if self.tty and self._drawn:
+            self.stream.write("\n")
+            self.stream.flush()
+            self._drawn = False
+
+    def message(self, text: str) -> None:
+        """An informational line (not an error); suppressed by --quiet."""
+        if self.quiet:
+            return
+        if self.tty and self._drawn:
+            self.stream.write("\r\x1b[K")
+            self._drawn = False
+        self.stream.write(f"ghga-cli: {text}\n")
+        self.stream.flush()
