@@ -1,0 +1,131 @@
+"""Helpers that drive the engine against moto with boto3-made presigned URLs (no UCS)."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+from ghga_cli.api import DrsObject, PartInfo
+from ghga_cli.downloads import Downloader, DownloadOptions
+from ghga_cli.engine import Engine, EngineStats, plan_parts
+from ghga_cli.retry import RetryPolicy
+from ghga_cli.uploads import PartReader, UploadTransfer, UrlProvider
+
+
+class Presigner:
+    """Stands in for UcsClient.presign_parts: boto3 presigns the part URLs."""
+
+    def __init__(self, s3: Any, bucket: str, key: str, s3_upload_id: str, expires: int = 900):
+        self.s3 = s3
+        self.bucket = bucket
+        self.key = key
+        self.s3_upload_id = s3_upload_id
+        self.expires = expires
+        self.calls: list[list[int]] = []
+
+    def presign_parts(self, upload_id: str, numbers: list[int]) -> tuple[dict[int, str], float]:
+        self.calls.append(list(numbers))
+        urls = {
+            n: self.s3.generate_presigned_url(
+                "upload_part",
+                Params={
+                    "Bucket": self.bucket,
+                    "Key": self.key,
+                    "UploadId": self.s3_upload_id,
+                    "PartNumber": n,
+                },
+                ExpiresIn=self.expires,
+            )
+            for n in numbers
+        }
+        return urls, float(self.expires)
+
+
+def engine_upload(
+    s3: Any,
+    bucket: str,
+    key: str,
+    path: Path,
+    part_size: int,
+    *,
+    parallel: int = 4,
+    retries: int = 2,
+    s3_upload_id: str | None = None,
+    existing: dict[int, PartInfo] | None = None,
+    complete: bool = True,
+) -> tuple[PartReader, EngineStats, Presigner]:
+    """Upload ``path`` as a multipart upload through the engine; complete it with boto3."""
+    if s3_upload_id is None:
+        s3_upload_id = s3.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
+    size = path.stat().st_size
+    pieces = plan_parts(size, part_size) or [(0, 0)]
+    presigner = Presigner(s3, bucket, key, s3_upload_id)
+    reader = PartReader(path, pieces, existing or {})
+    urls = UrlProvider(presigner, "upload-1", len(pieces), set(existing or {}), min_batch=4)
+    transfer = UploadTransfer(reader, urls)
+    engine = Engine(parallel=parallel, policy=RetryPolicy(retries=retries, base=0.01, cap=0.1))
+    reader.start()
+    try:
+        stats = engine.run(transfer)
+    finally:
+        reader.stop()
+    if complete:
+        listed = s3.list_parts(Bucket=bucket, Key=key, UploadId=s3_upload_id).get("Parts", [])
+        s3.complete_multipart_upload(
+            Bucket=bucket,
+            Key=key,
+            UploadId=s3_upload_id,
+            MultipartUpload={
+                "Parts": [{"PartNumber": p["PartNumber"], "ETag": p["ETag"]} for p in listed]
+            },
+        )
+    return reader, stats, presigner
+
+
+class FakeDrs:
+    """Stands in for DrsClient: a presigned GET URL of an S3 object, counted."""
+
+    def __init__(self, s3: Any, bucket: str, key: str, name: str = "data.bin"):
+        self.s3 = s3
+        self.bucket = bucket
+        self.key = key
+        self.name = name
+        self.calls = 0
+        self.url_override: str | None = None
+
+    def get_object(self, object_id: str, wait_timeout: float) -> DrsObject:
+        self.calls += 1
+        head = self.s3.head_object(Bucket=self.bucket, Key=self.key)
+        body_md5 = self.s3.get_object(Bucket=self.bucket, Key=self.key)["Body"].read()
+        url = self.url_override or self.s3.generate_presigned_url(
+            "get_object", Params={"Bucket": self.bucket, "Key": self.key}, ExpiresIn=900
+        )
+        return DrsObject(
+            object_id=object_id,
+            name=self.name,
+            size=head["ContentLength"],
+            checksums={"md5": hashlib.md5(body_md5).hexdigest()},
+            url=url,
+            headers=[],
+        )
+
+
+def engine_download(
+    drs: Any, out_dir: Path, *, range_size: int, parallel: int = 4, retries: int = 2, **kw: Any
+) -> Downloader:
+    options = DownloadOptions(
+        file_id="file-1",
+        output_dir=out_dir,
+        parallel=parallel,
+        retries=retries,
+        range_size=range_size,
+        **kw,
+    )
+    downloader = Downloader(drs, options)
+    downloader.download()
+    return downloader
+
+
+def md5(data: bytes) -> str:
+    return hashlib.md5(data).hexdigest()
