@@ -1,0 +1,268 @@
+"""The CLI end to end against a fake UCS/DRS (tests/client/fake_services.py) and moto S3."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fake_services import FakeServices
+
+from ghga_cli.cli import main
+
+TOKEN = "test-token-abc.def.ghi"
+PART = 64 * 1024
+
+
+@pytest.fixture
+def services(s3: Any, bucket: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeServices]:
+    monkeypatch.setenv("GHGA_CLI_TOKEN", TOKEN)
+    with FakeServices(s3, bucket, TOKEN, part_size=PART) as fake:
+        yield fake
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    assert TOKEN not in out and TOKEN not in err
+    assert "X-Amz-Signature" not in out and "X-Amz-Signature" not in err
+    assert "Traceback" not in err
+    return code, out, err
+
+
+def upload_args(services: FakeServices, file_id: str, path: Path, *extra: str) -> list[str]:
+    return [
+        "upload-by-id",
+        "--api-url",
+        services.url,
+        "--file-id",
+        file_id,
+        "--file-path",
+        str(path),
+        *extra,
+    ]
+
+
+def test_round_trip(tmp_path: Path, services: FakeServices, capsys: Any) -> None:
+    data = os.urandom(5 * PART + 17)
+    src = tmp_path / "src.bin"
+    src.write_bytes(data)
+    services.register(data, "GHGAF1", name="sample.bam")
+    code, out, err = run(capsys, *upload_args(services, "GHGAF1", src, "--json"))
+    assert code == 0, err
+    summary = json.loads(out)
+    assert summary["status"] == "accepted"
+    assert summary["parts"] == 6 and summary["bytes"] == len(data)
+    assert summary["md5"] and summary["exit_code"] == 0
+    assert "waiting for validation" in err
+
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    code, out, err = run(
+        capsys,
+        "download-by-id",
+        "--api_url",
+        services.url,
+        "--file_id",
+        "GHGAF1",
+        "--output_dir",
+        str(out_dir),
+        "--range-size",
+        "64K",
+        "--json",
+    )
+    assert code == 0, err
+    summary = json.loads(out)
+    assert summary["status"] == "downloaded"
+    assert (out_dir / "sample.bam").read_bytes() == data
+    assert summary["output"] == str(out_dir / "sample.bam")
+
+
+def test_upload_resumes_pending_upload(
+    tmp_path: Path, services: FakeServices, s3: Any, capsys: Any
+) -> None:
+    data = os.urandom(3 * PART)
+    src = tmp_path / "src.bin"
+    src.write_bytes(data)
+    services.register(data, "GHGAF3")
+    status, created, _ = services.route("POST", "/uploads", {"file_id": "GHGAF3"})
+    upload = services.uploads[created["upload_id"]]
+    s3.upload_part(
+        Bucket=services.bucket,
+        Key=upload.key,
+        UploadId=upload.s3_upload_id,
+        PartNumber=2,
+        Body=data[PART : 2 * PART],
+    )
+    code, out, err = run(capsys, *upload_args(services, "GHGAF3", src, "--json"))
+    assert code == 0, err
+    summary = json.loads(out)
+    assert summary["upload_id"] == upload.upload_id
+    assert summary["parts_skipped"] == 1
+    assert summary["bytes_transferred"] == 2 * PART
+    assert "resuming upload" in err
+
+
+def test_upload_size_mismatch(tmp_path: Path, services: FakeServices, capsys: Any) -> None:
+    services.register(b"x" * 10, "GHGAF4")
+    src = tmp_path / "src.bin"
+    src.write_bytes(b"x" * 11)
+    code, _, err = run(capsys, *upload_args(services, "GHGAF4", src))
+    assert code == 2
+    assert err.count("\n") == 1 and "registered with 10 bytes" in err
+
+
+def test_upload_wrong_content_is_not_confirmed(
+    tmp_path: Path, services: FakeServices, capsys: Any
+) -> None:
+    services.register(b"a" * 100, "GHGAF5")
+    src = tmp_path / "src.bin"
+    src.write_bytes(b"b" * 100)
+    code, _, err = run(capsys, *upload_args(services, "GHGAF5", src))
+    assert code == 5
+    assert "differs from the registered checksum" in err
+    upload = services.uploads[services.files["GHGAF5"].current_upload_id]
+    assert upload.status == "pending"  # left for a rerun with the right file or --cancel
+
+
+def test_upload_rejected_and_already_accepted(
+    tmp_path: Path, services: FakeServices, capsys: Any
+) -> None:
+    data = os.urandom(100)
+    src = tmp_path / "src.bin"
+    src.write_bytes(data)
+    services.register(data, "GHGAF6")
+    services.reject_next = True
+    code, _, err = run(capsys, *upload_args(services, "GHGAF6", src))
+    assert code == 5 and "rejected" in err and "checksum mismatch" in err
+    code, _, err = run(capsys, *upload_args(services, "GHGAF6", src))
+    assert code == 0, err
+    code, _, err = run(capsys, *upload_args(services, "GHGAF6", src))
+    assert code == 4 and "already uploaded and accepted" in err
+
+
+def test_upload_cancel(tmp_path: Path, services: FakeServices, capsys: Any) -> None:
+    services.register(b"z" * 10, "GHGAF7")
+    services.route("POST", "/uploads", {"file_id": "GHGAF7"})
+    args = ["upload-by-id", "--api-url", services.url, "--file-id", "GHGAF7", "--cancel"]
+    code, out, err = run(capsys, *args, "--json")
+    assert code == 0, err
+    assert json.loads(out)["status"] == "cancelled"
+    code, _, err = run(capsys, *args)
+    assert code == 4
+
+
+def test_upload_no_wait(tmp_path: Path, services: FakeServices, capsys: Any) -> None:
+    data = os.urandom(10)
+    src = tmp_path / "src.bin"
+    src.write_bytes(data)
+    services.register(data, "GHGAF8")
+    code, out, err = run(
+        capsys, *upload_args(services, "GHGAF8", src, "--wait-timeout", "0", "--json")
+    )
+    assert code == 0, err
+    assert json.loads(out)["status"] == "uploaded"
+
+
+def test_download_waits_for_staging(tmp_path: Path, services: FakeServices, capsys: Any) -> None:
+    data = os.urandom(1000)
+    services.publish(data, "GHGAF9", name="x.txt", staging_polls=1)
+    code, _, err = run(
+        capsys,
+        "download-by-id",
+        "--api-url",
+        services.url + "/ga4gh/drs/v1/",
+        "--file-id",
+        "GHGAF9",
+        "--output-dir",
+        str(tmp_path),
+    )
+    assert code == 0, err
+    assert "waiting for the file to be staged (retry in 1 s)" in err
+    assert (tmp_path / "x.txt").read_bytes() == data
+
+
+def test_download_staging_timeout(tmp_path: Path, services: FakeServices, capsys: Any) -> None:
+    services.publish(b"abc", "GHGAF10", staging_polls=100)
+    code, out, err = run(
+        capsys,
+        "download-by-id",
+        "--api-url",
+        services.url,
+        "--file-id",
+        "GHGAF10",
+        "--output-dir",
+        str(tmp_path),
+        "--wait-timeout",
+        "1",
+        "--json",
+    )
+    assert code == 7
+    assert json.loads(out)["status"] == "error"
+
+
+def test_download_existing_output_and_overwrite(
+    tmp_path: Path, services: FakeServices, capsys: Any
+) -> None:
+    services.publish(b"new content", "GHGAF11", name="f.txt")
+    (tmp_path / "f.txt").write_bytes(b"old")
+    base = [
+        "download-by-id",
+        "--api-url",
+        services.url,
+        "--file-id",
+        "GHGAF11",
+        "--output-dir",
+        str(tmp_path),
+    ]
+    code, _, err = run(capsys, *base)
+    assert code == 4 and "already exists" in err and "--overwrite" in err
+    code, _, err = run(capsys, *base, "--overwrite")
+    assert code == 0, err
+    assert (tmp_path / "f.txt").read_bytes() == b"new content"
+
+
+def test_download_hostile_name_stays_inside(
+    tmp_path: Path, services: FakeServices, capsys: Any
+) -> None:
+    services.publish(b"evil", "GHGAF12", name="../../etc/passwd")
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    code, _, err = run(
+        capsys,
+        "download-by-id",
+        "--api-url",
+        services.url,
+        "--file-id",
+        "GHGAF12",
+        "--output-dir",
+        str(out_dir),
+    )
+    assert code == 0, err
+    assert [p.name for p in out_dir.iterdir()] == ["passwd"]
+
+
+def test_unknown_file_and_bad_token(
+    tmp_path: Path, services: FakeServices, capsys: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    code, _, err = run(
+        capsys,
+        "download-by-id",
+        "--api-url",
+        services.url,
+        "--file-id",
+        "NOPE",
+        "--output-dir",
+        str(tmp_path),
+    )
+    assert code == 4 and "noSuchObject" in err
+    src = tmp_path / "f"
+    src.write_bytes(b"1")
+    code, _, err = run(capsys, *upload_args(services, "NOPE", src))
+    assert code == 4 and "fileNotRegistered" in err
+    monkeypatch.setenv("GHGA_CLI_TOKEN", "wrong")
+    code, _, err = run(capsys, *upload_args(services, "NOPE", src))
+    assert code == 3 and "HTTP 401" in err
