@@ -88,7 +88,7 @@ def test_upload_resumes_pending_upload(
     src = tmp_path / "src.bin"
     src.write_bytes(data)
     services.register(data, "GHGAF3")
-    status, created, _ = services.route("POST", "/uploads", {"file_id": "GHGAF3"})
+    _status, created, _ = services.route("POST", "/uploads", {"file_id": "GHGAF3"})
     upload = services.uploads[created["upload_id"]]
     s3.upload_part(
         Bucket=services.bucket,
@@ -187,7 +187,7 @@ def test_download_waits_for_staging(tmp_path: Path, services: FakeServices, caps
 
 def test_download_staging_timeout(tmp_path: Path, services: FakeServices, capsys: Any) -> None:
     services.publish(b"abc", "GHGAF10", staging_polls=100)
-    code, out, err = run(
+    code, out, _err = run(
         capsys,
         "download-by-id",
         "--api-url",
