@@ -44,8 +44,8 @@ def _clean(name: str) -> str | None:
     base = name.replace("\\", "/").split("/")[-1]
     if ":" in base:  # drive letters, NTFS streams
         base = base.split(":")[-1]
+    base = base.strip(" ").rstrip(".")  # Windows drops trailing dots and spaces silently
     out = "".join(c if (c.isalnum() and c.isascii()) or c in "._-+" else "_" for c in base)
-    out = out.rstrip(" .")  # Windows drops trailing dots and spaces silently
     if not out or set(out) <= {".", "_"}:
         return None
     if out.split(".")[0].upper() in _WINDOWS_RESERVED:

@@ -1,0 +1,367 @@
+"""Unit tests without network: planning, parsing, naming, formatting, exit codes, arguments."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+
+from ghga_cli.api import drs_base, parse_drs_object
+from ghga_cli.cli import build_parser, parse_size, read_token
+from ghga_cli.curl import HeaderCollector, redact_url
+from ghga_cli.downloads import DownloadState, parse_content_range
+from ghga_cli.engine import plan_parts
+from ghga_cli.errors import ApiError, CliError, NetworkError, UsageError
+from ghga_cli.files import sanitise_name
+from ghga_cli.integrity import choose_checksum, file_digest, normalise_etag
+from ghga_cli.progress import Progress, format_bytes, format_duration, progress_line
+from ghga_cli.retry import RetryPolicy, parse_retry_after
+from ghga_cli.uploads import effective_parallel
+
+MIB = 1024 * 1024
+
+
+# -- planning ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("size", "part", "expected"),
+    [
+        (0, 10, []),
+        (1, 10, [(0, 1)]),
+        (10, 10, [(0, 10)]),
+        (11, 10, [(0, 10), (10, 1)]),
+        (25, 10, [(0, 10), (10, 10), (20, 5)]),
+    ],
+)
+def test_plan_parts(size: int, part: int, expected: list[tuple[int, int]]) -> None:
+    assert plan_parts(size, part) == expected
+
+
+def test_plan_parts_covers_file_exactly() -> None:
+    pieces = plan_parts(10 * MIB + 3, MIB)
+    assert sum(n for _, n in pieces) == 10 * MIB + 3
+    assert all(pieces[i][0] + pieces[i][1] == pieces[i + 1][0] for i in range(len(pieces) - 1))
+
+
+def test_plan_parts_rejects_bad_input() -> None:
+    with pytest.raises(ValueError):
+        plan_parts(10, 0)
+    with pytest.raises(ValueError):
+        plan_parts(-1, 10)
+
+
+def test_effective_parallel_bounds_memory() -> None:
+    assert effective_parallel(8, 16 * MIB, 1024 * MIB) == 8
+    assert effective_parallel(8, 128 * MIB, 1024 * MIB) == 6  # 6 in flight + 2 = 8 buffers
+    assert effective_parallel(8, 600 * MIB, 1024 * MIB) == 1
+
+
+# -- parsing ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ('"d41d8cd98f00b204e9800998ecf8427e"', "d41d8cd98f00b204e9800998ecf8427e"),
+        ("D41D8CD98F00B204E9800998ECF8427E", "d41d8cd98f00b204e9800998ecf8427e"),
+        ('W/"abc"', "abc"),
+        (' "abc-3" ', "abc-3"),
+        (None, ""),
+        ("", ""),
+    ],
+)
+def test_normalise_etag(raw: str | None, expected: str) -> None:
+    assert normalise_etag(raw) == expected
+
+
+def test_parse_content_range() -> None:
+    assert parse_content_range("bytes 0-99/1000") == (0, 99, 1000)
+    assert parse_content_range("bytes 5-9/*") == (5, 9, None)
+    assert parse_content_range("bytes */1000") is None
+    assert parse_content_range(None) is None
+    assert parse_content_range("items 0-1/2") is None
+
+
+def test_retry_after_and_backoff() -> None:
+    assert parse_retry_after("3") == 3.0
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") is None
+    assert parse_retry_after("-1") is None
+    assert parse_retry_after(None) is None
+    policy = RetryPolicy(retries=3, base=1.0, cap=4.0)
+    assert policy.can_retry(3) and not policy.can_retry(4)
+    for attempt in range(1, 10):
+        assert 0 <= policy.delay(attempt) <= 4.0
+    assert policy.delay(1, retry_after=7) >= 7
+    assert policy.delay(1, retry_after=10_000) <= policy.retry_after_cap
+
+
+def test_header_collector_skips_interim_responses() -> None:
+    collector = HeaderCollector()
+    for line in [
+        b"HTTP/1.1 100 Continue\r\n",
+        b"\r\n",
+        b"HTTP/1.1 200 OK\r\n",
+        b'ETag: "abc"\r\n',
+        b"Content-Length: 0\r\n",
+        b"\r\n",
+    ]:
+        assert collector(line) is None
+    assert collector.status == 200 and collector.complete
+    assert collector.get("etag") == '"abc"'
+
+
+def test_header_collector_can_abort_before_body() -> None:
+    collector = HeaderCollector()
+    collector.on_complete = lambda c: c.status == 206
+    collector(b"HTTP/1.1 200 OK\r\n")
+    assert collector(b"\r\n") == 0  # libcurl aborts the transfer: nothing is written
+
+
+def test_parse_drs_object() -> None:
+    obj = parse_drs_object(
+        {
+            "id": "F1",
+            "name": "a.bam",
+            "size": 5,
+            "self_uri": "drs://x/F1",
+            "created_time": "2026-01-01T00:00:00Z",
+            "checksums": [{"type": "MD5", "checksum": "ABC"}, {"type": "sha-256", "checksum": "d"}],
+            "access_methods": [
+                {"type": "s3", "access_url": {"url": "https://s3/x?sig=1", "headers": ["A: b"]}}
+            ],
+        }
+    )
+    assert obj.size == 5 and obj.name == "a.bam" and obj.url == "https://s3/x?sig=1"
+    assert obj.headers == ["A: b"]
+    assert choose_checksum(obj.checksums) == ("md5", "md5", "abc")
+    assert choose_checksum({"sha-256": "d"}) == ("sha-256", "sha256", "d")
+    assert choose_checksum({"crc32c": "x"}) is None
+    with pytest.raises(NetworkError):
+        parse_drs_object({"size": 1, "access_methods": []})
+
+
+def test_drs_base() -> None:
+    assert drs_base("http://h:1") == "http://h:1/ga4gh/drs/v1"
+    assert drs_base("http://h:1/") == "http://h:1/ga4gh/drs/v1"
+    assert drs_base("http://h:1/ga4gh/drs/v1/") == "http://h:1/ga4gh/drs/v1"
+    assert drs_base("https://api.x/prefix") == "https://api.x/prefix/ga4gh/drs/v1"
+
+
+def test_redact_url() -> None:
+    url = "https://user:pw@s3.example.org:9000/bucket/key?X-Amz-Signature=secret#frag"
+    assert redact_url(url) == "https://s3.example.org:9000/bucket/key"
+
+
+def test_file_digest(tmp_path: Path) -> None:
+    path = tmp_path / "f"
+    path.write_bytes(b"hello")
+    assert file_digest(path, block=2) == "5d41402abc4b2a76b9719d911017c592"
+
+
+def test_download_state_round_trip(tmp_path: Path) -> None:
+    path = tmp_path / "x.part.json"
+    state = DownloadState(path, object_id="F", size=100, checksum="md5:a", range_size=10)
+    state.mark_done(3)
+    state.etag = "e"
+    state.save(force=True)
+    loaded = DownloadState.load(path, "F", 100, "md5:a")
+    assert loaded is not None and loaded.done == {3} and loaded.etag == "e"
+    assert DownloadState.load(path, "F", 101, "md5:a") is None
+    assert DownloadState.load(path, "G", 100, "md5:a") is None
+    assert DownloadState.load(path, "F", 100, "md5:b") is None
+    path.write_text("{not json")
+    assert DownloadState.load(path, "F", 100, "md5:a") is None
+
+
+# -- names ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("sample.bam", "sample.bam"),
+        ("../../etc/passwd", "passwd"),
+        ("/abs/path/file.txt", "file.txt"),
+        ("..\\..\\win.ini", "win.ini"),
+        ("C:evil.txt", "evil.txt"),
+        ("a b;c$d.txt", "a_b_c_d.txt"),
+        ("trailing. ", "trailing"),
+        ("CON", "_CON"),
+        ("nul.txt", "_nul.txt"),
+        ("ümlaut.txt", "_mlaut.txt"),
+        (".hidden", ".hidden"),
+    ],
+)
+def test_sanitise_name(name: str, expected: str) -> None:
+    assert sanitise_name(name, "FALLBACK") == expected
+
+
+@pytest.mark.parametrize("name", ["", "..", ".", "a\x00b", "/", "dir/", "..."])
+def test_sanitise_name_falls_back(name: str) -> None:
+    assert sanitise_name(name, "GHGAF123") == "GHGAF123"
+
+
+def test_sanitise_name_never_escapes() -> None:
+    for name in ["../x", "x/../../y", "\\\\server\\share\\f", "a/..", "./."]:
+        cleaned = sanitise_name(name, "F")
+        assert "/" not in cleaned and "\\" not in cleaned and cleaned not in ("..", ".")
+
+
+# -- formatting -------------------------------------------------------------------------
+
+
+def test_format_bytes() -> None:
+    assert format_bytes(0) == "0 B"
+    assert format_bytes(1023) == "1023 B"
+    assert format_bytes(1536) == "1.5 KiB"
+    assert format_bytes(5 * MIB) == "5.0 MiB"
+    assert format_bytes(3 * 1024**4) == "3.0 TiB"
+
+
+def test_format_duration() -> None:
+    assert format_duration(5) == "5s"
+    assert format_duration(65) == "1m05s"
+    assert format_duration(3725) == "1h02m05s"
+    assert format_duration(None) == "--"
+    assert format_duration(-1) == "--"
+
+
+def test_progress_line() -> None:
+    line = progress_line(MIB, 4 * MIB, 1.0, MIB)
+    assert line == "1.0 MiB / 4.0 MiB   25.0%  1.0 MiB/s  ETA 3s"
+    assert "ETA --" in progress_line(0, 10, 0.0, 0.0)
+    assert "100.0%" in progress_line(0, 0, 0.0, 0.0)
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_progress_throttles_log_lines() -> None:
+    stream = io.StringIO()
+    clock = _Clock()
+    progress = Progress(100 * MIB, stream=stream, tty=False, clock=clock)
+    for second in range(1, 12):
+        clock.now = float(second)
+        progress.update(second * MIB)
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 3  # at 1 s (first), 6 s and 11 s: one line per 5 s
+    assert all(line.startswith("ghga-cli: ") for line in lines)
+    assert "MiB/s" in lines[-1]
+
+
+def test_progress_tty_redraws_in_place_and_quiet_prints_nothing() -> None:
+    stream = io.StringIO()
+    clock = _Clock()
+    progress = Progress(10, stream=stream, tty=True, clock=clock)
+    progress.update(5)
+    clock.now = 0.1
+    progress.update(6)  # within 0.25 s: not redrawn
+    progress.finish()
+    assert stream.getvalue().count("\r") == 1 and stream.getvalue().endswith("\n")
+    quiet = io.StringIO()
+    progress = Progress(10, stream=quiet, quiet=True)
+    progress.update(10, force=True)
+    progress.message("hi")
+    progress.finish()
+    assert quiet.getvalue() == ""
+
+
+# -- errors -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "exception_id", "code"),
+    [
+        (401, "notAuthenticated", 3),
+        (403, "noFileAccess", 3),
+        (404, "fileNotRegistered", 4),
+        (404, "noSuchObject", 4),
+        (400, "existingActiveUpload", 4),
+        (400, "uploadNotPending", 4),
+        (400, "invalidRequest", 2),
+        (500, None, 6),
+        (503, None, 6),
+    ],
+)
+def test_api_error_exit_codes(status: int, exception_id: str | None, code: int) -> None:
+    assert ApiError(status, exception_id, "d").exit_code == code
+
+
+def test_error_line_format() -> None:
+    err = UsageError("file not found: x", "check --file-path")
+    assert err.one_line() == "ghga-cli: error: file not found: x (hint: check --file-path)"
+    assert "\n" not in CliError("two\nlines", "a\nb").one_line()
+
+
+# -- arguments --------------------------------------------------------------------------
+
+
+def test_aliases_and_defaults() -> None:
+    parser = build_parser()
+    args = parser.parse_args(
+        ["upload-by-id", "--api_url", "http://x", "--file_id", "F", "--file_path", "p"]
+    )
+    assert (args.api_url, args.file_id, str(args.file_path)) == ("http://x", "F", "p")
+    assert args.parallel == 8 and args.retries == 5 and not args.cancel
+    args = parser.parse_args(
+        ["download-by-id", "--api-url", "http://x", "--file-id", "F", "--output-dir", "d"]
+    )
+    assert str(args.output_dir) == "d" and not args.overwrite
+    args = parser.parse_args(
+        ["download-by-id", "--api_url", "http://x", "--file_id", "F", "--output_dir", "d"]
+    )
+    assert args.file_id == "F"
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["upload-by-id", "--file-id", "F", "--file-path", "p"],  # no --api-url
+        ["download-by-id", "--api-url", "u", "--file-id", "F"],  # no --output-dir
+        ["upload-by-id", "--api-url", "u", "--file-id", "F", "--parallel", "0"],
+        ["upload-by-id", "--api-url", "u", "--file-id", "F", "--retries", "x"],
+        ["upload-by-id", "--api-url", "u", "--file-id", "F", "--stall-timeout", "0"],
+        ["upload-by-id", "--api-url", "u", "--file-id", "F", "--max-memory", "lots"],
+        ["frobnicate"],
+        [],
+    ],
+)
+def test_usage_errors_exit_2_with_one_line(argv: list[str], capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as info:
+        build_parser().parse_args(argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("ghga-cli: error: ") and err.count("\n") == 1 and "(hint: " in err
+
+
+def test_parse_size() -> None:
+    assert parse_size("65536") == 65536
+    assert parse_size("64K") == 64 * 1024
+    assert parse_size("16MiB") == 16 * MIB
+    assert parse_size("1g") == 1024 * MIB
+
+
+def test_read_token(tmp_path: Path) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text("abc.def.ghi\n")
+    assert read_token(token_file, {}) == "abc.def.ghi"
+    assert read_token(None, {"GHGA_CLI_TOKEN": " xyz "}) == "xyz"
+    assert read_token(token_file, {"GHGA_CLI_TOKEN": "env"}) == "abc.def.ghi"
+    for bad in ["", "two words", "line\nbreak"]:
+        token_file.write_text(bad)
+        with pytest.raises(UsageError) as info:
+            read_token(token_file, {})
+        assert bad.strip() == "" or bad not in info.value.one_line()
+    with pytest.raises(UsageError):
+        read_token(None, {})
+    with pytest.raises(UsageError):
+        read_token(tmp_path / "missing", {})
+    with pytest.raises(UsageError):
+        read_token(tmp_path, {})
