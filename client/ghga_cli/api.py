@@ -34,12 +34,17 @@ def raise_for_error(response: Response, what: str) -> None:
         raise ApiError(
             response.status,
             str(payload.get("exception_id")),
-            str(payload.get("description") or what),
+            str(payload.get("description") or "failed"),
             data if isinstance(data, dict) else {},
+            context=what,
         )
     if response.status >= 500:
-        raise ApiError(response.status, None, f"{what}: the service answered with an error")
-    raise ApiError(response.status, None, f"{what}: unexpected answer")
+        raise ApiError(response.status, None, "the service answered with an error", context=what)
+    if response.status in (401, 403):
+        raise ApiError(response.status, None, "access denied", context=what)
+    if response.status == 404:
+        raise ApiError(response.status, None, "not found", context=what)
+    raise ApiError(response.status, None, "unexpected answer", context=what)
 
 
 def _require(payload: Any, keys: tuple[str, ...], what: str) -> dict[str, Any]:

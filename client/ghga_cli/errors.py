@@ -113,6 +113,7 @@ class ApiError(CliError):
         description: str,
         data: dict[str, Any] | None = None,
         hint: str | None = None,
+        context: str = "",
     ):
         self.status = status
         self.exception_id = exception_id
@@ -122,7 +123,8 @@ class ApiError(CliError):
         if hint is None:
             hint = _api_hint(status, exception_id)
         label = f"{exception_id}, " if exception_id else ""
-        super().__init__(f"{description} ({label}HTTP {status})", hint, code)
+        prefix = f"{context}: " if context else ""
+        super().__init__(f"{prefix}{description} ({label}HTTP {status})", hint, code)
 
 
 def _api_exit_code(status: int, exception_id: str | None) -> int:

@@ -408,8 +408,8 @@ class Uploader:
         meta = self.ucs.get_file(self.options.file_id)
         if meta.size != size:
             raise UsageError(
-                f"{self.options.path} has {size} bytes but file {meta.file_id} was registered "
-                f"with {meta.size} bytes",
+                f"the size of {self.options.path} ({size} bytes) differs from the registered "
+                f"size of file {meta.file_id} ({meta.size} bytes)",
                 "check that --file-path and --file-id belong together",
             )
         upload = self._find_or_create(meta.current_upload_id)

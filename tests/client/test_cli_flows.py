@@ -112,7 +112,7 @@ def test_upload_size_mismatch(tmp_path: Path, services: FakeServices, capsys: An
     src.write_bytes(b"x" * 11)
     code, _, err = run(capsys, *upload_args(services, "GHGAF4", src))
     assert code == 2
-    assert err.count("\n") == 1 and "registered with 10 bytes" in err
+    assert err.count("\n") == 1 and "registered size of file GHGAF4 (10 bytes)" in err
 
 
 def test_upload_wrong_content_is_not_confirmed(
@@ -262,7 +262,7 @@ def test_unknown_file_and_bad_token(
     src = tmp_path / "f"
     src.write_bytes(b"1")
     code, _, err = run(capsys, *upload_args(services, "NOPE", src))
-    assert code == 4 and "fileNotRegistered" in err
+    assert code == 4 and "fileNotRegistered" in err and "NOPE" in err
     monkeypatch.setenv("GHGA_CLI_TOKEN", "wrong")
     code, _, err = run(capsys, *upload_args(services, "NOPE", src))
     assert code == 3 and "HTTP 401" in err
