@@ -7,6 +7,9 @@ libcurl reads ``http_proxy``, ``HTTPS_PROXY``, ``ALL_PROXY`` and ``NO_PROXY`` by
 
 from __future__ import annotations
 
+import os
+import ssl
+import sys
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -50,9 +53,46 @@ def redact_url(url: str) -> str:
     return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
+#: Environment variables naming a CA bundle (PEM file), in order of precedence.
+CA_BUNDLE_ENV = ("GHGA_CLI_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE")
+#: Where operating systems keep their CA bundle (Debian/Ubuntu, RHEL/Fedora, openSUSE, macOS/BSD).
+_SYSTEM_BUNDLES = (
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/ssl/ca-bundle.pem",
+    "/etc/ssl/cert.pem",
+)
+_UNSET = object()
+_ca_bundle: Any = _UNSET
+
+
+def ca_bundle() -> str | None:
+    """The CA bundle to verify TLS with, or None to keep libcurl's default.
+
+    Why: the pycurl wheels carry a libcurl built on RHEL whose default bundle path
+    (``/etc/pki/tls/certs/ca-bundle.crt``) does not exist on Debian, Ubuntu or macOS, which
+    makes every HTTPS request fail. Order: an explicit environment variable, the bundle Python's
+    own ``ssl`` module uses, then well-known system locations.
+    """
+    global _ca_bundle
+    if _ca_bundle is not _UNSET:
+        return _ca_bundle
+    candidates = [os.environ.get(name) for name in CA_BUNDLE_ENV]
+    paths = ssl.get_default_verify_paths()
+    candidates += [paths.cafile, paths.openssl_cafile, *_SYSTEM_BUNDLES]
+    _ca_bundle = next((c for c in candidates if c and os.path.isfile(c)), None)
+    return _ca_bundle
+
+
 def apply_common_options(curl: Any, *, stall_timeout: float, connect_timeout: float = 30.0) -> None:
     """Options every handle gets: no signals (threads), timeouts, stall detection, no redirects."""
     pycurl = pycurl_module()
+    bundle = ca_bundle()
+    if bundle:
+        curl.setopt(pycurl.CAINFO, bundle)
+    if sys.platform == "win32" and hasattr(pycurl, "SSLOPT_NATIVE_CA"):
+        # Also trust the Windows certificate store (company proxies install their CA there).
+        curl.setopt(pycurl.SSL_OPTIONS, pycurl.SSLOPT_NATIVE_CA)
     curl.setopt(pycurl.NOSIGNAL, 1)
     curl.setopt(pycurl.USERAGENT, USER_AGENT)
     curl.setopt(pycurl.CONNECTTIMEOUT, max(1, int(min(connect_timeout, stall_timeout))))

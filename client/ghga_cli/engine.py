@@ -294,6 +294,8 @@ class Engine:
         curl = slot.curl
         curl.reset()
         apply_common_options(curl, stall_timeout=self.stall_timeout)
+        # One TCP connection per transfer: HTTP/2 would multiplex the parts onto one.
+        curl.setopt(pycurl.HTTP_VERSION, pycurl.CURL_HTTP_VERSION_1_1)
         slot.headers.reset()
         slot.headers.on_complete = None
         curl.setopt(pycurl.HEADERFUNCTION, slot.headers)
@@ -323,7 +325,7 @@ class Engine:
                 self.stats.url_refreshes += 1
             wait = self.policy.delay(part.attempts, failure.retry_after)
             self.stats.retries += 1
-            self.stats.retry_reasons.append(failure.message)
+            self.stats.retry_reasons = [*self.stats.retry_reasons[-19:], failure.message]
             self._log(f"part {part.number}: {failure.message}; retrying in {wait:.1f} s")
             heapq.heappush(delayed, (self._clock() + wait, next(self._seq), part))
             return
