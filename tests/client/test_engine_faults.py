@@ -176,7 +176,7 @@ class _StaticUrls:
 
 def test_upload_etag_mismatch_fails_with_exit_5(tmp_path: Path) -> None:
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _WrongEtagHandler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     try:
         src, _ = _src(tmp_path, 1000)
