@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 PIP_QUIET := --quiet --disable-pip-version-check
 S3 ?= moto
 
-.PHONY: help venv test lint format demo stack pyz pyz-nodeps package-lambda ceph-up ceph-down bench clean
+.PHONY: help venv test lint format demo stack pyz pyz-nodeps package-lambda ceph-up ceph-down ceph-test bench clean
 
 help:
 	@echo "make demo            upload + download round trip on the local stack (moto)"
@@ -18,6 +18,7 @@ help:
 	@echo "make pyz-nodeps      build dist/ghga-cli-nodeps.pyz (uses the system's pycurl)"
 	@echo "make package-lambda  chalice package into build/out/lambda"
 	@echo "make ceph-up / ceph-down   a single-node Ceph RGW on 127.0.0.1 (root, Debian)"
+	@echo "make ceph-test       only the tests marked ceph, failing if no RGW runs"
 
 $(STAMP): pyproject.toml requirements/server.txt requirements/dev.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -57,11 +58,15 @@ pyz-nodeps: venv
 package-lambda: venv
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH bash build/package_lambda.sh build/out/lambda
 
+CEPH_STORE ?=
 ceph-up:
-	bash build/ceph-up.sh
+	bash build/ceph-up.sh $(CEPH_STORE)
 
 ceph-down:
 	bash build/ceph-down.sh
+
+ceph-test: venv
+	CEPH_REQUIRED=1 $(PY) -m pytest -m ceph $(PYTEST_ARGS)
 
 clean:
 	rm -rf dist build/out vendor .stack .pytest_cache .ruff_cache
