@@ -103,6 +103,9 @@ def download(
         file_id,
         "--output-dir",
         str(out),
+        # Ranges as small as the e2e parts, so a file of a few parts needs many ranges.
+        "--range-size",
+        str(E2E_PART_SIZE),
         *extra,
     )
 
