@@ -539,9 +539,10 @@ class Uploader:
         try:
             self.ucs.confirm_uploaded(upload.upload_id, md5, part_md5s)
         except ApiError as exc:
-            if exc.exception_id != "uploadNotPending":
+            if exc.exception_id not in ("uploadNotPending", "uploadStatusChange"):
                 raise
-            # A retried PATCH whose first attempt went through lands here; check the status.
+            # A retried PATCH whose first attempt went through, or a multipart completion the
+            # storage refused (status "failed"): the status and its reason tell what happened.
             current = self.ucs.get_upload(upload.upload_id)
             if current.upload_status not in ("uploaded", "accepted", "rejected", "failed"):
                 raise

@@ -51,6 +51,7 @@ class FakeServices:
         self.uploads: dict[str, FakeUpload] = {}
         self.requests: list[tuple[str, str]] = []
         self.reject_next = False
+        self.fail_completion = False
         self.lock = threading.Lock()
         services = self
 
@@ -273,6 +274,19 @@ class FakeServices:
             )
         if target != "uploaded":
             return 400, _err("invalidRequest", "bad status"), {}
+        if self.fail_completion:
+            u.status = "failed"
+            u.status_reason = "the storage refused to complete the multipart upload"
+            return (
+                400,
+                _err(
+                    "uploadStatusChange",
+                    "completing failed",
+                    upload_id=upload_id,
+                    target_status="uploaded",
+                ),
+                {},
+            )
         listed = self.s3.list_parts(Bucket=self.bucket, Key=u.key, UploadId=u.s3_upload_id)
         parts = [{"PartNumber": p["PartNumber"], "ETag": p["ETag"]} for p in listed["Parts"]]
         self.s3.complete_multipart_upload(

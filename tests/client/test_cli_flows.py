@@ -266,3 +266,37 @@ def test_unknown_file_and_bad_token(
     monkeypatch.setenv("GHGA_CLI_TOKEN", "wrong")
     code, _, err = run(capsys, *upload_args(services, "NOPE", src))
     assert code == 3 and "HTTP 401" in err
+
+
+def test_upload_failed_completion(tmp_path: Path, services: FakeServices, capsys: Any) -> None:
+    data = os.urandom(10)
+    src = tmp_path / "src.bin"
+    src.write_bytes(data)
+    services.register(data, "GHGAF13")
+    services.fail_completion = True
+    code, _, err = run(capsys, *upload_args(services, "GHGAF13", src))
+    assert code == 5
+    assert "failed: the storage refused to complete" in err and "rerun" in err
+
+
+def test_download_not_enough_space(
+    tmp_path: Path, services: FakeServices, capsys: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+    from collections import namedtuple
+
+    services.publish(b"x" * 5000, "GHGAF14", name="big.bin")
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda _p: usage(10**6, 10**6 - 100, 100))
+    code, _, err = run(
+        capsys,
+        "download-by-id",
+        "--api-url",
+        services.url,
+        "--file-id",
+        "GHGAF14",
+        "--output-dir",
+        str(tmp_path),
+    )
+    assert code == 2 and "not enough free space" in err
+    assert list(tmp_path.iterdir()) == []
