@@ -1,0 +1,1 @@
+"""Server tests (ucs_lambda)."""

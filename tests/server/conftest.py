@@ -1,0 +1,209 @@
+"""Fixtures for the server tests: in-process moto, a Chalice test client, tokens, helpers.
+
+Resources are created with the same code as ``admin create-resources``. Sizes are shrunk via
+configuration (``UCS_PART_SIZE``, ``UCS_MIN_PART_SIZE``, ``UCS_COPY_PART_SIZE``) together with
+moto's minimum part size, so multipart paths run with kilobytes instead of megabytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+import jwt
+import pytest
+import requests
+
+os.environ.setdefault("S3_UPLOAD_PART_MIN_SIZE", str(64 * 1024))
+
+import moto.s3.models as moto_s3_models
+from chalice.test import Client
+from moto import mock_aws
+
+from ucs_lambda.adapters import sqs
+from ucs_lambda.adapters.dynamo import Repository
+from ucs_lambda.adapters.provision import create_all
+from ucs_lambda.config import get_settings
+from ucs_lambda.domain.models import FileRecord
+
+KiB = 1024
+PART = 64 * KiB
+KEY = "test-signing-key-0123456789abcdef0123456789"
+OLD_KEY = "test-old-key-0123456789abcdef0123456789abc"
+
+ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "UCS_FILES_TABLE": "t-files",
+    "UCS_UPLOADS_TABLE": "t-uploads",
+    "UCS_INBOX_BUCKET": "t-inbox",
+    "UCS_PERMANENT_BUCKET": "t-permanent",
+    "UCS_OUTBOX_BUCKET": "t-outbox",
+    "UCS_JOB_QUEUE": "t-jobs",
+    "UCS_TOKEN_KEYS": f"{KEY},{OLD_KEY}",
+    "UCS_PART_SIZE": str(PART),
+    "UCS_MIN_PART_SIZE": str(PART),
+    "UCS_COPY_PART_SIZE": str(PART),
+    "UCS_MAX_BATCH_URLS": "50",
+}
+UNSET = (
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_S3",
+    "AWS_ENDPOINT_URL_DYNAMODB",
+    "AWS_ENDPOINT_URL_SQS",
+    "AWS_PROFILE",
+    "AWS_REGION",
+    "UCS_TOKEN_KEYS_PARAMETER",
+    "UCS_STACK_FILE",
+)
+
+
+@pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
+    """Test configuration in ``os.environ`` and a fresh in-process moto with our resources."""
+    for name in UNSET:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in ENV.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(moto_s3_models, "S3_UPLOAD_PART_MIN_SIZE", PART)
+    # Cached clients/connections are kept across tests on purpose (building them is most of
+    # a test's cost); moto intercepts them whichever mock_aws context is active.
+    sqs.reset()
+    with mock_aws():
+        create_all(get_settings())
+        yield dict(ENV)
+
+
+@pytest.fixture
+def client(env: dict[str, str], tmp_path: Any) -> Client:
+    """Chalice's test client; ``project_dir`` without ``.chalice`` so no stage env overrides."""
+    from ucs_lambda.app import app
+
+    return Client(app, project_dir=str(tmp_path))
+
+
+def token(user: str, ttl: int = 3600, key: str = KEY, **extra: Any) -> str:
+    now = int(time.time())
+    claims = {"sub": user, "iat": now, "exp": now + ttl, **extra}
+    return jwt.encode(claims, key, algorithm="HS256")
+
+
+def auth(user: str = "alice", **kw: Any) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token(user, **kw)}", "Content-Type": "application/json"}
+
+
+def md5(data: bytes) -> str:
+    return hashlib.md5(data).hexdigest()
+
+
+def payload(size: int, seed: int = 1) -> bytes:
+    block = hashlib.sha256(str(seed).encode()).digest()
+    return (block * (size // len(block) + 1))[:size]
+
+
+def register(
+    file_id: str = "F1",
+    data: bytes | None = None,
+    size: int | None = None,
+    submitters: tuple[str, ...] = ("alice",),
+    readers: tuple[str, ...] = (),
+    md5_hex: str | None = None,
+) -> FileRecord:
+    data = payload(3 * PART + 100) if data is None else data
+    now = datetime.now(timezone.utc)
+    record = FileRecord(
+        file_id=file_id,
+        file_name=f"{file_id}.bin",
+        size=len(data) if size is None else size,
+        md5_checksum=md5_hex or md5(data),
+        grouping_label="group",
+        format="bin",
+        creation_date=now,
+        update_date=now,
+        submitters=frozenset(submitters),
+        readers=frozenset(readers),
+    )
+    Repository(get_settings()).register_file(record)
+    return record
+
+
+@dataclass
+class Api:
+    """Small JSON helper around the Chalice test client."""
+
+    client: Client
+
+    def call(
+        self, method: str, path: str, body: Any = None, user: str | None = "alice", **kw: Any
+    ) -> Any:
+        headers = auth(user) if user else {"Content-Type": "application/json"}
+        headers.update(kw.pop("headers", {}))
+        raw = kw.pop("raw", None)
+        data = raw if raw is not None else (b"" if body is None else json.dumps(body).encode())
+        return self.client.http.request(method, path, headers=headers, body=data)
+
+    def create_upload(self, file_id: str = "F1", user: str = "alice") -> dict[str, Any]:
+        r = self.call("POST", "/uploads", {"file_id": file_id}, user=user)
+        assert r.status_code == 200, r.body
+        return r.json_body
+
+    def put_parts(self, upload_id: str, data: bytes, part_size: int) -> list[str]:
+        """Upload ``data`` through presigned URLs (moto intercepts ``requests``)."""
+        chunks = [data[i : i + part_size] for i in range(0, len(data), part_size)] or [b""]
+        r = self.call(
+            "POST",
+            f"/uploads/{upload_id}/signed_urls",
+            {"part_numbers": list(range(1, len(chunks) + 1))},
+        )
+        assert r.status_code == 200, r.body
+        md5s = []
+        for entry, chunk in zip(r.json_body["urls"], chunks):
+            resp = requests.put(entry["url"], data=chunk, timeout=10)
+            assert resp.status_code == 200, resp.text
+            assert resp.headers["ETag"].strip('"') == md5(chunk)
+            md5s.append(md5(chunk))
+        return md5s
+
+    def confirm(self, upload_id: str, checksums: dict | None = None) -> Any:
+        body: dict[str, Any] = {"upload_status": "uploaded"}
+        if checksums is not None:
+            body["checksums"] = checksums
+        return self.call("PATCH", f"/uploads/{upload_id}", body)
+
+    def upload_file(
+        self, data: bytes, file_id: str = "F1", checksums: bool = True
+    ) -> dict[str, Any]:
+        up = self.create_upload(file_id)
+        md5s = self.put_parts(up["upload_id"], data, up["part_size"])
+        sums = {"md5": md5(data), "part_md5s": md5s} if checksums else None
+        r = self.confirm(up["upload_id"], sums)
+        assert r.status_code == 204, r.body
+        return up
+
+
+@pytest.fixture
+def api(client: Client) -> Api:
+    return Api(client)
+
+
+def queued_jobs() -> list[dict[str, Any]]:
+    """Drain the job queue and return the message bodies."""
+    from ucs_lambda.adapters.sqs import JobQueue
+
+    q = JobQueue(get_settings())
+    found = []
+    while True:
+        msgs = q.receive(wait_seconds=0)
+        if not msgs:
+            return found
+        for m in msgs:
+            found.append(json.loads(m["Body"]))
+            q.delete(m["ReceiptHandle"])

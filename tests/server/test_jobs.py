@@ -1,0 +1,313 @@
+"""Validation job, stale-upload sweep and the Lambda wiring of both."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+from chalice.test import Client
+
+from ucs_lambda import jobs
+from ucs_lambda.adapters import aws
+from ucs_lambda.adapters.dynamo import Repository
+from ucs_lambda.adapters.s3 import Part, Storage
+from ucs_lambda.config import get_settings
+from ucs_lambda.domain.integrity import multipart_etag
+from ucs_lambda.domain.models import UploadStatus
+
+from .conftest import PART, Api, md5, payload, queued_jobs, register
+
+DATA = payload(3 * PART + 100)
+
+
+def repo() -> Repository:
+    return Repository(get_settings())
+
+
+def s3() -> Any:
+    return aws.client("s3", get_settings())
+
+
+def keys(bucket: str) -> list[str]:
+    return [o["Key"] for o in s3().list_objects_v2(Bucket=bucket).get("Contents", [])]
+
+
+def status(upload_id: str) -> str:
+    rec = repo().get_upload(upload_id)
+    assert rec is not None
+    return rec.upload_status.value
+
+
+def uploaded(api: Api, data: bytes = DATA, checksums: bool = True, **reg: Any) -> str:
+    register("F1", data, **reg)
+    uid = api.upload_file(data, "F1", checksums=checksums)["upload_id"]
+    assert queued_jobs() == [{"job": "validate", "upload_id": uid}]
+    return uid
+
+
+def run_validation(uid: str) -> None:
+    jobs.handle_message({"job": "validate", "upload_id": uid})
+
+
+def test_accept_copies_to_permanent(api: Api) -> None:
+    uid = uploaded(api)
+    run_validation(uid)
+    assert status(uid) == "accepted"
+    rec = repo().get_upload(uid)
+    assert rec is not None and rec.status_reason is None
+    assert keys("t-inbox") == []
+    assert keys("t-permanent") == ["F1"]
+    obj = s3().get_object(Bucket="t-permanent", Key="F1")
+    assert obj["Body"].read() == DATA
+    assert obj["Metadata"]["upload-id"] == uid
+    f = repo().get_file("F1")
+    assert f is not None and f.accepted_upload_id == uid and f.active_upload_id == uid
+
+
+def test_accept_without_client_checksums_reads_the_object(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = []
+    real = Storage.md5_of
+
+    def spy(self: Storage, *a: Any, **k: Any) -> str:
+        calls.append(a)
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(Storage, "md5_of", spy)
+    uid = uploaded(api, checksums=False)
+    run_validation(uid)
+    assert status(uid) == "accepted" and len(calls) == 1
+
+
+def test_large_objects_are_not_read(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("UCS_VALIDATE_READ_MAX", str(PART))
+
+    def fail(*a: Any, **k: Any) -> str:
+        raise AssertionError("object must not be read")
+
+    monkeypatch.setattr(Storage, "md5_of", fail)
+    uid = uploaded(api)
+    run_validation(uid)
+    assert status(uid) == "accepted"
+
+
+def test_large_object_without_checksums_is_accepted_with_a_note(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("UCS_VALIDATE_READ_MAX", str(PART))
+    uid = uploaded(api, checksums=False)
+    run_validation(uid)
+    rec = repo().get_upload(uid)
+    assert rec is not None and rec.upload_status is UploadStatus.ACCEPTED
+    assert "too large to re-read" in (rec.status_reason or "")
+
+
+def _assert_rejected(api: Api, uid: str, words: str) -> None:
+    run_validation(uid)
+    rec = repo().get_upload(uid)
+    assert rec is not None and rec.upload_status is UploadStatus.REJECTED
+    assert words in (rec.status_reason or "")
+    assert keys("t-inbox") == [] and keys("t-permanent") == []
+    f = repo().get_file("F1")
+    assert f is not None and f.active_upload_id is None and f.accepted_upload_id is None
+    body = api.call("GET", f"/uploads/{uid}").json_body
+    assert body["upload_status"] == "rejected" and words in body["status_reason"]
+    api.create_upload("F1")  # the lock is released
+
+
+def test_reject_on_size(api: Api) -> None:
+    uid = uploaded(api, size=len(DATA) + 1)
+    _assert_rejected(api, uid, "size mismatch")
+
+
+def test_reject_on_registered_checksum(api: Api) -> None:
+    uid = uploaded(api, md5_hex="f" * 32)
+    _assert_rejected(api, uid, "checksum mismatch")
+
+
+def test_reject_on_checksum_of_large_object(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Too large to read: the client's whole-file MD5 decides."""
+    monkeypatch.setenv("UCS_VALIDATE_READ_MAX", "1")
+    uid = uploaded(api, md5_hex="f" * 32)
+    _assert_rejected(api, uid, "client MD5")
+
+
+def test_reject_on_part_checksums(api: Api) -> None:
+    register("F1", DATA)
+    up = api.create_upload("F1")
+    uid = up["upload_id"]
+    md5s = api.put_parts(uid, DATA, up["part_size"])
+    md5s[1] = "0" * 32
+    assert api.confirm(uid, {"md5": md5(DATA), "part_md5s": md5s}).status_code == 204
+    queued_jobs()
+    _assert_rejected(api, uid, "part MD5s")
+
+
+def test_reject_on_object_etag(api: Api) -> None:
+    uid = uploaded(api)
+    rec = repo().get_upload(uid)
+    assert rec is not None
+    # Pretend S3 listed other part ETags than the ones the object consists of.
+    from ucs_lambda.adapters import dynamo
+
+    item = dynamo.UploadItem.get(uid)
+    item.update(
+        actions=[
+            dynamo.UploadItem.s3_part_etags.set(bytes(16) * 4),
+            dynamo.UploadItem.client_part_md5s.remove(),
+        ]
+    )
+    _assert_rejected(api, uid, "ETag")
+
+
+def test_replay_is_harmless(api: Api) -> None:
+    uid = uploaded(api)
+    run_validation(uid)
+    run_validation(uid)  # duplicate delivery
+    assert status(uid) == "accepted"
+    assert keys("t-permanent") == ["F1"]
+    jobs.handle_message({"job": "validate", "upload_id": "unknown"})
+
+
+def test_missing_object_is_rejected(api: Api) -> None:
+    uid = uploaded(api)
+    rec = repo().get_upload(uid)
+    assert rec is not None
+    s3().delete_object(Bucket="t-inbox", Key=rec.object_key)
+    _assert_rejected(api, uid, "missing")
+
+
+@pytest.mark.parametrize(
+    "body", [[], "x", {}, {"job": "nope"}, {"job": "validate"}, {"job": "stage", "file_id": 3}]
+)
+def test_invalid_messages(body: Any) -> None:
+    with pytest.raises(jobs.InvalidJobMessage):
+        jobs.handle_message(body)
+
+
+def test_multipart_copy_above_copy_part_size(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An object larger than UCS_COPY_PART_SIZE is copied with UploadPartCopy parts."""
+    monkeypatch.setenv("UCS_COPY_PART_SIZE", str(PART))
+    calls: list[dict] = []
+    client = s3()
+    real = client.upload_part_copy
+
+    def spy(**kw: Any) -> Any:
+        calls.append(kw)
+        return real(**kw)
+
+    monkeypatch.setattr(client, "upload_part_copy", spy)
+    uid = uploaded(api)
+    run_validation(uid)
+    assert status(uid) == "accepted"
+    assert sorted(c["CopySourceRange"] for c in calls) == sorted(
+        [f"bytes={i * PART}-{min((i + 1) * PART, len(DATA)) - 1}" for i in range(4)]
+    )
+    obj = s3().get_object(Bucket="t-permanent", Key="F1")
+    assert obj["Body"].read() == DATA
+    assert obj["ETag"].strip('"').endswith("-4")
+
+
+def test_single_copy_at_or_below_copy_part_size(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("UCS_COPY_PART_SIZE", str(4 * PART))
+    client = s3()
+
+    def fail(**kw: Any) -> Any:
+        raise AssertionError("no multipart copy expected")
+
+    monkeypatch.setattr(client, "upload_part_copy", fail)
+    uid = uploaded(api)
+    run_validation(uid)
+    assert s3().get_object(Bucket="t-permanent", Key="F1")["Body"].read() == DATA
+
+
+def test_cancel_during_validation_discards_the_copy(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    uid = uploaded(api)
+    real = Storage.copy
+
+    def copy_then_cancel(self: Storage, *a: Any, **k: Any) -> None:
+        real(self, *a, **k)
+        assert (
+            api.call("PATCH", f"/uploads/{uid}", {"upload_status": "cancelled"}).status_code == 204
+        )
+
+    monkeypatch.setattr(Storage, "copy", copy_then_cancel)
+    run_validation(uid)
+    assert status(uid) == "cancelled"
+    assert keys("t-permanent") == [] and keys("t-inbox") == []
+
+
+def test_etag_helper_matches_s3(api: Api) -> None:
+    uid = uploaded(api)
+    rec = repo().get_upload(uid)
+    assert rec is not None and rec.object_etag == multipart_etag(rec.s3_part_etags)
+
+
+# ---- stale uploads --------------------------------------------------------------------------
+
+
+def _multiparts() -> list[str]:
+    return [u["Key"] for u in s3().list_multipart_uploads(Bucket="t-inbox").get("Uploads", [])]
+
+
+def test_stale_pending_upload_is_cancelled(api: Api) -> None:
+    register("F1", DATA)
+    up = api.create_upload("F1")
+    uid = up["upload_id"]
+    api.put_parts(uid, DATA[:PART], PART)
+    later = datetime.now(timezone.utc) + timedelta(days=8)
+    assert jobs.sweep_stale_uploads(now=datetime.now(timezone.utc)) == {
+        "cancelled": 0,
+        "requeued": 0,
+    }
+    assert status(uid) == "pending"
+    assert jobs.sweep_stale_uploads(now=later)["cancelled"] == 1
+    rec = repo().get_upload(uid)
+    assert rec is not None and rec.upload_status is UploadStatus.CANCELLED
+    assert "stale" in (rec.status_reason or "")
+    assert _multiparts() == []
+    api.create_upload("F1")  # lock released
+
+
+def test_recent_parts_keep_an_upload_alive(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    register("F1", DATA)
+    uid = api.create_upload("F1")["upload_id"]
+    later = datetime.now(timezone.utc) + timedelta(days=8)
+    monkeypatch.setattr(Storage, "list_parts", lambda self, *a: [Part(1, PART, "0" * 32, later)])
+    assert jobs.sweep_stale_uploads(now=later)["cancelled"] == 0
+    assert status(uid) == "pending"
+
+
+def test_sweep_requeues_validation_of_old_uploaded(api: Api) -> None:
+    uid = uploaded(api)
+    later = datetime.now(timezone.utc) + timedelta(hours=2)
+    assert jobs.sweep_stale_uploads(now=later) == {"cancelled": 0, "requeued": 1}
+    assert queued_jobs() == [{"job": "validate", "upload_id": uid}]
+
+
+def test_schedule_handler_sweeps(client: Client, api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    register("F1", DATA)
+    uid = api.create_upload("F1")["upload_id"]
+    monkeypatch.setenv("UCS_STALE_UPLOAD_SECONDS", "-5")
+    event = client.events.generate_cw_event(
+        source="aws.events", detail_type="Scheduled Event", detail={}, resources=[]
+    )
+    client.lambda_.invoke("sweep_stale_uploads", event)
+    assert status(uid) == "cancelled"
+    assert _multiparts() == []
+
+
+def test_sqs_handler_runs_jobs(client: Client, api: Api) -> None:
+    uid = uploaded(api)
+    event = client.events.generate_sqs_event(
+        message_bodies=[json.dumps({"job": "validate", "upload_id": uid})], queue_name="t-jobs"
+    )
+    client.lambda_.invoke("on_job_message", event)
+    assert status(uid) == "accepted"
+    bad = client.events.generate_sqs_event(message_bodies=["{", '{"job": "x"}'], queue_name="t")
+    client.lambda_.invoke("on_job_message", bad)  # dropped, not raised

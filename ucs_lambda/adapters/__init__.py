@@ -1,0 +1,1 @@
+"""Thin adapters to AWS services: DynamoDB (pynamodb), S3 and SQS (boto3)."""

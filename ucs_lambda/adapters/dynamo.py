@@ -1,0 +1,467 @@
+"""DynamoDB persistence with pynamodb: the files and uploads tables, and every status change.
+
+The invariant "per file at most one upload in pending/uploaded/accepted, none after accepted"
+lives in the ``active_upload_id`` attribute of the file item (docs/CONTRACTS.md). Every write
+that could break it is conditional, and the two-item changes are single ``TransactWriteItems``
+calls, so concurrent requests cannot both win; nothing here reads and then decides to write.
+
+Methods return ``False`` (or raise :class:`ConditionLost`) when a condition did not hold; the
+service layer then reads the current state, only to build a helpful error message.
+
+Table names, region and endpoint are read from the settings on every call: pynamodb reads
+``Meta`` when it first connects, so :func:`_bind` updates ``Meta`` and drops the cached
+connection whenever they change (PITFALLS.md).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from typing import Any
+
+from pynamodb.attributes import (
+    BinaryAttribute,
+    NumberAttribute,
+    UnicodeAttribute,
+    UnicodeSetAttribute,
+    UTCDateTimeAttribute,
+)
+from pynamodb.connection import Connection
+from pynamodb.exceptions import PutError, TransactWriteError, UpdateError
+from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
+from pynamodb.models import Model
+from pynamodb.transactions import TransactWrite
+
+from ..config import Settings
+from ..domain.models import FileRecord, UploadRecord, UploadStatus
+from ..domain.status import allowed_sources
+
+FILE_ID_INDEX = "file_id-index"
+
+
+class ConditionLost(Exception):
+    """A conditional write found the item in a different state than required."""
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class FileItem(Model):
+    """A registered file; ``active_upload_id`` is the per-file upload lock."""
+
+    class Meta:
+        table_name = "ghga-files"
+        region = "us-east-1"
+        host: str | None = None
+
+    file_id = UnicodeAttribute(hash_key=True)
+    file_name = UnicodeAttribute()
+    size = NumberAttribute()
+    md5_checksum = UnicodeAttribute()
+    grouping_label = UnicodeAttribute(null=True)
+    format = UnicodeAttribute(null=True)
+    creation_date = UTCDateTimeAttribute()
+    update_date = UTCDateTimeAttribute()
+    submitters = UnicodeSetAttribute(null=True)
+    readers = UnicodeSetAttribute(null=True)
+    active_upload_id = UnicodeAttribute(null=True)
+    current_upload_id = UnicodeAttribute(null=True)
+    accepted_upload_id = UnicodeAttribute(null=True)
+    accepted_at = UTCDateTimeAttribute(null=True)
+    # DRS staging: epoch seconds when the running staging job was claimed / finished.
+    staging_started = NumberAttribute(null=True)
+    staged_at = NumberAttribute(null=True)
+
+
+class FileIdIndex(GlobalSecondaryIndex):
+    """Uploads by file (``file_id-index``)."""
+
+    class Meta:
+        index_name = FILE_ID_INDEX
+        projection = AllProjection()
+
+    file_id = UnicodeAttribute(hash_key=True)
+
+
+class UploadItem(Model):
+    """One multipart upload attempt.
+
+    ``s3_part_etags`` and ``client_part_md5s`` are stored as the concatenated 16-byte binary
+    digests (not hex text): 10,000 parts of both then take 320 KB, inside DynamoDB's 400 KB item
+    limit, where hex strings would not fit.
+    """
+
+    class Meta:
+        table_name = "ghga-uploads"
+        region = "us-east-1"
+        host: str | None = None
+
+    upload_id = UnicodeAttribute(hash_key=True)
+    file_id = UnicodeAttribute()
+    s3_upload_id = UnicodeAttribute()
+    object_key = UnicodeAttribute()
+    upload_status = UnicodeAttribute()
+    part_size = NumberAttribute()
+    created = UTCDateTimeAttribute()
+    updated = UTCDateTimeAttribute()
+    client_md5 = UnicodeAttribute(null=True)
+    client_part_md5s = BinaryAttribute(null=True, legacy_encoding=False)
+    s3_part_etags = BinaryAttribute(null=True, legacy_encoding=False)
+    object_etag = UnicodeAttribute(null=True)
+    status_reason = UnicodeAttribute(null=True)
+
+    file_id_index = FileIdIndex()
+
+
+_bind_lock = threading.Lock()
+_bound: dict[type, tuple[str, str, str | None]] = {}
+_connections: dict[tuple[str, str | None], Connection] = {}
+
+
+def _bind(settings: Settings) -> None:
+    """Point the models at the configured tables/endpoint (cheap when nothing changed)."""
+    wanted = {
+        FileItem: (settings.files_table, settings.region, settings.dynamodb_endpoint),
+        UploadItem: (settings.uploads_table, settings.region, settings.dynamodb_endpoint),
+    }
+    for model, target in wanted.items():
+        if _bound.get(model) == target:
+            continue
+        with _bind_lock:
+            model.Meta.table_name, model.Meta.region, model.Meta.host = target
+            model._connection = None
+            _bound[model] = target
+
+
+def _transaction(settings: Settings) -> TransactWrite:
+    """``TransactWrite`` needs its own connection; it ignores ``Meta.host`` (PITFALLS.md)."""
+    key = (settings.region, settings.dynamodb_endpoint)
+    conn = _connections.get(key)
+    if conn is None:
+        conn = Connection(region=settings.region, host=settings.dynamodb_endpoint)
+        _connections[key] = conn
+    return TransactWrite(connection=conn)
+
+
+def reset() -> None:
+    """Forget bound tables and connections (tests)."""
+    with _bind_lock:
+        _bound.clear()
+        _connections.clear()
+        FileItem._connection = None
+        UploadItem._connection = None
+
+
+def _lost(exc: TransactWriteError) -> bool:
+    return exc.cause_response_code == "TransactionCanceledException"
+
+
+def _cond_failed(exc: Exception) -> bool:
+    return getattr(exc, "cause_response_code", None) == "ConditionalCheckFailedException"
+
+
+def _pack(hexes: list[str]) -> bytes | None:
+    """Hex MD5s -> concatenated binary digests (None for an empty list)."""
+    return b"".join(bytes.fromhex(h) for h in hexes) if hexes else None
+
+
+def _unpack(blob: bytes | None) -> list[str]:
+    if not blob:
+        return []
+    return [blob[i : i + 16].hex() for i in range(0, len(blob), 16)]
+
+
+def _file_record(item: FileItem) -> FileRecord:
+    return FileRecord(
+        file_id=item.file_id,
+        file_name=item.file_name,
+        size=int(item.size),
+        md5_checksum=item.md5_checksum,
+        grouping_label=item.grouping_label or "",
+        format=item.format or "",
+        creation_date=item.creation_date,
+        update_date=item.update_date,
+        submitters=frozenset(item.submitters or ()),
+        readers=frozenset(item.readers or ()),
+        active_upload_id=item.active_upload_id,
+        current_upload_id=item.current_upload_id,
+        accepted_upload_id=item.accepted_upload_id,
+        accepted_at=item.accepted_at,
+        staging_started=item.staging_started,
+        staged_at=item.staged_at,
+    )
+
+
+def _upload_record(item: UploadItem) -> UploadRecord:
+    return UploadRecord(
+        upload_id=item.upload_id,
+        file_id=item.file_id,
+        s3_upload_id=item.s3_upload_id,
+        object_key=item.object_key,
+        upload_status=UploadStatus(item.upload_status),
+        part_size=int(item.part_size),
+        created=item.created,
+        updated=item.updated,
+        client_md5=item.client_md5,
+        client_part_md5s=_unpack(item.client_part_md5s),
+        s3_part_etags=_unpack(item.s3_part_etags),
+        object_etag=item.object_etag,
+        status_reason=item.status_reason,
+    )
+
+
+class Repository:
+    """All reads and (conditional) writes of files and uploads."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        _bind(settings)
+
+    # ---- files -------------------------------------------------------------------------
+
+    def get_file(self, file_id: str) -> FileRecord | None:
+        try:
+            return _file_record(FileItem.get(file_id, consistent_read=True))
+        except FileItem.DoesNotExist:
+            return None
+
+    def register_file(self, record: FileRecord) -> None:
+        """Create a file item; raises :class:`ConditionLost` when the id is already taken."""
+        item = FileItem(
+            record.file_id,
+            file_name=record.file_name,
+            size=record.size,
+            md5_checksum=record.md5_checksum.lower(),
+            grouping_label=record.grouping_label,
+            format=record.format,
+            creation_date=record.creation_date,
+            update_date=record.update_date,
+            submitters=set(record.submitters) or None,
+            readers=set(record.readers) or None,
+        )
+        try:
+            item.save(condition=FileItem.file_id.does_not_exist())
+        except PutError as exc:
+            if _cond_failed(exc):
+                raise ConditionLost(record.file_id) from None
+            raise
+
+    def grant_reader(self, file_id: str, user_id: str) -> bool:
+        """Add ``user_id`` to the file's readers; False when the file does not exist."""
+        try:
+            FileItem(file_id).update(
+                actions=[FileItem.readers.add({user_id}), FileItem.update_date.set(utcnow())],
+                condition=FileItem.file_id.exists(),
+            )
+        except UpdateError as exc:
+            if _cond_failed(exc):
+                return False
+            raise
+        return True
+
+    # ---- uploads -----------------------------------------------------------------------
+
+    def get_upload(self, upload_id: str) -> UploadRecord | None:
+        try:
+            return _upload_record(UploadItem.get(upload_id, consistent_read=True))
+        except UploadItem.DoesNotExist:
+            return None
+
+    def uploads_for_file(self, file_id: str) -> list[UploadRecord]:
+        """All attempts for a file via the GSI (eventually consistent), oldest first."""
+        items = [_upload_record(i) for i in UploadItem.file_id_index.query(file_id)]
+        return sorted(items, key=lambda u: u.created)
+
+    def create_upload(self, upload: UploadRecord) -> None:
+        """Store a new pending upload and take the file's lock in one transaction.
+
+        Conditions: the file exists and has no ``active_upload_id``; the upload id is new.
+        Raises :class:`ConditionLost` when either does not hold.
+        """
+        now = upload.created
+        item = UploadItem(
+            upload.upload_id,
+            file_id=upload.file_id,
+            s3_upload_id=upload.s3_upload_id,
+            object_key=upload.object_key,
+            upload_status=upload.upload_status.value,
+            part_size=upload.part_size,
+            created=now,
+            updated=now,
+        )
+        try:
+            with _transaction(self.settings) as tw:
+                tw.update(
+                    FileItem(upload.file_id),
+                    actions=[
+                        FileItem.active_upload_id.set(upload.upload_id),
+                        FileItem.current_upload_id.set(upload.upload_id),
+                        FileItem.update_date.set(now),
+                    ],
+                    condition=FileItem.file_id.exists()
+                    & FileItem.active_upload_id.does_not_exist(),
+                )
+                tw.save(item, condition=UploadItem.upload_id.does_not_exist())
+        except TransactWriteError as exc:
+            if _lost(exc):
+                raise ConditionLost(upload.upload_id) from None
+            raise
+
+    def mark_uploaded(
+        self,
+        upload_id: str,
+        s3_part_etags: list[str],
+        object_etag: str,
+        client_md5: str | None,
+        client_part_md5s: list[str],
+    ) -> bool:
+        """pending -> uploaded (the lock stays); False when the upload is no longer pending."""
+        actions = [
+            UploadItem.upload_status.set(UploadStatus.UPLOADED.value),
+            UploadItem.updated.set(utcnow()),
+            UploadItem.object_etag.set(object_etag),
+        ]
+        packed = _pack(s3_part_etags)
+        if packed:
+            actions.append(UploadItem.s3_part_etags.set(packed))
+        if client_md5:
+            actions.append(UploadItem.client_md5.set(client_md5.lower()))
+        packed_client = _pack(client_part_md5s)
+        if packed_client:
+            actions.append(UploadItem.client_part_md5s.set(packed_client))
+        return self._conditional_upload_update(upload_id, UploadStatus.UPLOADED, actions)
+
+    def _conditional_upload_update(
+        self, upload_id: str, target: UploadStatus, actions: list[Any]
+    ) -> bool:
+        sources = [s.value for s in allowed_sources(target)]
+        try:
+            UploadItem(upload_id).update(
+                actions=actions,
+                condition=UploadItem.upload_id.exists() & UploadItem.upload_status.is_in(*sources),
+            )
+        except UpdateError as exc:
+            if _cond_failed(exc):
+                return False
+            raise
+        return True
+
+    def release(
+        self,
+        upload: UploadRecord,
+        target: UploadStatus,
+        reason: str | None = None,
+        expect_updated: datetime | None = None,
+    ) -> bool:
+        """Move an upload to cancelled/failed/rejected and release the file's lock, atomically.
+
+        The upload's status must be one the target may be reached from (status machine), and
+        the file's lock must be held by this upload. ``expect_updated`` additionally requires
+        that the upload did not change since it was read (the stale sweep uses it). Returns
+        False when a condition did not hold: nothing was written.
+        """
+        sources = [s.value for s in allowed_sources(target)]
+        now = utcnow()
+        upload_condition = UploadItem.upload_id.exists() & UploadItem.upload_status.is_in(*sources)
+        if expect_updated is not None:
+            upload_condition &= UploadItem.updated == expect_updated
+        actions = [UploadItem.upload_status.set(target.value), UploadItem.updated.set(now)]
+        if reason is not None:
+            actions.append(UploadItem.status_reason.set(reason[:1000]))
+        try:
+            with _transaction(self.settings) as tw:
+                tw.update(UploadItem(upload.upload_id), actions=actions, condition=upload_condition)
+                tw.update(
+                    FileItem(upload.file_id),
+                    actions=[FileItem.active_upload_id.remove(), FileItem.update_date.set(now)],
+                    condition=FileItem.active_upload_id == upload.upload_id,
+                )
+        except TransactWriteError as exc:
+            if _lost(exc):
+                return False
+            raise
+        return True
+
+    def accept(self, upload: UploadRecord, reason: str | None = None) -> bool:
+        """uploaded -> accepted; the lock stays for good and the file records the acceptance."""
+        now = utcnow()
+        actions = [
+            UploadItem.upload_status.set(UploadStatus.ACCEPTED.value),
+            UploadItem.updated.set(now),
+        ]
+        if reason is not None:
+            actions.append(UploadItem.status_reason.set(reason[:1000]))
+        try:
+            with _transaction(self.settings) as tw:
+                tw.update(
+                    UploadItem(upload.upload_id),
+                    actions=actions,
+                    condition=UploadItem.upload_status == UploadStatus.UPLOADED.value,
+                )
+                tw.update(
+                    FileItem(upload.file_id),
+                    actions=[
+                        FileItem.accepted_upload_id.set(upload.upload_id),
+                        FileItem.accepted_at.set(now),
+                        FileItem.update_date.set(now),
+                    ],
+                    condition=FileItem.active_upload_id == upload.upload_id,
+                )
+        except TransactWriteError as exc:
+            if _lost(exc):
+                return False
+            raise
+        return True
+
+    def uploads_in_status(
+        self, status: UploadStatus, updated_before: datetime
+    ) -> Iterator[UploadRecord]:
+        """Uploads in ``status`` not updated since ``updated_before`` (a scan: sweeps only)."""
+        condition = (UploadItem.upload_status == status.value) & (
+            UploadItem.updated < updated_before
+        )
+        for item in UploadItem.scan(filter_condition=condition):
+            yield _upload_record(item)
+
+    # ---- DRS staging -------------------------------------------------------------------
+
+    def claim_staging(self, file_id: str, now: float, timeout: float) -> bool:
+        """Become the one staging job for an accepted file.
+
+        Wins when no staging job is marked, or the marked one started more than ``timeout``
+        seconds ago (so a crashed job never blocks the file forever).
+        """
+        try:
+            FileItem(file_id).update(
+                actions=[FileItem.staging_started.set(now)],
+                condition=FileItem.accepted_upload_id.exists()
+                & (
+                    FileItem.staging_started.does_not_exist()
+                    | (FileItem.staging_started < now - timeout)
+                ),
+            )
+        except UpdateError as exc:
+            if _cond_failed(exc):
+                return False
+            raise
+        return True
+
+    def mark_staged(self, file_id: str, now: float) -> None:
+        """The outbox holds the file: record it and end the staging claim."""
+        FileItem(file_id).update(
+            actions=[FileItem.staged_at.set(now), FileItem.staging_started.remove()],
+            condition=FileItem.file_id.exists(),
+        )
+
+    def reset_staging(self, file_id: str) -> None:
+        """The outbox copy is gone (cleanup): forget staging so a new request stages again."""
+        try:
+            FileItem(file_id).update(
+                actions=[FileItem.staged_at.remove(), FileItem.staging_started.remove()],
+                condition=FileItem.file_id.exists(),
+            )
+        except UpdateError as exc:
+            if not _cond_failed(exc):
+                raise

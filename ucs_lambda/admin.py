@@ -1,0 +1,166 @@
+"""Operator commands: ``python -m ucs_lambda.admin <command>``.
+
+* ``create-resources`` — tables (with GSI), the three buckets and the job queue; idempotent.
+* ``register-file`` — register a file for upload by a submitter.
+* ``grant`` — let a user download a file (adds to its readers).
+* ``mint-token`` — print a bearer token for a user (signed with the first ``UCS_TOKEN_KEYS``).
+
+Configuration comes from the environment; unset variables are taken from the local stack's
+``.stack/stack.json`` (or ``$UCS_STACK_FILE``) when it exists. Bad input gives a one-line error
+and a non-zero exit status, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from datetime import datetime, timezone
+
+from botocore.exceptions import BotoCoreError, ClientError
+from pynamodb.exceptions import PynamoDBException
+
+from . import tokens
+from .config import ConfigError, apply_stack_env, get_settings
+from .domain.integrity import is_md5_hex
+from .domain.models import FileRecord
+from .domain.parts import MAX_FILE_SIZE
+
+
+class UsageError(Exception):
+    """Invalid input from the operator (exit status 2)."""
+
+
+def _cmd_create_resources(args: argparse.Namespace) -> int:
+    from .adapters.provision import create_all
+
+    result = create_all(get_settings())
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def _format_of(file_name: str) -> str:
+    """Default ``format``: the file name's extension (``reads.fastq.gz`` -> ``fastq.gz``)."""
+    parts = file_name.split(".")
+    if len(parts) < 2:
+        return ""
+    tail = (
+        parts[-2:]
+        if parts[-1].lower() in ("gz", "bz2", "xz", "zst") and len(parts) > 2
+        else parts[-1:]
+    )
+    return ".".join(tail).lower()
+
+
+def _cmd_register_file(args: argparse.Namespace) -> int:
+    from .adapters.dynamo import ConditionLost, Repository
+
+    if not args.file_id.strip():
+        raise UsageError("--file-id must not be empty")
+    if args.size < 0:
+        raise UsageError("--size must not be negative")
+    if args.size > MAX_FILE_SIZE:
+        raise UsageError(f"--size exceeds the 5 TiB S3 object limit ({MAX_FILE_SIZE} bytes)")
+    if not is_md5_hex(args.md5):
+        raise UsageError("--md5 must be 32 hexadecimal digits")
+    now = datetime.now(timezone.utc)
+    record = FileRecord(
+        file_id=args.file_id,
+        file_name=args.file_name,
+        size=args.size,
+        md5_checksum=args.md5.lower(),
+        grouping_label=args.grouping_label or "",
+        format=args.format if args.format is not None else _format_of(args.file_name),
+        creation_date=now,
+        update_date=now,
+        submitters=frozenset(args.submitter),
+        readers=frozenset(args.reader or ()),
+    )
+    try:
+        Repository(get_settings()).register_file(record)
+    except ConditionLost:
+        raise UsageError(f"file {args.file_id!r} is already registered") from None
+    print(json.dumps(record.metadata(), indent=2))
+    return 0
+
+
+def _cmd_grant(args: argparse.Namespace) -> int:
+    from .adapters.dynamo import Repository
+
+    if not Repository(get_settings()).grant_reader(args.file_id, args.user):
+        raise UsageError(f"file {args.file_id!r} is not registered")
+    print(f"granted download access to {args.file_id} for {args.user}")
+    return 0
+
+
+def _cmd_mint_token(args: argparse.Namespace) -> int:
+    try:
+        print(tokens.mint(args.user, ttl_seconds=args.ttl))
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    return 0
+
+
+def _non_empty(value: str) -> str:
+    if not value.strip():
+        raise argparse.ArgumentTypeError("must not be empty")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m ucs_lambda.admin", description="Operator commands for the UCS/DRS3."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("create-resources", help="create tables, buckets and queue (idempotent)")
+    p.set_defaults(func=_cmd_create_resources)
+
+    p = sub.add_parser("register-file", help="register a file for upload")
+    p.add_argument("--file-id", required=True, type=_non_empty)
+    p.add_argument("--file-name", required=True, type=_non_empty)
+    p.add_argument("--size", required=True, type=int, help="size in bytes (0..5 TiB)")
+    p.add_argument("--md5", required=True, help="hex MD5 of the whole file")
+    p.add_argument("--grouping-label", default="")
+    p.add_argument("--format", default=None, help="default: the file name's extension")
+    p.add_argument(
+        "--submitter",
+        required=True,
+        action="append",
+        type=_non_empty,
+        help="user id allowed to upload (repeatable)",
+    )
+    p.add_argument("--reader", action="append", type=_non_empty, help="user id allowed to download")
+    p.set_defaults(func=_cmd_register_file)
+
+    p = sub.add_parser("grant", help="grant download access to a file")
+    p.add_argument("--file-id", required=True, type=_non_empty)
+    p.add_argument("--user", required=True, type=_non_empty)
+    p.set_defaults(func=_cmd_grant)
+
+    p = sub.add_parser("mint-token", help="print a bearer token for a user")
+    p.add_argument("--user", required=True, type=_non_empty)
+    p.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds (default 3600)")
+    p.set_defaults(func=_cmd_mint_token)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        apply_stack_env()
+        return int(args.func(args))
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 3
+    except (ClientError, BotoCoreError, PynamoDBException) as exc:
+        print(f"AWS error: {exc}", file=sys.stderr)
+        return 4
+
+
+if __name__ == "__main__":
+    sys.exit(main())

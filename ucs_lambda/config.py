@@ -1,0 +1,139 @@
+"""Settings, read from the environment on every use.
+
+Why lazily: ``chalice.test.Client`` swaps ``os.environ`` in only for the duration of a request,
+and the Lambda runtime may reuse a module across invocations, so nothing is frozen at import
+time (the one exception is the SQS queue name that Chalice's decorator needs; see ``app.py``).
+
+Operator processes (``admin``, ``worker``) may additionally fill unset variables from the local
+stack file (``.stack/stack.json`` or ``$UCS_STACK_FILE``), see :func:`apply_stack_env`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+MiB = 1024 * 1024
+
+
+class ConfigError(Exception):
+    """A configuration value is missing or malformed (operator error, not client error)."""
+
+
+def _int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+
+
+def _str(name: str, default: str) -> str:
+    raw = os.environ.get(name)
+    return raw if raw else default
+
+
+def _opt(name: str) -> str | None:
+    raw = os.environ.get(name)
+    return raw if raw else None
+
+
+@dataclass(frozen=True)
+class Settings:
+    """One consistent snapshot of the configuration (see docs/CONTRACTS.md for meanings)."""
+
+    files_table: str
+    uploads_table: str
+    inbox_bucket: str
+    permanent_bucket: str
+    outbox_bucket: str
+    job_queue: str
+    region: str
+    s3_endpoint: str | None
+    dynamodb_endpoint: str | None
+    sqs_endpoint: str | None
+    presign_ttl: int
+    part_size: int
+    min_part_size: int
+    copy_part_size: int
+    copy_concurrency: int
+    stale_upload_seconds: int
+    revalidate_seconds: int
+    max_batch_urls: int
+    validate_read_max: int
+    max_body_bytes: int
+    outbox_max_age_seconds: int
+    staging_timeout_seconds: int
+    staging_bytes_per_second: int
+    drs_hostname: str | None
+    organization_name: str
+    organization_url: str
+
+    @property
+    def s3_addressing_style(self) -> str:
+        """Path style for custom endpoints (moto, Ceph on an IP), AWS's default otherwise."""
+        return "path" if self.s3_endpoint else "auto"
+
+
+def get_settings() -> Settings:
+    """Read the current settings from the environment (cheap; call it per use)."""
+    return Settings(
+        files_table=_str("UCS_FILES_TABLE", "ghga-files"),
+        uploads_table=_str("UCS_UPLOADS_TABLE", "ghga-uploads"),
+        inbox_bucket=_str("UCS_INBOX_BUCKET", "ghga-inbox"),
+        permanent_bucket=_str("UCS_PERMANENT_BUCKET", "ghga-permanent"),
+        outbox_bucket=_str("UCS_OUTBOX_BUCKET", "ghga-outbox"),
+        job_queue=_str("UCS_JOB_QUEUE", "ghga-jobs"),
+        region=_str("AWS_DEFAULT_REGION", _str("AWS_REGION", "us-east-1")),
+        s3_endpoint=_opt("AWS_ENDPOINT_URL_S3") or _opt("AWS_ENDPOINT_URL"),
+        dynamodb_endpoint=_opt("AWS_ENDPOINT_URL_DYNAMODB") or _opt("AWS_ENDPOINT_URL"),
+        sqs_endpoint=_opt("AWS_ENDPOINT_URL_SQS") or _opt("AWS_ENDPOINT_URL"),
+        presign_ttl=_int("UCS_PRESIGN_TTL", 900),
+        part_size=_int("UCS_PART_SIZE", 16 * MiB),
+        min_part_size=_int("UCS_MIN_PART_SIZE", 5 * MiB),
+        copy_part_size=_int("UCS_COPY_PART_SIZE", 512 * MiB),
+        copy_concurrency=_int("UCS_COPY_CONCURRENCY", 8),
+        stale_upload_seconds=_int("UCS_STALE_UPLOAD_SECONDS", 7 * 24 * 3600),
+        revalidate_seconds=_int("UCS_REVALIDATE_SECONDS", 3600),
+        max_batch_urls=_int("UCS_MAX_BATCH_URLS", 1000),
+        validate_read_max=_int("UCS_VALIDATE_READ_MAX", 1024 * MiB),
+        max_body_bytes=_int("UCS_MAX_BODY_BYTES", 1 * MiB),
+        outbox_max_age_seconds=_int("UCS_OUTBOX_MAX_AGE_SECONDS", 7 * 24 * 3600),
+        staging_timeout_seconds=_int("UCS_STAGING_TIMEOUT_SECONDS", 3600),
+        staging_bytes_per_second=_int("UCS_STAGING_BYTES_PER_SECOND", 200 * MiB),
+        drs_hostname=_opt("UCS_DRS_HOSTNAME"),
+        organization_name=_str("UCS_ORGANIZATION_NAME", "GHGA"),
+        organization_url=_str("UCS_ORGANIZATION_URL", "https://www.ghga.de"),
+    )
+
+
+def stack_file_path() -> Path:
+    """Where the local stack describes itself (``$UCS_STACK_FILE`` or ``.stack/stack.json``)."""
+    return Path(os.environ.get("UCS_STACK_FILE") or Path.cwd() / ".stack" / "stack.json")
+
+
+def apply_stack_env() -> Path | None:
+    """Fill *unset* environment variables from the local stack file's ``env`` dict.
+
+    Only operator processes call this (admin, worker), so a deployed Lambda never reads files
+    from its working directory. Explicit environment variables always win. Returns the file
+    used, or None when there is none.
+    """
+    path = stack_file_path()
+    if not path.is_file():
+        return None
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read stack file {path}: {exc}") from None
+    env = doc.get("env") if isinstance(doc, dict) else None
+    if not isinstance(env, dict):
+        raise ConfigError(f"stack file {path} has no 'env' object")
+    for key, value in env.items():
+        if isinstance(key, str) and value is not None and not os.environ.get(key):
+            os.environ[key] = str(value)
+    return path

@@ -1,0 +1,111 @@
+"""Domain errors, each with the exception id that the HTTP layer puts into the error body.
+
+The HTTP status is chosen by the routes (the same error can be a 404 on one route and a 400 on
+another in ucs.yaml, e.g. ``fileNotRegistered``), so errors here carry only id, text and data.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class DomainError(Exception):
+    """Base class: ``exception_id`` + human description + machine-readable ``data``."""
+
+    exception_id: ClassVar[str] = "domainError"
+
+    def __init__(self, description: str, data: dict[str, Any] | None = None) -> None:
+        super().__init__(description)
+        self.description = description
+        self.data: dict[str, Any] = data or {}
+
+    def to_body(self) -> dict[str, Any]:
+        """The error body of every API response: ``{exception_id, description, data}``."""
+        return {
+            "exception_id": self.exception_id,
+            "description": self.description,
+            "data": self.data,
+        }
+
+
+class NotAuthenticated(DomainError):
+    exception_id = "notAuthenticated"
+
+    def __init__(self, description: str = "A valid bearer token is required.") -> None:
+        super().__init__(description, {})
+
+
+class InvalidRequest(DomainError):
+    """Malformed JSON, wrong types, values out of range: the request itself is wrong."""
+
+    exception_id = "invalidRequest"
+
+
+class NoFileAccess(DomainError):
+    exception_id = "noFileAccess"
+
+    def __init__(self, file_id: str) -> None:
+        super().__init__(
+            f"The user has no access to the file with ID {file_id!r}.", {"file_id": file_id}
+        )
+
+
+class FileNotRegistered(DomainError):
+    exception_id = "fileNotRegistered"
+
+    def __init__(self, file_id: str) -> None:
+        super().__init__(
+            f"The file with ID {file_id!r} has not (yet) been registered for upload.",
+            {"file_id": file_id},
+        )
+
+
+class ExistingActiveUpload(DomainError):
+    exception_id = "existingActiveUpload"
+
+    def __init__(self, file_id: str, active_upload: dict[str, Any]) -> None:
+        super().__init__(
+            f"The file with ID {file_id!r} already has an active or accepted upload.",
+            {"file_id": file_id, "active_upload": active_upload},
+        )
+
+
+class NoSuchUpload(DomainError):
+    exception_id = "noSuchUpload"
+
+    def __init__(self, upload_id: str) -> None:
+        super().__init__(
+            f"The upload with ID {upload_id!r} does not exist.", {"upload_id": upload_id}
+        )
+
+
+class UploadNotPending(DomainError):
+    exception_id = "uploadNotPending"
+
+    def __init__(self, upload_id: str, current_status: str, description: str = "") -> None:
+        super().__init__(
+            description
+            or f"The upload with ID {upload_id!r} is {current_status!r}, not 'pending'.",
+            {"upload_id": upload_id, "current_upload_status": current_status},
+        )
+
+
+class UploadStatusChange(DomainError):
+    exception_id = "uploadStatusChange"
+
+    def __init__(self, upload_id: str, target_status: str, reason: str) -> None:
+        super().__init__(
+            f"Cannot change the status of upload {upload_id!r} to {target_status!r}: {reason}",
+            {"upload_id": upload_id, "target_status": target_status},
+        )
+
+
+class NoSuchObject(DomainError):
+    """DRS: unknown object id, or a file with no accepted upload yet."""
+
+    exception_id = "noSuchObject"
+
+    def __init__(self, object_id: str) -> None:
+        super().__init__(
+            f"The DRS object with ID {object_id!r} does not exist.", {"object_id": object_id}
+        )

@@ -1,0 +1,103 @@
+"""Records the domain reasons about; the DynamoDB adapter converts its items into these."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+
+class UploadStatus(str, enum.Enum):
+    """Status of one multipart upload attempt (ucs.yaml ``UploadStatus``)."""
+
+    PENDING = "pending"
+    CANCELLED = "cancelled"
+    FAILED = "failed"
+    UPLOADED = "uploaded"
+    ACCEPTED = "accepted"
+    REJECTED = "rejected"
+
+    @classmethod
+    def parse(cls, value: object) -> UploadStatus | None:
+        """The status named by ``value``, or None when it names none."""
+        try:
+            return cls(value)
+        except ValueError:
+            return None
+
+
+#: Statuses that hold the per-file lock (``active_upload_id``): at most one per file.
+ACTIVE_STATUSES = frozenset({UploadStatus.PENDING, UploadStatus.UPLOADED, UploadStatus.ACCEPTED})
+
+
+def iso(dt: datetime | None) -> str | None:
+    """RFC 3339 timestamp in UTC with a ``Z`` suffix (or None)."""
+    if dt is None:
+        return None
+    return dt.isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+@dataclass
+class FileRecord:
+    """A registered file (files table)."""
+
+    file_id: str
+    file_name: str
+    size: int
+    md5_checksum: str
+    grouping_label: str
+    format: str
+    creation_date: datetime
+    update_date: datetime
+    submitters: frozenset[str] = frozenset()
+    readers: frozenset[str] = frozenset()
+    active_upload_id: str | None = None
+    current_upload_id: str | None = None
+    accepted_upload_id: str | None = None
+    accepted_at: datetime | None = None
+    staging_started: float | None = None
+    staged_at: float | None = None
+
+    def metadata(self) -> dict[str, Any]:
+        """ucs.yaml ``FileMetadata``."""
+        return {
+            "file_id": self.file_id,
+            "file_name": self.file_name,
+            "md5_checksum": self.md5_checksum,
+            "size": self.size,
+            "grouping_label": self.grouping_label,
+            "creation_date": iso(self.creation_date),
+            "update_date": iso(self.update_date),
+            "format": self.format,
+            "current_upload_id": self.current_upload_id,
+        }
+
+
+@dataclass
+class UploadRecord:
+    """One multipart upload attempt (uploads table)."""
+
+    upload_id: str
+    file_id: str
+    s3_upload_id: str
+    object_key: str
+    upload_status: UploadStatus
+    part_size: int
+    created: datetime
+    updated: datetime
+    client_md5: str | None = None
+    client_part_md5s: list[str] = field(default_factory=list)
+    s3_part_etags: list[str] = field(default_factory=list)
+    object_etag: str | None = None
+    status_reason: str | None = None
+
+    def details(self) -> dict[str, Any]:
+        """ucs.yaml ``UploadDetails`` plus the ``status_reason`` extension."""
+        return {
+            "upload_id": self.upload_id,
+            "file_id": self.file_id,
+            "part_size": self.part_size,
+            "upload_status": self.upload_status.value,
+            "status_reason": self.status_reason,
+        }

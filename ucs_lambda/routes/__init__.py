@@ -1,0 +1,1 @@
+"""HTTP routes as Chalice blueprints (thin: parse, call a service, shape the response)."""

@@ -1,0 +1,158 @@
+"""What every route shares: authentication, JSON body parsing and the error body.
+
+Routes stay thin: ``@endpoint`` authenticates the caller, turns domain errors into HTTP
+responses with the status chosen per route, and turns unexpected failures into a JSON 500
+without leaking details. Error bodies are always ``{exception_id, description, data}``.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+from typing import Any, Callable
+
+from chalice import Blueprint, Response
+from chalice.app import Request
+
+from .. import tokens
+from ..config import ConfigError, get_settings
+from ..domain.errors import DomainError, InvalidRequest
+
+log = logging.getLogger(__name__)
+
+#: Default HTTP status per exception id (a route may override, see ucs.yaml).
+STATUS_BY_ID: dict[str, int] = {
+    "notAuthenticated": 401,
+    "invalidRequest": 400,
+    "noFileAccess": 403,
+    "fileNotRegistered": 404,
+    "existingActiveUpload": 400,
+    "noSuchUpload": 404,
+    "uploadNotPending": 400,
+    "uploadStatusChange": 400,
+    "noSuchObject": 404,
+    "notFound": 404,
+    "methodNotAllowed": 405,
+    "payloadTooLarge": 413,
+    "unsupportedMediaType": 415,
+    "internalError": 500,
+}
+
+JSON_HEADERS = {"Content-Type": "application/json", "Cache-Control": "no-store"}
+
+
+class HttpError(DomainError):
+    """An error that exists only at the HTTP level (unknown route, body too large, ...)."""
+
+    def __init__(
+        self, status: int, exception_id: str, description: str, data: dict | None = None
+    ) -> None:
+        super().__init__(description, data)
+        self.status = status
+        self.exception_id = exception_id  # type: ignore[misc]
+
+
+def error_body(exception_id: str, description: str, data: dict | None = None) -> dict:
+    return {"exception_id": exception_id, "description": description, "data": data or {}}
+
+
+def error_response(
+    error: DomainError, status: int | None = None, headers: dict | None = None
+) -> Response:
+    code = status or getattr(error, "status", None) or STATUS_BY_ID.get(error.exception_id, 400)
+    all_headers = dict(JSON_HEADERS)
+    if code == 401:
+        all_headers["WWW-Authenticate"] = 'Bearer realm="ghga"'
+    all_headers.update(headers or {})
+    return Response(body=error.to_body(), status_code=code, headers=all_headers)
+
+
+def internal_error_response() -> Response:
+    return Response(
+        body=error_body("internalError", "An internal error occurred; please retry later."),
+        status_code=500,
+        headers=dict(JSON_HEADERS),
+    )
+
+
+def json_response(body: Any, status: int = 200, headers: dict | None = None) -> Response:
+    all_headers = dict(JSON_HEADERS)
+    all_headers.update(headers or {})
+    return Response(body=body, status_code=status, headers=all_headers)
+
+
+def read_json_object(request: Request, required: bool = True) -> dict[str, Any]:
+    """The request body as a JSON object, with our own errors for every way it can be wrong.
+
+    Chalice's ``json_body`` would answer malformed JSON in its own error shape, so the raw body
+    is parsed here. Bodies larger than ``UCS_MAX_BODY_BYTES`` are refused unread.
+    """
+    raw = request.raw_body or b""
+    if isinstance(raw, str):
+        raw = raw.encode("utf-8")
+    limit = get_settings().max_body_bytes
+    if len(raw) > limit:
+        raise HttpError(
+            413, "payloadTooLarge", f"The request body exceeds {limit} bytes.", {"limit": limit}
+        )
+    if not raw.strip():
+        if required:
+            raise InvalidRequest("A JSON object is required as request body.", {})
+        return {}
+    try:
+        value = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise InvalidRequest(f"The request body is not valid JSON: {exc}", {}) from None
+    if not isinstance(value, dict):
+        raise InvalidRequest("The request body must be a JSON object.", {})
+    return value
+
+
+def require_string(body: dict[str, Any], field: str) -> str:
+    value = body.get(field)
+    if not isinstance(value, str) or not value:
+        raise InvalidRequest(f"'{field}' must be a non-empty string.", {"field": field})
+    return value
+
+
+def authenticate(request: Request) -> str:
+    """The user id of the request's bearer token (raises notAuthenticated)."""
+    return tokens.from_header(request.headers.get("authorization"))
+
+
+Handler = Callable[..., Any]
+
+
+class Endpoint:
+    """Decorator factory binding views to a blueprint's current request.
+
+    ``@endpoint(statuses={...}, public=False)`` wraps a view ``f(request, user, **path)``; the
+    wrapper takes only the path parameters, as Chalice calls it.
+    """
+
+    def __init__(self, blueprint: Blueprint, render_error: Callable | None = None) -> None:
+        self.blueprint = blueprint
+        self.render_error = render_error or error_response
+
+    def __call__(
+        self, statuses: dict[str, int] | None = None, public: bool = False
+    ) -> Callable[[Handler], Handler]:
+        overrides = statuses or {}
+
+        def decorate(view: Handler) -> Handler:
+            @functools.wraps(view)
+            def wrapper(**path: str) -> Any:
+                request = self.blueprint.current_request
+                try:
+                    user = "" if public else authenticate(request)
+                    return view(request, user, **path)
+                except DomainError as exc:
+                    return self.render_error(exc, overrides.get(exc.exception_id))
+                except ConfigError:
+                    log.exception("configuration error")
+                    return internal_error_response()
+
+            return wrapper
+
+        return decorate

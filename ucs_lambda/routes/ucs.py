@@ -1,0 +1,105 @@
+"""Upload Controller Service routes (reference/ucs.yaml plus the CONTRACTS.md extensions).
+
+Each view validates its input, calls :class:`UploadService` and shapes the response; all rules
+live in the service and the domain.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from chalice import Blueprint, Response
+from chalice.app import Request
+
+from ..config import get_settings
+from ..domain.errors import InvalidRequest
+from ..domain.models import UploadStatus
+from ..domain.parts import parse_part_number
+from ..services.uploads import Checksums, UploadService
+from .common import Endpoint, json_response, read_json_object, require_string
+
+bp = Blueprint(__name__)
+endpoint = Endpoint(bp)
+
+
+def _service() -> UploadService:
+    return UploadService.from_env()
+
+
+@bp.route("/files/{file_id}", methods=["GET"])
+@endpoint()
+def get_file_metadata(request: Request, user: str, file_id: str) -> Response:
+    return json_response(_service().get_file_metadata(user, file_id))
+
+
+@bp.route("/uploads", methods=["POST"])
+@endpoint(statuses={"fileNotRegistered": 400})
+def create_upload(request: Request, user: str) -> Response:
+    file_id = require_string(read_json_object(request), "file_id")
+    return json_response(_service().create_upload(user, file_id))
+
+
+@bp.route("/uploads/{upload_id}", methods=["GET"])
+@endpoint()
+def get_upload_details(request: Request, user: str, upload_id: str) -> Response:
+    return json_response(_service().get_upload(user, upload_id))
+
+
+@bp.route("/uploads/{upload_id}", methods=["PATCH"])
+@endpoint()
+def update_upload_status(request: Request, user: str, upload_id: str) -> Response:
+    body = read_json_object(request)
+    raw_status = require_string(body, "upload_status")
+    target = UploadStatus.parse(raw_status)
+    if target is None:
+        raise InvalidRequest(
+            f"'upload_status' must be one of {[s.value for s in UploadStatus]}.",
+            {"field": "upload_status"},
+        )
+    checksums = Checksums.parse(body.get("checksums"))
+    _service().update_status(user, upload_id, target, checksums)
+    return Response(body="", status_code=204, headers={"Cache-Control": "no-store"})
+
+
+def _part_no(raw: Any) -> int:
+    try:
+        return parse_part_number(raw)
+    except ValueError as exc:
+        raise InvalidRequest(str(exc), {"field": "part_no"}) from None
+
+
+@bp.route("/uploads/{upload_id}/parts/{part_no}/signed_urls", methods=["POST"])
+@endpoint()
+def create_presigned_url(request: Request, user: str, upload_id: str, part_no: str) -> Response:
+    return json_response(_service().presign_part(user, upload_id, _part_no(part_no)))
+
+
+@bp.route("/uploads/{upload_id}/signed_urls", methods=["POST"])
+@endpoint()
+def create_presigned_urls(request: Request, user: str, upload_id: str) -> Response:
+    """Extension: presign many parts in one call (``{"part_numbers": [...]}``)."""
+    body = read_json_object(request)
+    numbers = body.get("part_numbers")
+    limit = get_settings().max_batch_urls
+    if not isinstance(numbers, list) or not numbers:
+        raise InvalidRequest(
+            "'part_numbers' must be a non-empty list of integers.", {"field": "part_numbers"}
+        )
+    if len(numbers) > limit:
+        raise InvalidRequest(
+            f"At most {limit} part numbers per request.",
+            {"field": "part_numbers", "limit": limit},
+        )
+    if any(not isinstance(n, int) or isinstance(n, bool) for n in numbers):
+        raise InvalidRequest(
+            "'part_numbers' must contain integers only.", {"field": "part_numbers"}
+        )
+    parsed = [_part_no(n) for n in numbers]
+    return json_response(_service().presign_parts(user, upload_id, parsed))
+
+
+@bp.route("/uploads/{upload_id}/parts", methods=["GET"])
+@endpoint()
+def list_upload_parts(request: Request, user: str, upload_id: str) -> Response:
+    """Extension: the parts S3 already holds, to resume an interrupted upload."""
+    return json_response(_service().list_parts(user, upload_id))

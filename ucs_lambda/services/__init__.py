@@ -1,0 +1,1 @@
+"""Use cases combining domain rules with adapters (one module per API)."""
