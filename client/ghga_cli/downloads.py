@@ -219,7 +219,7 @@ class PrefixHasher:
                     with self._cond:
                         while not self._ready[index] and not self._stopped:
                             self._cond.wait()
-                        if self._stopped and not self._ready[index]:
+                        if self._stopped:
                             return
                     handle.seek(offset)
                     remaining = size
@@ -334,7 +334,8 @@ class DownloadTransfer(Transfer):
         if reason:
             raise PartError(reason, retryable=True)
         slot.resource.flush()
-        got = int(slot.curl.getinfo(pycurl_module().SIZE_DOWNLOAD_T))
+        pycurl = pycurl_module()
+        got = int(slot.curl.getinfo(getattr(pycurl, "SIZE_DOWNLOAD_T", pycurl.SIZE_DOWNLOAD)))
         if got != part.size:
             raise PartError(f"received {got} of {part.size} bytes", retryable=True)
 

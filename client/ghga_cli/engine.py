@@ -370,7 +370,8 @@ class Engine:
         if self.progress is None:
             return
         pycurl = pycurl_module()
-        info = pycurl.SIZE_UPLOAD_T if transfer.direction == "upload" else pycurl.SIZE_DOWNLOAD_T
+        name = "SIZE_UPLOAD" if transfer.direction == "upload" else "SIZE_DOWNLOAD"
+        info = getattr(pycurl, name + "_T", None) or getattr(pycurl, name)
         moving = 0
         for slot in active.values():
             with contextlib.suppress(Exception):

@@ -314,7 +314,8 @@ class UploadTransfer(Transfer):
         curl.setopt(pycurl.INFILESIZE_LARGE, part.size)
         curl.setopt(pycurl.READDATA, body)
         curl.setopt(pycurl.SEEKFUNCTION, lambda offset, origin: _seek(body, offset, origin))
-        curl.setopt(pycurl.UPLOAD_BUFFERSIZE, UPLOAD_BUFFER)
+        if hasattr(pycurl, "UPLOAD_BUFFERSIZE"):  # pycurl >= 7.44; 2 MiB reads, not 64 KiB
+            curl.setopt(pycurl.UPLOAD_BUFFERSIZE, UPLOAD_BUFFER)
         curl.setopt(pycurl.HTTPHEADER, ["Expect:", "Content-Type:"])
         curl.setopt(pycurl.WRITEDATA, slot.resource)
 

@@ -154,3 +154,26 @@ def test_download_refuses_existing_output(tmp_path: Path, s3: Any, bucket: str, 
     assert (out / "data.bin").read_bytes() == b"old"
     engine_download(FakeDrs(s3, bucket, key), out, range_size=PART, overwrite=True)
     assert (out / "data.bin").read_bytes() == b"new"
+
+
+def test_download_starts_over_when_object_changed(
+    tmp_path: Path, s3: Any, bucket: str, key: str
+) -> None:
+    """The state pins another ETag: If-Match fails (412) or the ETag differs -> start over."""
+    data = os.urandom(3 * PART)
+    s3.put_object(Bucket=bucket, Key=key, Body=data)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "data.bin.part").write_bytes(os.urandom(len(data)))
+    DownloadState(
+        out / "data.bin.part.json",
+        object_id="file-1",
+        size=len(data),
+        checksum=f"md5:{md5(data)}",
+        range_size=PART,
+        etag="0" * 32,
+        done={0},
+    ).save(force=True)
+    downloader = engine_download(FakeDrs(s3, bucket, key), out, range_size=PART)
+    assert (out / "data.bin").read_bytes() == data
+    assert downloader.stats is not None and downloader.stats.requests == 3
