@@ -118,6 +118,7 @@ class Slot:
         self.headers = HeaderCollector()
         self.part: Part | None = None
         self.resource: Any = None  # upload: response body buffer; download: output file
+        self.upload_body: Any = None  # upload: the part's bytes as the handle reads them
         self.started = 0.0
 
 

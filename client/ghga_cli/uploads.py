@@ -308,6 +308,7 @@ class UploadTransfer(Transfer):
         curl = slot.curl
         url = self.urls.get(part.number, refresh=part.refresh_url)
         body = io.BytesIO(part.payload)
+        slot.upload_body = body
         slot.resource = io.BytesIO()
         curl.setopt(pycurl.URL, url)
         curl.setopt(pycurl.UPLOAD, 1)
@@ -333,7 +334,9 @@ class UploadTransfer(Transfer):
     def part_done(self, slot: Slot, part: Part) -> None:
         digest = part.digest.result() if isinstance(part.digest, Future) else part.digest
         self.reader.part_md5s[part.index] = digest
-        part.payload = None  # release the buffer now
+        # Release the buffer now (the handle keeps its READDATA object until it is reused).
+        part.payload = None
+        slot.upload_body.close()
         self._done_bytes += part.size
         self.urls.note_part_done()
 

@@ -52,6 +52,7 @@ class FakeServices:
         self.requests: list[tuple[str, str]] = []
         self.reject_next = False
         self.fail_completion = False
+        self.validate_after_polls = 2
         self.lock = threading.Lock()
         services = self
 
@@ -155,7 +156,7 @@ class FakeServices:
                 return 404, _err("noSuchUpload", "no such upload", upload_id=m[1]), {}
             if u.status == "uploaded":
                 u.polls_after_confirm += 1
-                if u.polls_after_confirm >= 2:
+                if u.polls_after_confirm >= self.validate_after_polls:
                     self._validate(u)
             return 200, self._details(u), {}
         if m and method == "PATCH":

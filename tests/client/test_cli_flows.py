@@ -300,3 +300,21 @@ def test_download_not_enough_space(
     )
     assert code == 2 and "not enough free space" in err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_upload_validation_timeout_then_rerun_waits(
+    tmp_path: Path, services: FakeServices, capsys: Any
+) -> None:
+    data = os.urandom(3 * PART)
+    src = tmp_path / "src.bin"
+    src.write_bytes(data)
+    services.register(data, "GHGAF15")
+    services.validate_after_polls = 4
+    code, _, err = run(capsys, *upload_args(services, "GHGAF15", src, "--wait-timeout", "1"))
+    assert code == 7 and "not validated within 1 s" in err
+    puts_before = len([r for r in services.requests if r[0] == "POST"])
+    code, out, err = run(capsys, *upload_args(services, "GHGAF15", src, "--json"))
+    assert code == 0, err
+    assert "already uploaded; waiting for its validation" in err
+    assert json.loads(out)["status"] == "accepted"
+    assert len([r for r in services.requests if r[0] == "POST"]) == puts_before  # no new upload
