@@ -1,0 +1,247 @@
+"""DRS3: service-info, object resolution with staging (202 -> 200), access rules, cleanup."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+import pytest
+import requests
+
+from ucs_lambda import jobs
+from ucs_lambda.adapters import aws, dynamo
+from ucs_lambda.adapters.dynamo import Repository
+from ucs_lambda.adapters.s3 import Storage
+from ucs_lambda.config import get_settings
+from ucs_lambda.services.downloads import retry_after_for
+
+from .conftest import PART, Api, md5, payload, queued_jobs, register
+
+DATA = payload(3 * PART + 100)
+OBJ = "/ga4gh/drs/v1/objects/F1"
+
+
+def s3() -> Any:
+    return aws.client("s3", get_settings())
+
+
+def keys(bucket: str) -> list[str]:
+    return [o["Key"] for o in s3().list_objects_v2(Bucket=bucket).get("Contents", [])]
+
+
+def accepted_file(api: Api, readers: tuple[str, ...] = ("rita",)) -> None:
+    """F1 uploaded by alice, validated and accepted; ``readers`` may download it."""
+    register("F1", DATA, readers=readers)
+    uid = api.upload_file(DATA)["upload_id"]
+    for job in queued_jobs():
+        jobs.handle_message(job)
+    rec = Repository(get_settings()).get_upload(uid)
+    assert rec is not None and rec.upload_status.value == "accepted"
+
+
+def get(api: Api, path: str = OBJ, user: str | None = "rita", **kw: Any) -> Any:
+    return api.call("GET", path, user=user, **kw)
+
+
+def drs_error(resp: Any) -> dict[str, Any]:
+    body = json.loads(resp.body)
+    assert body["status_code"] == resp.status_code
+    assert isinstance(body["msg"], str) and body["msg"]
+    assert {"exception_id", "description", "data"} <= set(body)
+    return body
+
+
+def run_jobs() -> list[dict]:
+    found = queued_jobs()
+    for job in found:
+        jobs.handle_message(job)
+    return found
+
+
+def test_staging_then_object(api: Api) -> None:
+    accepted_file(api)
+    r = get(api)
+    assert r.status_code == 202
+    assert r.headers["Retry-After"].isdigit() and 2 <= int(r.headers["Retry-After"]) <= 300
+    assert r.headers["Cache-Control"] == "no-store"
+    assert get(api).status_code == 202  # still staging: no second job
+    assert run_jobs() == [{"job": "stage", "file_id": "F1"}]
+    assert keys("t-outbox") == ["F1"]
+    r = get(api, headers={"Host": "drs.example.org"})
+    assert r.status_code == 200
+    obj = r.json_body
+    url = obj["access_methods"][0]["access_url"]["url"]
+    assert obj == {
+        "id": "F1",
+        "name": "F1.bin",
+        "self_uri": "drs://drs.example.org/F1",
+        "size": len(DATA),
+        "created_time": obj["created_time"],
+        "checksums": [{"type": "md5", "checksum": md5(DATA)}],
+        "access_methods": [{"type": "s3", "access_url": {"url": url, "headers": []}}],
+    }
+    assert obj["created_time"].endswith("Z")
+    q = parse_qs(urlparse(url).query)
+    assert q["X-Amz-Algorithm"] == ["AWS4-HMAC-SHA256"] and q["X-Amz-Expires"] == ["900"]
+    assert urlparse(url).path.endswith("/t-outbox/F1") or "t-outbox" in urlparse(url).netloc
+    assert requests.get(url, timeout=10).content == DATA
+    ranged = requests.get(url, headers={"Range": "bytes=10-19"}, timeout=10)
+    assert ranged.content == DATA[10:20]
+    f = Repository(get_settings()).get_file("F1")
+    assert f is not None and f.staged_at is not None and f.staging_started is None
+
+
+def test_configured_hostname(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("UCS_DRS_HOSTNAME", "data.ghga.de")
+    accepted_file(api)
+    get(api)
+    run_jobs()
+    assert get(api).json_body["self_uri"] == "drs://data.ghga.de/F1"
+
+
+def test_access_rules(api: Api) -> None:
+    accepted_file(api, readers=("rita",))
+    r = get(api, user=None)
+    assert r.status_code == 401 and drs_error(r)["exception_id"] == "notAuthenticated"
+    r = get(api, user="alice")  # the submitter is not a reader
+    assert r.status_code == 403
+    assert drs_error(r)["exception_id"] == "noFileAccess"
+    r = get(api, "/ga4gh/drs/v1/objects/NOPE")
+    assert r.status_code == 404
+    body = drs_error(r)
+    assert body["exception_id"] == "noSuchObject" and body["data"] == {"object_id": "NOPE"}
+    assert queued_jobs() == []
+
+
+def test_forged_token_is_401(api: Api) -> None:
+    accepted_file(api)
+    from .conftest import token
+
+    bad = token("rita", key="another-key-that-is-long-enough-123456")
+    r = api.client.http.get(OBJ, headers={"Authorization": f"Bearer {bad}"})
+    assert r.status_code == 401 and drs_error(r)["exception_id"] == "notAuthenticated"
+
+
+@pytest.mark.parametrize("status", ["none", "pending", "uploaded", "rejected"])
+def test_not_yet_accepted_is_404(api: Api, status: str) -> None:
+    register("F1", DATA, readers=("rita",), md5_hex=("0" * 32 if status == "rejected" else None))
+    if status != "none":
+        up = api.create_upload("F1")
+        if status != "pending":
+            api.put_parts(up["upload_id"], DATA, up["part_size"])
+            assert api.confirm(up["upload_id"]).status_code == 204
+        if status == "rejected":
+            run_jobs()
+    queued_jobs()
+    r = get(api)
+    assert r.status_code == 404 and drs_error(r)["exception_id"] == "noSuchObject"
+    assert queued_jobs() == []
+
+
+def test_stage_replay_is_harmless(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    accepted_file(api)
+    get(api)
+    run_jobs()
+    calls = []
+    monkeypatch.setattr(Storage, "copy", lambda self, *a, **k: calls.append(a))
+    jobs.handle_message({"job": "stage", "file_id": "F1"})  # duplicate delivery
+    jobs.handle_message({"job": "stage", "file_id": "NOPE"})  # unknown file: no-op
+    assert calls == []
+    assert get(api).status_code == 200
+
+
+def test_staging_marker_expires(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A staging job that died (message lost) does not block the file forever."""
+    accepted_file(api)
+    assert get(api).status_code == 202
+    assert queued_jobs() == [{"job": "stage", "file_id": "F1"}]  # the job is lost
+    assert get(api).status_code == 202
+    assert queued_jobs() == []  # marker still fresh: no new job
+    old = time.time() - 2 * 3600
+    dynamo.FileItem("F1").update(actions=[dynamo.FileItem.staging_started.set(old)])
+    assert get(api).status_code == 202
+    assert run_jobs() == [{"job": "stage", "file_id": "F1"}]
+    assert get(api).status_code == 200
+
+
+def test_failed_staging_is_retried(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    accepted_file(api)
+    get(api)
+    messages = queued_jobs()
+
+    def broken(self: Storage, *a: Any, **k: Any) -> None:
+        raise RuntimeError("copy failed")
+
+    with monkeypatch.context() as m:
+        m.setattr(Storage, "copy", broken)
+        with pytest.raises(RuntimeError):
+            jobs.handle_message(messages[0])  # SQS would redeliver
+    f = Repository(get_settings()).get_file("F1")
+    assert f is not None and f.staging_started is not None and f.staged_at is None
+    jobs.handle_message(messages[0])  # the redelivery succeeds
+    assert get(api).status_code == 200
+
+
+def test_multipart_staging_copy(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("UCS_COPY_PART_SIZE", str(PART))
+    accepted_file(api)
+    get(api)
+    run_jobs()
+    obj = s3().get_object(Bucket="t-outbox", Key="F1")
+    assert obj["Body"].read() == DATA and obj["ETag"].strip('"').endswith("-4")
+
+
+def test_outbox_cleanup(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    accepted_file(api)
+    get(api)
+    run_jobs()
+    assert jobs.cleanup_outbox() == 0  # fresh copies stay
+    assert keys("t-outbox") == ["F1"]
+    assert jobs.cleanup_outbox(now=time.time() + 8 * 24 * 3600) == 1
+    assert keys("t-outbox") == []
+    f = Repository(get_settings()).get_file("F1")
+    assert f is not None and f.staged_at is None and f.staging_started is None
+    assert keys("t-permanent") == ["F1"]
+    assert get(api).status_code == 202  # staged again on demand
+    assert run_jobs() == [{"job": "stage", "file_id": "F1"}]
+    assert get(api).status_code == 200
+
+
+def test_cleanup_schedule_handler(api: Api, client: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    accepted_file(api)
+    get(api)
+    run_jobs()
+    monkeypatch.setenv("UCS_OUTBOX_MAX_AGE_SECONDS", "-10")
+    event = client.events.generate_cw_event(
+        source="aws.events", detail_type="Scheduled Event", detail={}, resources=[]
+    )
+    client.lambda_.invoke("cleanup_outbox", event)
+    assert keys("t-outbox") == []
+
+
+def test_deleted_outbox_object_is_staged_again(api: Api) -> None:
+    """The outbox is checked with HEAD, so an object removed behind our back is re-staged."""
+    accepted_file(api)
+    get(api)
+    run_jobs()
+    s3().delete_object(Bucket="t-outbox", Key="F1")
+    assert get(api).status_code == 202
+    assert run_jobs() == [{"job": "stage", "file_id": "F1"}]
+
+
+def test_service_info(api: Api) -> None:
+    r = get(api, "/ga4gh/drs/v1/service-info", headers={"Host": "drs.example.org"})
+    assert r.status_code == 200
+    info = r.json_body
+    assert info["type"] == {"group": "org.ga4gh", "artifact": "drs", "version": "1.1.0"}
+    assert info["organization"] == {"name": "GHGA", "url": "https://www.ghga.de"}
+    assert info["id"] == "org.example.drs.drs" and info["name"] and info["version"]
+    assert get(api, "/ga4gh/drs/v1/service-info", user=None).status_code == 401
+
+
+def test_retry_after_estimate() -> None:
+    assert retry_after_for(0, 100) == 2
+    assert retry_after_for(10_000, 100) == 101
+    assert retry_after_for(10**15, 100) == 300
