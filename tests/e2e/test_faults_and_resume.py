@@ -1,0 +1,520 @@
+"""``ghga-cli`` on the local stack through a fault-injecting proxy: kills, resumes, broken requests.
+
+The client runs as users run it (the console script, in a child process) with ``http_proxy``
+pointing at :class:`tests.faultproxy.FaultProxy`; libcurl then sends every request there, the
+API calls and the presigned S3 requests alike. Fault rules match S3 requests only (by the S3
+endpoint's port), so the API is never broken on purpose; the proxy's log tells what the client
+really asked S3 for, which is how "a rerun sends only what is missing" is measured.
+
+Checked on every run: the token and the presigned query strings (signatures, credentials) never
+reach the client's stdout or stderr, even when requests fail and are retried.
+
+Stored bytes are always read back with boto3 or from disk, never through the client under test.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import signal
+import subprocess
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+
+from tests.conftest import E2E_PART_SIZE
+from tests.e2e.test_download_cli import archived_file
+from tests.e2e.test_upload_cli import EXIT_INTEGRITY, register, summary_of
+from tests.faultproxy import FaultProxy, RequestRecord, Rule
+from tests.support import call, run_admin, s3_client
+
+pytestmark = pytest.mark.e2e
+
+#: Variables that could route the client around the proxy (or through another one).
+PROXY_VARIABLES = (
+    "http_proxy",
+    "HTTP_PROXY",
+    "https_proxy",
+    "HTTPS_PROXY",
+    "all_proxy",
+    "ALL_PROXY",
+    "no_proxy",
+    "NO_PROXY",
+)
+#: Per-request bandwidth of throttled S3 requests: a 256 KiB part or range takes ~0.25 s.
+THROTTLE_BPS = 1024 * 1024
+STALL_TIMEOUT = 2  # the client's --stall-timeout in the fault tests, seconds
+#: How long the proxy stalls a request: longer than any test, so only the client's stall
+#: detection can end it (the proxy cuts it short when it stops).
+STALL_SECONDS = 120
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def user(stack_env: dict[str, str]) -> dict[str, str]:
+    """One user who registers, uploads and (once granted) downloads the files of this module."""
+    name = f"fault-{uuid.uuid4().hex[:8]}"
+    return {"user": name, "token": run_admin(stack_env, "mint-token", "--user", name)}
+
+
+def s3_pattern(stack: dict[str, Any]) -> str:
+    """Regex matching absolute URLs of the stack's S3 endpoint (any host name, its port)."""
+    port = re.search(r":(\d+)/?$", stack["aws_endpoint_url"])
+    assert port, stack["aws_endpoint_url"]
+    return rf"^https?://[^/?]+:{port[1]}/"
+
+
+def s3_records(proxy: FaultProxy, stack: dict[str, Any], method: str) -> list[RequestRecord]:
+    pattern = re.compile(s3_pattern(stack))
+    return [r for r in proxy.requests if r.method == method and pattern.search(r.url)]
+
+
+def part_number(record: RequestRecord) -> int:
+    match = re.search(r"[?&]partNumber=(\d+)(?:&|$)", record.url)
+    assert match, record.redacted_url
+    return int(match[1])
+
+
+def range_size(record: RequestRecord) -> int:
+    match = re.fullmatch(r"\s*bytes=(\d+)-(\d+)\s*", record.range or "")
+    assert match, f"not a single closed byte range: {record.range!r}"
+    return int(match[2]) - int(match[1]) + 1
+
+
+def part_url(number: int) -> str:
+    """Regex for the presigned URL of one upload part (``partNumber`` is a query parameter)."""
+    return rf"[?&]partNumber={number}(&|$)"
+
+
+def client_env(token: str, proxy: FaultProxy) -> dict[str, str]:
+    """The caller's environment with every request of the client routed through ``proxy``.
+
+    libcurl reads the lowercase ``http_proxy`` for http:// URLs; ``no_proxy``/``NO_PROXY``
+    (which often list 127.0.0.1) are removed so nothing bypasses the proxy.
+    """
+    env = {k: v for k, v in os.environ.items() if k not in PROXY_VARIABLES}
+    env["http_proxy"] = proxy.url
+    env["GHGA_CLI_TOKEN"] = token
+    env.pop("GHGA_CLI_DEBUG", None)
+    return env
+
+
+def upload_args(stack: dict[str, Any], file_id: str, path: Path, *extra: str) -> list[str]:
+    return [
+        "upload-by-id",
+        "--api-url",
+        stack["ucs_url"],
+        "--file-id",
+        file_id,
+        "--file-path",
+        str(path),
+        "--json",
+        *extra,
+    ]
+
+
+def download_args(stack: dict[str, Any], file_id: str, out: Path, *extra: str) -> list[str]:
+    return [
+        "download-by-id",
+        "--api-url",
+        stack["ucs_url"],
+        "--file-id",
+        file_id,
+        "--output-dir",
+        str(out),
+        "--range-size",
+        str(E2E_PART_SIZE),
+        "--json",
+        *extra,
+    ]
+
+
+def run_client(
+    cli: list[str], token: str, proxy: FaultProxy, args: list[str]
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [*cli, *args],
+        env=client_env(token, proxy),
+        cwd=tempfile.gettempdir(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def kill_when(
+    cli: list[str],
+    token: str,
+    proxy: FaultProxy,
+    args: list[str],
+    logs: Path,
+    condition: Callable[[], bool],
+    timeout: float = 60.0,
+) -> subprocess.CompletedProcess:
+    """Start the client, SIGKILL it as soon as ``condition()`` holds; return what it printed.
+
+    Output goes to files, not pipes, so a chatty client can never block on a full pipe.
+    """
+    logs.mkdir(parents=True, exist_ok=True)
+    with (logs / "stdout").open("w") as out, (logs / "stderr").open("w") as err:
+        process = subprocess.Popen(
+            [*cli, *args],
+            env=client_env(token, proxy),
+            cwd=tempfile.gettempdir(),
+            stdout=out,
+            stderr=err,
+            text=True,
+        )
+        try:
+            deadline = time.monotonic() + timeout
+            while not condition():
+                if process.poll() is not None:
+                    break
+                assert time.monotonic() < deadline, "the kill condition never held"
+                time.sleep(0.02)
+        finally:
+            process.kill()
+            process.wait()
+    stdout, stderr = (logs / "stdout").read_text(), (logs / "stderr").read_text()
+    assert process.returncode == -signal.SIGKILL, (
+        f"the client ended by itself (exit {process.returncode}) before it could be killed: "
+        f"{stderr[-2000:]}"
+    )
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
+def wait_until(condition: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+def assert_no_secrets(
+    result: subprocess.CompletedProcess, token: str, *proxies: FaultProxy
+) -> None:
+    """Neither the token nor any presigned query string appears in what the client printed."""
+    printed = result.stdout + result.stderr
+    assert token not in printed
+    for marker in ("X-Amz-Signature", "X-Amz-Credential", "X-Amz-Security-Token", "Signature="):
+        assert marker not in printed, f"{marker} printed by the client"
+    signatures = {
+        match
+        for proxy in proxies
+        for record in proxy.requests
+        for match in re.findall(r"X-Amz-Signature=([0-9a-fA-F]+)", record.url)
+    }
+    # The proxy saw signed URLs, so their absence from the output means something.
+    assert signatures, "no presigned S3 request went through the proxy"
+    for signature in signatures:
+        assert signature not in printed
+
+
+def assert_succeeded(result: subprocess.CompletedProcess) -> dict[str, Any]:
+    assert result.returncode == 0, (result.returncode, result.stderr[-3000:])
+    return summary_of(result)
+
+
+def stored_bytes(stack: dict[str, Any], file_id: str) -> bytes:
+    s3 = s3_client(stack)
+    return s3.get_object(Bucket=stack["permanent_bucket"], Key=file_id)["Body"].read()
+
+
+def current_upload_id(stack: dict[str, Any], token: str, file_id: str) -> str:
+    status, body = call("GET", f"{stack['ucs_url']}/files/{file_id}", token)
+    assert status == 200, body
+    assert body and body.get("current_upload_id"), body
+    return str(body["current_upload_id"])
+
+
+def parts_in_storage(stack: dict[str, Any], token: str, upload_id: str) -> set[int]:
+    """Part numbers S3 holds for the upload, once two listings a moment apart agree.
+
+    A request the proxy had fully forwarded before it was stopped may still be stored by moto
+    after the client died; the listing is taken when it no longer changes.
+    """
+    url = f"{stack['ucs_url']}/uploads/{upload_id}/parts"
+
+    def listing() -> set[int]:
+        status, body = call("GET", url, token)
+        assert status == 200, body
+        assert body is not None
+        return {int(p["part_no"]) for p in body["parts"]}
+
+    previous = listing()
+    for _ in range(20):
+        time.sleep(0.3)
+        current = listing()
+        if current == previous:
+            return current
+        previous = current
+    raise AssertionError("the part listing kept changing after the client was killed")
+
+
+def staged(stack: dict[str, Any], token: str, file_id: str) -> None:
+    """Ask DRS for the object until it is staged, so the client's first call gets a 200."""
+    url = f"{stack['drs_url']}/objects/{file_id}"
+    wait_until(lambda: call("GET", url, token)[0] == 200, 30, f"staging of {file_id}")
+
+
+def files_in(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir())
+
+
+# --------------------------------------------------------------------------------------------
+# Uploads
+# --------------------------------------------------------------------------------------------
+
+
+def test_killed_upload_resumes_sending_only_the_missing_parts(
+    ghga_cli, local_stack, stack_env, user, tmp_path
+) -> None:
+    parts, kill_after = 24, 6
+    data = os.urandom(parts * E2E_PART_SIZE)
+    source = tmp_path / "killed-upload.bin"
+    source.write_bytes(data)
+    file_id = register(stack_env, user["user"], source)
+    args = upload_args(local_stack, file_id, source, "--parallel", "2")
+
+    throttle = Rule("throttle", method="PUT", url=s3_pattern(local_stack), bps=THROTTLE_BPS)
+    with FaultProxy(rules=[throttle]) as first_proxy:
+
+        def enough_parts_stored() -> bool:
+            puts = s3_records(first_proxy, local_stack, "PUT")
+            return sum(r.status == 200 and r.duration is not None for r in puts) >= kill_after
+
+        killed = kill_when(
+            ghga_cli, user["token"], first_proxy, args, tmp_path / "killed", enough_parts_stored
+        )
+    # The proxy is stopped: nothing of the killed run can reach S3 any more.
+    assert_no_secrets(killed, user["token"], first_proxy)
+    upload_id = current_upload_id(local_stack, user["token"], file_id)
+    held = parts_in_storage(local_stack, user["token"], upload_id)
+    assert kill_after <= len(held) < parts, held
+
+    with FaultProxy() as proxy:
+        rerun = run_client(ghga_cli, user["token"], proxy, args)
+
+    summary = assert_succeeded(rerun)
+    assert summary["status"] == "accepted"
+    assert summary["upload_id"] == upload_id  # the same upload was resumed, not a new one
+    assert summary["parts_skipped"] == len(held)
+    sent = sorted(part_number(r) for r in s3_records(proxy, local_stack, "PUT"))
+    assert len(sent) == parts - len(held)
+    assert sent == sorted(set(range(1, parts + 1)) - held)
+    assert stored_bytes(local_stack, file_id) == data
+    assert_no_secrets(rerun, user["token"], proxy)
+
+
+def test_upload_survives_resets_errors_expired_urls_and_stalls(
+    ghga_cli, local_stack, stack_env, user, tmp_path
+) -> None:
+    data = os.urandom(10 * E2E_PART_SIZE + 4321)
+    source = tmp_path / "faulty-upload.bin"
+    source.write_bytes(data)
+    file_id = register(stack_env, user["user"], source)
+    put, s3 = "PUT", s3_pattern(local_stack)
+
+    def on_part(number: int) -> str:
+        return s3 + ".*" + part_url(number)
+
+    # Part 1 is the first S3 request, so its reset hits a fresh connection: libcurl silently
+    # resends a request only when a *reused* connection dies before any answer, and such a
+    # resend would not count as a retry. The stall outlasts the test: only the client's
+    # --stall-timeout can end it (libcurl averages speed over ~5 s, so that takes a few s).
+    faults = {
+        1: Rule("reset", method=put, url=on_part(1), nth=1, after_bytes=64 * 1024),
+        3: Rule("status", method=put, url=on_part(3), nth=1, status=500),
+        5: Rule("status", method=put, url=on_part(5), nth=1, status=503, retry_after=1),
+        7: Rule("expired", method=put, url=on_part(7), nth=1),
+        9: Rule(
+            "stall",
+            method=put,
+            url=on_part(9),
+            nth=1,
+            phase="request",
+            after_bytes=64 * 1024,
+            seconds=STALL_SECONDS,
+        ),
+    }
+    args = upload_args(
+        local_stack,
+        file_id,
+        source,
+        "--parallel",
+        "4",
+        "--retries",
+        "3",
+        "--stall-timeout",
+        str(STALL_TIMEOUT),
+    )
+
+    with FaultProxy(rules=list(faults.values())) as proxy:
+        result = run_client(ghga_cli, user["token"], proxy, args)
+
+    summary = assert_succeeded(result)
+    assert summary["status"] == "accepted"
+    assert stored_bytes(local_stack, file_id) == data
+    puts = s3_records(proxy, local_stack, "PUT")
+    for number, rule in faults.items():
+        tries = [r for r in puts if part_number(r) == number]
+        assert tries[0].fault == rule.label(), (number, [r.fault for r in tries])
+        assert tries[-1].status == 200 and tries[-1].fault is None, (number, tries[-1])
+    assert summary["retries"] >= len(faults)
+    # The expired URL made the client ask the UCS for a fresh one.
+    expired = next(r for r in puts if r.fault == "expired")
+    refreshes = [
+        r
+        for r in proxy.requests
+        if r.method == "POST" and r.id > expired.id and "/signed_urls" in r.path
+    ]
+    assert refreshes, "no presigned URL was requested after the 403"
+    assert_no_secrets(result, user["token"], proxy)
+
+
+# --------------------------------------------------------------------------------------------
+# Downloads
+# --------------------------------------------------------------------------------------------
+
+
+def test_killed_download_resumes_fetching_only_the_missing_ranges(
+    ghga_cli, local_stack, stack_env, user, tmp_path
+) -> None:
+    ranges = 24
+    data = os.urandom(ranges * E2E_PART_SIZE - 1000)
+    file_id = archived_file(ghga_cli, local_stack, stack_env, user, data)
+    staged(local_stack, user["token"], file_id)
+    out = tmp_path / "out"
+    out.mkdir()
+    target, part, state_file = (out / f"{file_id}.bin{s}" for s in ("", ".part", ".part.json"))
+    args = download_args(local_stack, file_id, out, "--parallel", "2")
+
+    def saved_ranges() -> set[int]:
+        try:
+            return set(json.loads(state_file.read_text())["done"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return set()
+
+    throttle = Rule("throttle", method="GET", url=s3_pattern(local_stack), bps=THROTTLE_BPS)
+    with FaultProxy(rules=[throttle]) as first_proxy:
+        killed = kill_when(
+            ghga_cli,
+            user["token"],
+            first_proxy,
+            args,
+            tmp_path / "killed",
+            lambda: len(saved_ranges()) >= 4,
+        )
+    assert_no_secrets(killed, user["token"], first_proxy)
+    assert not target.exists()
+    assert part.is_file() and state_file.is_file()
+    done = saved_ranges()
+    assert 4 <= len(done) < ranges, done
+    sizes = [min(E2E_PART_SIZE, len(data) - i * E2E_PART_SIZE) for i in range(ranges)]
+    missing_bytes = sum(size for i, size in enumerate(sizes) if i not in done)
+
+    with FaultProxy() as proxy:
+        rerun = run_client(ghga_cli, user["token"], proxy, args)
+
+    summary = assert_succeeded(rerun)
+    assert summary["parts_skipped"] == len(done)
+    requested = sum(range_size(r) for r in s3_records(proxy, local_stack, "GET"))
+    assert requested == missing_bytes < len(data)
+    assert target.read_bytes() == data
+    assert files_in(out) == [target.name]  # .part and its state file are gone
+    assert_no_secrets(rerun, user["token"], proxy)
+
+
+def test_download_survives_resets_errors_expired_urls_and_stalls(
+    ghga_cli, local_stack, stack_env, user, tmp_path
+) -> None:
+    data = os.urandom(8 * E2E_PART_SIZE + 77)
+    file_id = archived_file(ghga_cli, local_stack, stack_env, user, data)
+    staged(local_stack, user["token"], file_id)
+    get, s3 = "GET", s3_pattern(local_stack)
+    # Rules count every S3 GET of the download, so nth picks the n-th ranged request.
+    faults = [
+        Rule("reset", method=get, url=s3, nth=2, phase="response", after_bytes=64 * 1024),
+        Rule("status", method=get, url=s3, nth=3, status=500),
+        Rule("expired", method=get, url=s3, nth=4),
+        Rule("stall", method=get, url=s3, nth=5, phase="headers", seconds=STALL_SECONDS),
+    ]
+    out = tmp_path / "out"
+    out.mkdir()
+    args = download_args(
+        local_stack,
+        file_id,
+        out,
+        "--parallel",
+        "3",
+        "--retries",
+        "3",
+        "--stall-timeout",
+        str(STALL_TIMEOUT),
+    )
+
+    with FaultProxy(rules=faults) as proxy:
+        result = run_client(ghga_cli, user["token"], proxy, args)
+
+    summary = assert_succeeded(result)
+    assert (out / f"{file_id}.bin").read_bytes() == data
+    assert files_in(out) == [f"{file_id}.bin"]
+    gets = s3_records(proxy, local_stack, "GET")
+    labels = [r.fault for r in gets]
+    for rule in faults:
+        assert labels.count(rule.label()) == 1, (rule.label(), labels)
+    assert summary["retries"] >= len(faults)
+    # The expired URL made the client fetch the DRS object again for a fresh one.
+    expired = next(r for r in gets if r.fault == "expired")
+    drs_after = [
+        r
+        for r in proxy.requests
+        if r.method == "GET" and r.id > expired.id and f"/objects/{file_id}" in r.path
+    ]
+    assert drs_after, "the DRS object was not fetched again after the 403"
+    assert_no_secrets(result, user["token"], proxy)
+
+
+def test_corrupted_range_fails_with_integrity_error_and_no_output_file(
+    ghga_cli, local_stack, stack_env, user, tmp_path
+) -> None:
+    data = os.urandom(4 * E2E_PART_SIZE)
+    file_id = archived_file(ghga_cli, local_stack, stack_env, user, data)
+    staged(local_stack, user["token"], file_id)
+    out = tmp_path / "out"
+    out.mkdir()
+    args = download_args(local_stack, file_id, out, "--parallel", "2")
+    flip = Rule("flip", method="GET", url=s3_pattern(local_stack), nth=2, offset=1234)
+
+    with FaultProxy(rules=[flip]) as proxy:
+        result = run_client(ghga_cli, user["token"], proxy, args)
+
+    assert result.returncode == EXIT_INTEGRITY, (result.returncode, result.stderr[-3000:])
+    assert [r.fault for r in s3_records(proxy, local_stack, "GET")].count("flip@1234") == 1
+    assert "Traceback" not in result.stderr
+    assert summary_of(result)["status"] == "error"
+    assert_no_secrets(result, user["token"], proxy)
+    # Nothing at the final name; the client documents that it removes the damaged partial file
+    # (and its resume state) too, so a rerun starts clean.
+    assert files_in(out) == [], files_in(out)
+
+    with FaultProxy() as clean_proxy:
+        again = run_client(ghga_cli, user["token"], clean_proxy, args)
+    assert_succeeded(again)
+    assert hashlib.md5((out / f"{file_id}.bin").read_bytes()).digest() == (
+        hashlib.md5(data).digest()
+    )
