@@ -141,7 +141,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("mint-token", help="print a bearer token for a user")
     p.add_argument("--user", required=True, type=_non_empty)
-    p.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds (default 3600)")
+    p.add_argument(
+        "--ttl",
+        type=int,
+        default=3600,
+        help="lifetime in seconds (default 3600; zero or negative: an expired token, for tests)",
+    )
     p.set_defaults(func=_cmd_mint_token)
     return parser
 

@@ -56,11 +56,12 @@ def _keys_from_ssm(name: str) -> list[str]:
 
 
 def mint(user_id: str, ttl_seconds: int = 3600, key: str | None = None) -> str:
-    """A signed token for ``user_id`` valid for ``ttl_seconds``."""
+    """A signed token for ``user_id`` valid for ``ttl_seconds``.
+
+    A zero or negative ``ttl_seconds`` gives an already expired token (to test expiry).
+    """
     if not user_id:
         raise ValueError("user id must not be empty")
-    if ttl_seconds <= 0:
-        raise ValueError("ttl must be positive")
     now = int(time.time())
     claims = {"sub": user_id, "iat": now, "exp": now + int(ttl_seconds)}
     return jwt.encode(claims, key or signing_keys()[0], algorithm=ALGORITHM)
@@ -70,7 +71,9 @@ def verify(token: str) -> str:
     """The user id of a valid token; raises NotAuthenticated for anything else.
 
     Only HS256 is accepted (``alg: none`` and asymmetric algorithms are refused), ``exp`` and
-    ``sub`` are required, and the signature must match one of the configured keys.
+    ``sub`` are required, and the signature must match one of the configured keys. ``exp`` is
+    checked without leeway; ``iat`` is not checked, so a minting machine whose clock runs a
+    little ahead does not produce tokens that are "not yet valid".
     """
     keys = signing_keys()
     for key in keys:
@@ -79,8 +82,7 @@ def verify(token: str) -> str:
                 token,
                 key,
                 algorithms=[ALGORITHM],
-                options={"require": ["exp", "sub"]},
-                leeway=30,
+                options={"require": ["exp", "sub"], "verify_iat": False},
             )
         except jwt.InvalidSignatureError:
             continue

@@ -46,10 +46,13 @@ class Worker:
         """Run one message's job; True when it may be deleted."""
         receipt = message["ReceiptHandle"]
         try:
-            body = json.loads(message.get("Body") or "")
+            try:
+                body = json.loads(message.get("Body") or "")
+            except ValueError:
+                raise jobs.InvalidJobMessage("the message body is not JSON") from None
             jobs.handle_message(body)
-        except (ValueError, jobs.InvalidJobMessage) as exc:
-            # json errors and unknown jobs: no retry can fix them
+        except jobs.InvalidJobMessage as exc:
+            # not JSON, unknown job: no retry can fix it
             log.error("dropping invalid job message %s: %s", message.get("MessageId"), exc)
         except Exception as exc:
             log.error(
@@ -63,6 +66,8 @@ class Worker:
             except Exception:  # visibility change is an optimisation only
                 log.warning("could not shorten the visibility timeout", exc_info=True)
             return False
+        else:
+            log.info("job done: %s", json.dumps(body, sort_keys=True))
         queue.delete(receipt)
         return True
 

@@ -96,6 +96,13 @@ def test_register_twice_and_grant_unknown(env: dict, capsys: pytest.CaptureFixtu
     assert "not registered" in capsys.readouterr().err
 
 
+def test_mint_expired_token(env: dict, capsys: pytest.CaptureFixture) -> None:
+    assert run("mint-token", "--user", "bob", "--ttl", "-10") == 0
+    expired = capsys.readouterr().out.strip()
+    with pytest.raises(tokens.NotAuthenticated, match="expired"):
+        tokens.verify(expired)
+
+
 def test_mint_token_without_keys(monkeypatch: pytest.MonkeyPatch, capsys: Any) -> None:
     monkeypatch.delenv("UCS_TOKEN_KEYS", raising=False)
     monkeypatch.delenv("UCS_TOKEN_KEYS_PARAMETER", raising=False)
