@@ -81,7 +81,10 @@ class Progress:
         self.start = clock()
         self.done = 0
         self.baseline = 0  # bytes already present before this run (resume)
-        self._last_draw = -1e9
+        # A terminal shows the line at once; logs get their first line after LOG_INTERVAL, so
+        # short transfers do not clutter them.
+        self._last_draw = -1e9 if tty else self.start
+        self._lines = 0
         self._samples: list[tuple[float, int]] = [(self.start, 0)]
         self._drawn = False
 
@@ -99,6 +102,8 @@ class Progress:
         interval = self.TTY_INTERVAL if self.tty else self.LOG_INTERVAL
         if not force and now - self._last_draw < interval:
             return
+        if force and not self.tty and self._lines == 0:
+            return  # nothing was logged during the transfer: the summary line suffices
         self._last_draw = now
         rate = self._rate(now, done)
         line = progress_line(done, self.total, now - self.start, rate)
@@ -109,6 +114,7 @@ class Progress:
             self._drawn = True
         else:
             self.stream.write(f"ghga-cli: {line}\n")
+        self._lines += 1
         self.stream.flush()
 
     def _rate(self, now: float, done: int) -> float:

@@ -251,7 +251,13 @@ def test_progress_throttles_log_lines() -> None:
         clock.now = float(second)
         progress.update(second * MIB)
     lines = stream.getvalue().splitlines()
-    assert len(lines) == 3  # at 1 s (first), 6 s and 11 s: one line per 5 s
+    assert len(lines) == 2  # at 5 s and 10 s: one line per 5 s, none at the start
+    progress.update(100 * MIB, force=True)
+    assert len(stream.getvalue().splitlines()) == 3  # the final state, since lines were shown
+    short = io.StringIO()
+    progress = Progress(10, stream=short, tty=False, clock=clock)
+    progress.update(10, force=True)
+    assert short.getvalue() == ""  # a transfer shorter than 5 s logs no progress line
     assert all(line.startswith("ghga-cli: ") for line in lines)
     assert "MiB/s" in lines[-1]
 
