@@ -104,6 +104,11 @@ def test_pending_to_cancelled_releases_the_lock(api: Api) -> None:
     second = api.create_upload("F1")
     assert second["upload_id"] != uid
     assert api.call("GET", "/files/F1").json_body["current_upload_id"] == second["upload_id"]
+    history = repo().uploads_for_file("F1")  # via the file_id-index GSI
+    assert [(u.upload_id, u.upload_status.value) for u in history] == [
+        (uid, "cancelled"),
+        (second["upload_id"], "pending"),
+    ]
 
 
 def test_uploaded_to_cancelled_deletes_the_object(api: Api) -> None:

@@ -16,7 +16,7 @@ makes the write fail instead of being overwritten.
 from __future__ import annotations
 
 from .errors import UploadNotPending, UploadStatusChange
-from .models import ACTIVE_STATUSES, UploadStatus
+from .models import UploadStatus
 
 S = UploadStatus
 
@@ -36,11 +36,6 @@ CLIENT_TARGETS = frozenset({S.UPLOADED, S.CANCELLED})
 def allowed_sources(target: UploadStatus) -> frozenset[UploadStatus]:
     """The statuses from which ``target`` can be reached (empty: never)."""
     return TRANSITIONS.get(target, frozenset())
-
-
-def releases_lock(target: UploadStatus) -> bool:
-    """True when entering ``target`` ends the file's active upload (lock released)."""
-    return target not in ACTIVE_STATUSES
 
 
 def check_client_change(upload_id: str, current: UploadStatus, target: UploadStatus) -> None:
