@@ -105,6 +105,7 @@ class UcsClient:
         self.http = http
         self.base = base_url.rstrip("/")
         self._batch_supported = True
+        self.max_batch = 1000  # the contract's default of UCS_MAX_BATCH_URLS; lowered on 400
 
     def get_file(self, file_id: str) -> FileMetadata:
         response = self.http.request("GET", f"{self.base}/files/{_seg(file_id)}")
@@ -155,13 +156,18 @@ class UcsClient:
     ) -> tuple[dict[int, str], float]:
         """Presigned PUT URLs for ``part_numbers`` -> ({part_no: url}, expires_in seconds)."""
         if self._batch_supported:
+            part_numbers = list(part_numbers)[: self.max_batch]
             response = self.http.request(
                 "POST",
                 f"{self.base}/uploads/{_seg(upload_id)}/signed_urls",
-                {"part_numbers": list(part_numbers)},
+                {"part_numbers": part_numbers},
             )
             if _missing_route(response):
                 self._batch_supported = False
+            elif _invalid_request(response) and len(part_numbers) > 1:
+                # The operator may allow fewer URLs per call (UCS_MAX_BATCH_URLS): ask for less.
+                self.max_batch = max(1, len(part_numbers) // 2)
+                return self.presign_parts(upload_id, part_numbers)
             else:
                 raise_for_error(response, "getting upload URLs")
                 data = _require(response.json(), ("urls",), "getting upload URLs")
@@ -197,6 +203,13 @@ class UcsClient:
             "PATCH", f"{self.base}/uploads/{_seg(upload_id)}", {"upload_status": "cancelled"}
         )
         raise_for_error(response, "cancelling the upload")
+
+
+def _invalid_request(response: Response) -> bool:
+    payload = response.json()
+    return response.status == 400 and (
+        isinstance(payload, dict) and payload.get("exception_id") == "invalidRequest"
+    )
 
 
 def _missing_route(response: Response) -> bool:

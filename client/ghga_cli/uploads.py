@@ -280,6 +280,8 @@ class UrlProvider:
                 wanted.append(candidate)
             candidate += 1
         urls, expires_in = self.ucs.presign_parts(self.upload_id, wanted)
+        if number not in urls:  # cannot happen with a correct server; fail clearly if it does
+            raise CliError(f"the API returned no upload URL for part {number}")
         self.batches += 1
         stale_at = self._clock() + max(1.0, expires_in / 2)
         for part_no, url in urls.items():

@@ -236,3 +236,20 @@ def test_system_bundle_is_found(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(name, raising=False)
     found = curlmod.ca_bundle()
     assert found is None or Path(found).is_file()
+
+
+def test_batch_presign_shrinks_when_the_server_allows_fewer(scripted: tuple[str, Script]) -> None:
+    url, script = scripted
+    too_many = {"exception_id": "invalidRequest", "description": "at most 2", "data": {}}
+    script.answers = [
+        (400, {}, too_many),
+        (
+            200,
+            {},
+            {"urls": [{"part_no": 1, "url": "u1"}, {"part_no": 2, "url": "u2"}], "expires_in": 60},
+        ),
+    ]
+    ucs = UcsClient(client(), url)
+    urls, expires = ucs.presign_parts("U1", [1, 2, 3, 4, 5])
+    assert urls == {1: "u1", 2: "u2"} and expires == 60 and ucs.max_batch == 2
+    assert [len(json.loads(s[3])["part_numbers"]) for s in script.seen] == [5, 2]
