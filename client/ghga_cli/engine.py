@@ -220,6 +220,7 @@ class Engine:
         self._clock = clock
         self.stats = EngineStats()
         self._seq = itertools.count()
+        self._next_tick = 0.0
 
     def run(self, transfer: Transfer) -> EngineStats:
         """Move every part of ``transfer``; raise CliError/Interrupted on failure."""
@@ -370,6 +371,10 @@ class Engine:
     def _tick(self, transfer: Transfer, active: dict[int, Slot], force: bool = False) -> None:
         if self.progress is None:
             return
+        now = self._clock()
+        if not force and now < self._next_tick:
+            return  # the loop turns on every socket event; sample progress 5 times a second
+        self._next_tick = now + 0.2
         pycurl = pycurl_module()
         name = "SIZE_UPLOAD" if transfer.direction == "upload" else "SIZE_DOWNLOAD"
         info = getattr(pycurl, name + "_T", None) or getattr(pycurl, name)
