@@ -169,7 +169,10 @@ def test_download_with_zipapp(
 def test_twenty_first_requests_start_one_staging_job(
     ghga_cli, local_stack, stack_env, user
 ) -> None:
-    """20 simultaneous first GETs of an unstaged object: every one gets 202, one job runs.
+    """20 simultaneous first GETs of an unstaged object start exactly one staging job.
+
+    The job for a small file can finish while the burst is still being served, so the last
+    requests may already get 200; what matters is that one job, not twenty, was started.
 
     DynamoDB is the single-threaded moto server here, so the conditional write that elects
     the one request allowed to enqueue the job is honoured as on AWS (see test_ucs_http).
@@ -177,7 +180,8 @@ def test_twenty_first_requests_start_one_staging_job(
     file_id = archived_file(ghga_cli, local_stack, stack_env, user, os.urandom(1000))
     url = f"{local_stack['drs_url']}/objects/{file_id}"
     results = race(20, lambda: call("GET", url, user["token"]))
-    assert [status for status, _ in results] == [202] * 20
+    statuses = [status for status, _ in results]
+    assert set(statuses) <= {200, 202} and 202 in statuses, statuses
     deadline = time.monotonic() + 30
     while call("GET", url, user["token"])[0] != 200:
         assert time.monotonic() < deadline
