@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import json
+import signal
+import socket
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
+from moto.server import ThreadedMotoServer
 
 from ucs_lambda import admin, tokens
 from ucs_lambda.adapters import aws
@@ -205,3 +210,70 @@ def test_worker_stops_on_request(env: dict) -> None:
     worker.stop()
     thread.join(timeout=10)
     assert not thread.is_alive()
+
+
+def test_worker_process_runs_until_sigterm(tmp_path: Path) -> None:
+    """``python -m ucs_lambda.worker`` against a real (moto) SQS endpoint: it drops an invalid
+    message, logs without secrets, and exits 0 on SIGTERM."""
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    server.start()
+    try:
+        endpoint = f"http://127.0.0.1:{port}"
+        env = {
+            "PATH": "/usr/bin:/bin",
+            "PYTHONPATH": str(ROOT),
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_ENDPOINT_URL_SQS": endpoint,
+            "AWS_ENDPOINT_URL_S3": endpoint,
+            "AWS_ENDPOINT_URL_DYNAMODB": endpoint,
+            "UCS_JOB_QUEUE": "w-jobs",
+            "UCS_TOKEN_KEYS": "secret-key-that-must-not-be-logged",
+        }
+        sqs = boto3.client(
+            "sqs",
+            endpoint_url=endpoint,
+            region_name="us-east-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
+        url = sqs.create_queue(QueueName="w-jobs")["QueueUrl"]
+        sqs.send_message(QueueUrl=url, MessageBody='{"job": "unknown"}')
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "ucs_lambda.worker", "--sweep-seconds", "0"],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            attrs = sqs.get_queue_attributes(
+                QueueUrl=url,
+                AttributeNames=[
+                    "ApproximateNumberOfMessages",
+                    "ApproximateNumberOfMessagesNotVisible",
+                ],
+            )["Attributes"]
+            if attrs == {
+                "ApproximateNumberOfMessages": "0",
+                "ApproximateNumberOfMessagesNotVisible": "0",
+            }:
+                break
+            time.sleep(0.2)
+        else:
+            proc.kill()
+            raise AssertionError("the worker did not consume the message")
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=15)
+        assert proc.returncode == 0, out
+        assert "dropping invalid job message" in out and "worker stopped" in out
+        assert "secret-key" not in out
+    finally:
+        server.stop()
