@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 PIP_QUIET := --quiet --disable-pip-version-check
 S3 ?= moto
 
-.PHONY: help venv test lint format demo stack pyz pyz-nodeps package-lambda ceph-up ceph-down ceph-test bench clean
+.PHONY: help venv test lint format demo stack pyz pyz-nodeps package-lambda ceph-up ceph-down ceph-test pyz-all dist bench clean
 
 help:
 	@echo "make demo            upload + download round trip on the local stack (moto)"
@@ -16,6 +16,8 @@ help:
 	@echo "make stack [S3=ceph] run the local stack in the foreground (Ctrl+C stops it)"
 	@echo "make pyz             build dist/ghga-cli.pyz (shiv, pycurl bundled)"
 	@echo "make pyz-nodeps      build dist/ghga-cli-nodeps.pyz (uses the system's pycurl)"
+	@echo "make pyz-all         zipapps per OS/CPU/CPython into dist/pyz/ (runs the Linux x86_64 ones)"
+	@echo "make dist            sdist + wheel of the client into dist/, twine check"
 	@echo "make package-lambda  chalice package into build/out/lambda"
 	@echo "make ceph-up / ceph-down   a single-node Ceph RGW on 127.0.0.1 (root, Debian)"
 	@echo "make ceph-test       only the tests marked ceph, failing if no RGW runs"
@@ -54,6 +56,14 @@ pyz-nodeps: venv
 	@mkdir -p dist
 	$(PY) -m shiv --quiet --no-deps -c ghga-cli -p "/usr/bin/env python3" -o dist/ghga-cli-nodeps.pyz . 2>&1 | grep -v "^WARNING: Location" ; test $${PIPESTATUS[0]} -eq 0
 	@echo "built dist/ghga-cli-nodeps.pyz (needs pycurl installed in the Python that runs it)"
+
+pyz-all: venv
+	$(PY) build/pyz_all.py --run
+
+dist: venv
+	rm -f dist/ghga_cli-*
+	$(PY) -m build --outdir dist .
+	$(PY) -m twine check --strict dist/ghga_cli-*
 
 package-lambda: venv
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH bash build/package_lambda.sh build/out/lambda
