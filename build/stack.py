@@ -10,7 +10,8 @@ Started by ``make stack`` (and by ``make demo`` and the end-to-end tests through
 
 It then creates the tables, buckets and queue, registers a demo file, and writes
 ``<state-dir>/stack.json`` last, so that the file's existence means "ready". Ctrl+C or SIGTERM
-stops every child it started.
+stops every child it started. For reliability tests a running stack crashes and restarts one
+child on request (:func:`request_restart`: a file in ``<state-dir>/control/``).
 """
 
 from __future__ import annotations
@@ -82,8 +83,11 @@ class Stack:
         self.state_dir = state_dir
         self.log_dir = state_dir / "logs"
         self.processes: dict[str, subprocess.Popen] = {}
+        self.specs: dict[str, tuple[list[str], dict[str, str]]] = {}
+        self.ready_urls: dict[str, str] = {}
 
     def spawn(self, name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen:
+        self.specs[name] = (args, env)
         log = self.log_dir / f"{name}.log"
         with log.open("ab") as out:
             process = subprocess.Popen(
@@ -114,6 +118,53 @@ class Stack:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
+
+    def restart(self, name: str) -> subprocess.Popen:
+        """Crash one child (SIGKILL to its process group) and start it again, same args and env.
+
+        For reliability tests (see :func:`request_restart`): what a crashed and restarted
+        server or worker does to transfers and jobs in flight. Waits until a restarted HTTP
+        service answers again.
+        """
+        if name not in self.specs:
+            raise StackError(f"no child named {name!r} (have: {', '.join(self.specs)})")
+        old = self.processes[name]
+        if old.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(old.pid, signal.SIGKILL)
+        old.wait()
+        with self.log(name).open("ab") as out:
+            out.write(b"\n--- stack: killed (SIGKILL) and restarted ---\n")
+        process = self.spawn(name, *self.specs[name])
+        if name in self.ready_urls:
+            wait_for_http(self.ready_urls[name], READY_TIMEOUT, process, self.log(name))
+        return process
+
+    def serve_control_requests(self, stack_file: Path) -> None:
+        """Handle ``<state-dir>/control/restart-<name>`` files written by :func:`request_restart`.
+
+        Each request is removed once handled (``.failed`` next to it on error), and
+        ``stack.json`` gets the new ``pids``.
+        """
+        control = self.state_dir / "control"
+        if not control.is_dir():
+            return
+        for request in sorted(control.glob("restart-*")):
+            if request.suffix == ".failed":
+                continue
+            name = request.name[len("restart-") :]
+            try:
+                self.restart(name)
+            except StackError as error:
+                request.with_name(request.name + ".failed").write_text(str(error))
+            if stack_file.exists():
+                info = json.loads(stack_file.read_text())
+                info["pids"] = {n: p.pid for n, p in self.processes.items()}
+                partial = stack_file.with_suffix(".json.tmp")
+                partial.write_text(json.dumps(info, indent=2))
+                partial.chmod(0o600)
+                os.replace(partial, stack_file)
+            request.unlink(missing_ok=True)
 
     def first_exited(self) -> str | None:
         for name, process in self.processes.items():
@@ -218,8 +269,9 @@ def start(state_dir: Path, s3_backend: str, ports: dict[str, int], demo_size: in
             [python, str(BUILD_DIR / "serve_local.py"), "--port", str(ports["ucs"])],
             env,
         )
+        stack.ready_urls["ucs"] = f"{ucs_url}/openapi.json"
         stack.spawn("worker", [python, "-m", "ucs_lambda.worker"], env)
-        wait_for_http(f"{ucs_url}/openapi.json", READY_TIMEOUT, ucs, stack.log("ucs"))
+        wait_for_http(stack.ready_urls["ucs"], READY_TIMEOUT, ucs, stack.log("ucs"))
 
         demo_path = state_dir / "demo.bin"
         demo_md5 = write_random_file(demo_path, demo_size)
@@ -301,6 +353,28 @@ Operator commands act on this stack: .venv/bin/python -m ucs_lambda.admin --help
 """,
         flush=True,
     )
+
+
+def request_restart(state_dir: Path, name: str, timeout: float = 2 * READY_TIMEOUT) -> int:
+    """Ask a running stack (``make stack`` or :func:`launch`) to crash and restart one child.
+
+    ``name`` is a key of ``stack.json``'s ``pids`` (``ucs``, ``worker``, ``moto``,
+    ``dynamodb``; the moto servers lose their data). Returns the new pid once the child is up.
+    """
+    control = state_dir / "control"
+    control.mkdir(exist_ok=True)
+    request = control / f"restart-{name}"
+    failed = control / f"restart-{name}.failed"
+    failed.unlink(missing_ok=True)
+    request.write_text("")
+    deadline = time.monotonic() + timeout
+    while request.exists():
+        if time.monotonic() > deadline:
+            raise StackError(f"the stack did not restart {name} within {timeout:.0f} s")
+        time.sleep(0.05)
+    if failed.exists():
+        raise StackError(f"restarting {name} failed: {failed.read_text()}")
+    return int(json.loads((state_dir / "stack.json").read_text())["pids"][name])
 
 
 @contextlib.contextmanager
@@ -398,8 +472,10 @@ def main() -> int:
     if not args.quiet:
         print_summary(info)
         print(f"(ready in {time.monotonic() - started:.1f} s)", flush=True)
+    stack_file = args.state_dir.resolve() / "stack.json"
     try:
         while True:
+            stack.serve_control_requests(stack_file)
             exited = stack.first_exited()
             if exited:
                 print(f"stack: error: {exited} exited; see {stack.log(exited)}", file=sys.stderr)

@@ -1,0 +1,1 @@
+"""Reliability series (fault matrix, crash series, load) and the helpers they share."""
