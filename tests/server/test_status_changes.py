@@ -206,11 +206,12 @@ STATUSES = ["pending", "uploaded", "cancelled", "failed", "accepted", "rejected"
 VALID = {("pending", "uploaded"), ("pending", "cancelled"), ("uploaded", "cancelled")}
 
 
-@pytest.mark.parametrize("start", STATUSES)
-@pytest.mark.parametrize("target", STATUSES)
+INVALID = [(s, t) for s in STATUSES for t in STATUSES if (s, t) not in VALID]
+
+
+@pytest.mark.parametrize(("start", "target"), INVALID)
 def test_invalid_changes_leave_state_untouched(api: Api, start: str, target: str) -> None:
-    if (start, target) in VALID:
-        pytest.skip("valid change, tested above")
+    """Every change the seed's diagram lacks (the three valid ones are tested above)."""
     uid = make(api, start)
     queued_jobs()
     before = state(uid)
