@@ -9,6 +9,7 @@ explain the refusal.
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -16,7 +17,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from ..adapters.dynamo import ConditionLost, Repository, utcnow
-from ..adapters.s3 import Part, Storage
+from ..adapters.s3 import Part, Storage, is_missing
 from ..adapters.sqs import JobQueue
 from ..config import Settings, get_settings
 from ..domain import access
@@ -34,6 +35,9 @@ from ..domain.parts import MAX_PARTS, FileTooLarge, part_size_for
 from ..domain.status import check_client_change
 
 log = logging.getLogger(__name__)
+
+#: How long a duplicate confirmation waits for the one that completed the upload (seconds).
+_CONCURRENT_COMPLETION_WAIT = 10.0
 
 
 @dataclass(frozen=True)
@@ -248,6 +252,13 @@ class UploadService:
             return NoSuchUpload(upload_id)
         if current.upload_status is target:
             return UploadNotPending(upload_id, current.upload_status.value)
+        if current.upload_status is UploadStatus.PENDING:
+            return UploadNotPending(
+                upload_id,
+                "pending",
+                f"The upload with ID {upload_id!r} is being completed by a concurrent request; "
+                "check its status again shortly.",
+            )
         return UploadNotPending(
             upload_id,
             current.upload_status.value,
@@ -276,6 +287,10 @@ class UploadService:
             )
             info = self.storage.head(bucket, upload.object_key)
         except (ClientError, _CompletionError) as exc:
+            if isinstance(exc, ClientError) and self._completed_concurrently(upload, exc):
+                # A duplicate confirmation (a client retrying a lost response) must not turn
+                # the upload that the first one completed into ``failed``.
+                raise self._not_changed(upload.upload_id, UploadStatus.UPLOADED) from None
             reason = f"completing the multipart upload failed: {_describe(exc)}"
             if self.repo.release(upload, UploadStatus.FAILED, reason=reason):
                 self._cleanup_inbox(upload)
@@ -300,6 +315,25 @@ class UploadService:
             raise error
         self.enqueue_validation(upload.upload_id)
 
+    def _completed_concurrently(self, upload: UploadRecord, exc: ClientError) -> bool:
+        """Whether S3 refused because another request already completed this upload.
+
+        S3 then no longer knows the multipart upload but holds the object; the other request
+        is about to mark the upload ``uploaded``: wait briefly for that, so the answer can say
+        what became of the upload.
+        """
+        if not is_missing(exc):
+            return False
+        if self.storage.head(self.settings.inbox_bucket, upload.object_key) is None:
+            return False  # aborted, not completed (a cancel, which changed the status first)
+        deadline = time.monotonic() + _CONCURRENT_COMPLETION_WAIT
+        while time.monotonic() < deadline:
+            current = self.repo.get_upload(upload.upload_id)
+            if current is None or current.upload_status is not UploadStatus.PENDING:
+                break
+            time.sleep(0.1)
+        return True
+
     def enqueue_validation(self, upload_id: str) -> None:
         """Ask the worker/Lambda to validate; a lost message is re-sent by the sweep."""
         try:
@@ -323,5 +357,6 @@ class _CompletionError(Exception):
 def _describe(exc: Exception) -> str:
     if isinstance(exc, ClientError):
         err = exc.response.get("Error", {})
-        return f"{err.get('Code', 'error')}: {err.get('Message', '')}".strip()
+        code, message = err.get("Code") or "error", err.get("Message")
+        return f"{code}: {message}" if message else code  # Ceph RGW sends empty messages
     return str(exc)

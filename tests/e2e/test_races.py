@@ -1,0 +1,371 @@
+"""Races on the local stack: the seed's rules hold whatever arrives at the same time.
+
+Why the local stack and not ``mock_aws``: every rule here is carried by DynamoDB conditional
+writes (``TransactWriteItems`` and conditional ``UpdateItem``). moto evaluates those conditions
+correctly but not *atomically* when requests arrive in parallel: in-process or in its threaded
+server, several of 20 racing writers could all see the condition hold and all win (PITFALLS.md).
+A pass there would prove nothing and a failure would not be ours. ``build/stack.py`` runs
+DynamoDB on a **single-threaded** moto server, which serialises requests the way DynamoDB
+serialises writes to one item, so the conditions are honoured and only our code is on trial.
+Chalice itself is threaded, so the HTTP requests do race each other up to the database.
+
+After every scenario :func:`tests.invariants.check_files` reads the tables and checks, per file:
+at most one upload pending/uploaded/accepted, none created after acceptance, and
+``active_upload_id``/``accepted_upload_id`` agreeing with the uploads' statuses.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any, Callable
+
+import boto3
+import pytest
+
+from tests.e2e.test_ucs_http import race, register
+from tests.invariants import check_files, read_file_state
+from tests.support import PROJECT_DIR, call, run_admin, s3_client
+
+pytestmark = pytest.mark.e2e
+
+FINAL = {"accepted", "rejected", "cancelled", "failed"}
+
+
+@pytest.fixture(scope="module")
+def racer(stack_env: dict[str, str]) -> dict[str, str]:
+    user = f"race-{uuid.uuid4().hex[:8]}"
+    return {"user": user, "token": run_admin(stack_env, "mint-token", "--user", user)}
+
+
+def wait_for(condition: Callable[[], Any], what: str, timeout: float = 30) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+def put_part(stack: dict[str, Any], token: str, upload_id: str, part_no: int, data: bytes) -> None:
+    """Presign one part and PUT ``data`` to it, as any HTTP client could."""
+    url = f"{stack['ucs_url']}/uploads/{upload_id}/parts/{part_no}/signed_urls"
+    status, signed = call("POST", url, token)
+    assert status == 200, signed
+    request = urllib.request.Request(
+        signed["url"], data=data, method="PUT", headers={"Content-Type": "application/octet-stream"}
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        assert response.status == 200
+
+
+def start_upload(stack: dict[str, Any], token: str, file_id: str, data: bytes) -> str:
+    """POST /uploads and send ``data`` as part 1; returns the (pending) upload id."""
+    status, upload = call("POST", f"{stack['ucs_url']}/uploads", token, {"file_id": file_id})
+    assert status == 200, upload
+    put_part(stack, token, upload["upload_id"], 1, data)
+    return upload["upload_id"]
+
+
+def confirm_body(data: bytes) -> dict[str, Any]:
+    md5 = hashlib.md5(data).hexdigest()
+    return {"upload_status": "uploaded", "checksums": {"md5": md5, "part_md5s": [md5]}}
+
+
+def upload_status(stack: dict[str, Any], token: str, upload_id: str) -> dict[str, Any]:
+    status, details = call("GET", f"{stack['ucs_url']}/uploads/{upload_id}", token)
+    assert status == 200, details
+    return details
+
+
+def settled(stack: dict[str, Any], token: str, upload_id: str) -> dict[str, Any]:
+    """The upload's details once no job will change it any more."""
+    return wait_for(
+        lambda: (d := upload_status(stack, token, upload_id))["upload_status"] in FINAL and d,
+        f"upload {upload_id} to settle",
+    )
+
+
+def accepted_file(
+    stack: dict[str, Any], stack_env: dict[str, str], user: dict[str, str], data: bytes
+) -> tuple[str, str]:
+    """Register, upload over plain HTTP and wait for acceptance; (file_id, upload_id)."""
+    file_id = register(stack_env, len(data), hashlib.md5(data).hexdigest(), user["user"])
+    upload_id = start_upload(stack, user["token"], file_id, data)
+    url = f"{stack['ucs_url']}/uploads/{upload_id}"
+    status, body = call("PATCH", url, user["token"], confirm_body(data))
+    assert status == 204, body
+    assert settled(stack, user["token"], upload_id)["upload_status"] == "accepted"
+    return file_id, upload_id
+
+
+def job_queue(stack: dict[str, Any]) -> tuple[Any, str]:
+    env = stack["env"]
+    sqs = boto3.client(
+        "sqs",
+        endpoint_url=stack["sqs_endpoint_url"],
+        region_name="us-east-1",
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+    )
+    url = sqs.get_queue_url(QueueName=env.get("UCS_JOB_QUEUE", "ghga-jobs"))["QueueUrl"]
+    return sqs, url
+
+
+def jobs_done(stack: dict[str, Any], body: dict[str, Any]) -> int:
+    """How often the stack's worker logged ``job done`` for exactly this message body."""
+    line = f"job done: {json.dumps(body, sort_keys=True)}"
+    log = Path(stack["log_dir"], "worker.log").read_text(errors="replace")
+    return sum(1 for entry in log.splitlines() if entry.endswith(line))
+
+
+def send_jobs(stack: dict[str, Any], bodies: list[Any]) -> None:
+    """Put raw messages on the job queue, as SQS redelivery or a stray producer would."""
+    sqs, url = job_queue(stack)
+    for body in bodies:
+        raw = body if isinstance(body, str) else json.dumps(body)
+        sqs.send_message(QueueUrl=url, MessageBody=raw)
+
+
+def run_jobs_in_parallel(stack_env: dict[str, str], bodies: list[dict[str, Any]]) -> None:
+    """Run ``jobs.handle_message`` for every body at once, like concurrent Lambda invocations."""
+    script = (
+        "import json, sys, threading\n"
+        "from ucs_lambda import jobs\n"
+        "bodies = json.loads(sys.argv[1])\n"
+        "barrier = threading.Barrier(len(bodies))\n"
+        "errors = []\n"
+        "def run(body):\n"
+        "    barrier.wait()\n"
+        "    try:\n"
+        "        jobs.handle_message(body)\n"
+        "    except Exception as exc:\n"
+        "        errors.append(repr(exc))\n"
+        "threads = [threading.Thread(target=run, args=(b,)) for b in bodies]\n"
+        "[t.start() for t in threads]\n"
+        "[t.join() for t in threads]\n"
+        "print(json.dumps(errors))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script, json.dumps(bodies)],
+        cwd=PROJECT_DIR,
+        env=stack_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    # A job that lost a race may raise to be retried; it must never break the rules (checked
+    # by the callers), and none of these raced jobs should need a retry.
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == [], result.stderr[-3000:]
+
+
+def test_fifty_concurrent_create_upload_requests_have_one_winner(
+    local_stack: dict[str, Any], stack_env: dict[str, str], racer: dict[str, str]
+) -> None:
+    file_id = register(stack_env, 1000, "0" * 32, racer["user"])
+    url = f"{local_stack['ucs_url']}/uploads"
+    results = race(50, lambda: call("POST", url, racer["token"], {"file_id": file_id}))
+    statuses = sorted(status for status, _ in results)
+    assert statuses == [200] + [400] * 49, statuses
+    winner = next(body for status, body in results if status == 200)
+    assert {body["exception_id"] for status, body in results if status == 400} == {
+        "existingActiveUpload"
+    }
+    file, uploads = read_file_state(local_stack, file_id)
+    assert [u["upload_id"] for u in uploads] == [winner["upload_id"]]
+    assert file["active_upload_id"] == winner["upload_id"]
+    check_files(local_stack, [file_id])
+    # The 49 losers created S3 multipart uploads before losing the transaction: none may linger.
+    s3 = s3_client(local_stack)
+    pending = s3.list_multipart_uploads(Bucket=local_stack["inbox_bucket"], Prefix=f"{file_id}/")
+    assert [u["Key"] for u in pending.get("Uploads", [])] == [f"{file_id}/{winner['upload_id']}"]
+
+
+def test_cancel_racing_confirm_leaves_one_consistent_outcome(
+    local_stack: dict[str, Any], stack_env: dict[str, str], racer: dict[str, str]
+) -> None:
+    """Four cancels and four confirms of one upload at once, in several rounds.
+
+    Any winner is fine (pending -> cancelled; or pending -> uploaded -> accepted, possibly
+    cancelled while uploaded); what must hold is the rules, no 5xx, no object left in the
+    inbox, and a permanent copy exactly when the upload ended accepted.
+    """
+    s3 = s3_client(local_stack)
+    outcomes = set()
+    for _round in range(6):
+        data = os.urandom(1000)
+        file_id = register(stack_env, len(data), hashlib.md5(data).hexdigest(), racer["user"])
+        upload_id = start_upload(local_stack, racer["token"], file_id, data)
+        url = f"{local_stack['ucs_url']}/uploads/{upload_id}"
+        bodies = [{"upload_status": "cancelled"}, confirm_body(data)] * 4
+        queue = iter(bodies)
+        results = race(
+            len(bodies), lambda u=url, q=queue: call("PATCH", u, racer["token"], next(q))
+        )
+        statuses = [status for status, _ in results]
+        assert set(statuses) <= {204, 400}, results
+        assert 204 in statuses, results
+        for status, body in results:
+            if status == 400:
+                assert body["exception_id"] == "uploadNotPending", body
+        final = settled(local_stack, racer["token"], upload_id)["upload_status"]
+        outcomes.add(final)
+        assert final in {"accepted", "cancelled"}, final
+        check_files(local_stack, [file_id])
+        inbox = s3.list_objects_v2(Bucket=local_stack["inbox_bucket"], Prefix=f"{file_id}/")
+        assert inbox.get("KeyCount", 0) == 0, inbox.get("Contents")
+        multipart = s3.list_multipart_uploads(
+            Bucket=local_stack["inbox_bucket"], Prefix=f"{file_id}/"
+        )
+        assert not multipart.get("Uploads"), multipart["Uploads"]
+        permanent = s3.list_objects_v2(Bucket=local_stack["permanent_bucket"], Prefix=file_id)
+        assert (permanent.get("KeyCount", 0) == 1) == (final == "accepted")
+        if final == "cancelled":
+            # The lock is free again: a new attempt may start.
+            status, _ = call(
+                "POST", f"{local_stack['ucs_url']}/uploads", racer["token"], {"file_id": file_id}
+            )
+            assert status == 200
+            check_files(local_stack, [file_id])
+    print("outcomes seen:", sorted(outcomes))
+
+
+def test_duplicate_confirmations_do_not_fail_the_upload(
+    local_stack: dict[str, Any], stack_env: dict[str, str], racer: dict[str, str]
+) -> None:
+    """A client retrying its confirmation while the first is still running (lost response).
+
+    Eight identical PATCH ``uploaded`` at once: one completes the multipart upload, the others
+    must be told the upload is no longer pending, and the upload must end accepted.
+    """
+    for _round in range(4):
+        data = os.urandom(1000)
+        file_id = register(stack_env, len(data), hashlib.md5(data).hexdigest(), racer["user"])
+        upload_id = start_upload(local_stack, racer["token"], file_id, data)
+        url = f"{local_stack['ucs_url']}/uploads/{upload_id}"
+        body = confirm_body(data)
+        results = race(8, lambda u=url, b=body: call("PATCH", u, racer["token"], b))
+        statuses = sorted(status for status, _ in results)
+        assert statuses == [204] + [400] * 7, results
+        details = settled(local_stack, racer["token"], upload_id)
+        assert details["upload_status"] == "accepted", details
+        check_files(local_stack, [file_id])
+
+
+def test_concurrent_staging_requests_for_several_files_start_one_job_each(
+    local_stack: dict[str, Any], stack_env: dict[str, str], racer: dict[str, str]
+) -> None:
+    files = []
+    for _ in range(3):
+        data = os.urandom(3000)
+        file_id, _upload = accepted_file(local_stack, stack_env, racer, data)
+        run_admin(stack_env, "grant", "--file-id", file_id, "--user", racer["user"])
+        files.append((file_id, data))
+    drs = local_stack["drs_url"]
+    order = iter([file_id for file_id, _ in files] * 10)
+    results = race(30, lambda: call("GET", f"{drs}/objects/{next(order)}", racer["token"])[0])
+    assert set(results) <= {200, 202} and 202 in results, results
+    s3 = s3_client(local_stack)
+    for file_id, data in files:
+        wait_for(
+            lambda file_id=file_id: (
+                call("GET", f"{drs}/objects/{file_id}", racer["token"])[0] == 200
+            ),
+            f"{file_id} staged",
+        )
+        assert jobs_done(local_stack, {"job": "stage", "file_id": file_id}) == 1
+        stored = s3.get_object(Bucket=local_stack["outbox_bucket"], Key=file_id)["Body"].read()
+        assert stored == data
+        file, _ = read_file_state(local_stack, file_id)
+        assert "staged_at" in file and "staging_started" not in file, file
+    check_files(local_stack, [file_id for file_id, _ in files])
+
+
+def test_duplicate_and_out_of_order_job_messages_change_nothing_twice(
+    local_stack: dict[str, Any], stack_env: dict[str, str], racer: dict[str, str]
+) -> None:
+    ucs = local_stack["ucs_url"]
+    token = racer["token"]
+    s3 = s3_client(local_stack)
+
+    # 1. A validation message that overtakes the confirmation: the upload stays pending.
+    data = os.urandom(2000)
+    file_id = register(stack_env, len(data), hashlib.md5(data).hexdigest(), racer["user"])
+    early_stage = {"job": "stage", "file_id": file_id}
+    first_id = start_upload(local_stack, token, file_id, data)
+    early = {"job": "validate", "upload_id": first_id}
+    send_jobs(local_stack, [early] * 3 + [early_stage] * 2)
+    run_jobs_in_parallel(stack_env, [early] * 4 + [early_stage] * 2)
+    wait_for(lambda: jobs_done(local_stack, early) >= 3, "early validation jobs")
+    wait_for(lambda: jobs_done(local_stack, early_stage) >= 2, "early staging jobs")
+    assert upload_status(local_stack, token, first_id)["upload_status"] == "pending"
+    outbox = s3.list_objects_v2(Bucket=local_stack["outbox_bucket"], Prefix=file_id)
+    assert outbox.get("KeyCount", 0) == 0
+    check_files(local_stack, [file_id])
+
+    # 2. A wrong upload is rejected; its validation message replayed later changes nothing.
+    call("PATCH", f"{ucs}/uploads/{first_id}", token, {"upload_status": "cancelled"})
+    wrong = os.urandom(2000)
+    rejected_id = start_upload(local_stack, token, file_id, wrong)
+    status, _ = call("PATCH", f"{ucs}/uploads/{rejected_id}", token, confirm_body(wrong))
+    assert status == 204
+    assert settled(local_stack, token, rejected_id)["upload_status"] == "rejected"
+
+    # 3. The right upload, validated by the worker and by eight parallel duplicates at once.
+    good_id = start_upload(local_stack, token, file_id, data)
+    status, _ = call("PATCH", f"{ucs}/uploads/{good_id}", token, confirm_body(data))
+    assert status == 204
+    validate = {"job": "validate", "upload_id": good_id}
+    run_jobs_in_parallel(stack_env, [validate] * 8)
+    send_jobs(local_stack, [validate] * 3)
+    wait_for(lambda: jobs_done(local_stack, validate) >= 4, "duplicate validation jobs")
+    assert settled(local_stack, token, good_id)["upload_status"] == "accepted"
+
+    # 4. Stale messages after acceptance: the old uploads' validations, the cancelled one's too.
+    stale = [{"job": "validate", "upload_id": rejected_id}, early]
+    send_jobs(local_stack, stale * 2)
+    run_jobs_in_parallel(stack_env, stale * 3)
+    for body in stale:
+        wait_for(lambda body=body: jobs_done(local_stack, body) >= 2, f"stale job {body}")
+    assert upload_status(local_stack, token, rejected_id)["upload_status"] == "rejected"
+    assert upload_status(local_stack, token, first_id)["upload_status"] == "cancelled"
+    held = s3.head_object(Bucket=local_stack["permanent_bucket"], Key=file_id)
+    assert held["Metadata"].get("upload-id") == good_id
+    stored = s3.get_object(Bucket=local_stack["permanent_bucket"], Key=file_id)["Body"].read()
+    assert stored == data
+
+    # 5. Staging duplicated (worker and parallel runs): one correct outbox copy, claim ended.
+    stage = {"job": "stage", "file_id": file_id}
+    run_jobs_in_parallel(stack_env, [stage] * 6)
+    send_jobs(local_stack, [stage] * 3)
+    wait_for(lambda: jobs_done(local_stack, stage) >= 5, "duplicate staging jobs")
+    outbox = s3.get_object(Bucket=local_stack["outbox_bucket"], Key=file_id)["Body"].read()
+    assert outbox == data
+    file, _ = read_file_state(local_stack, file_id)
+    assert "staged_at" in file and "staging_started" not in file
+
+    # 6. Garbage on the queue is dropped; the worker goes on with the next message.
+    marker = {"job": "validate", "upload_id": f"no-such-{uuid.uuid4().hex}"}
+    send_jobs(local_stack, ["not json", {"job": "explode"}, {"job": "validate"}, marker])
+    wait_for(lambda: jobs_done(local_stack, marker) == 1, "the worker to go past garbage")
+
+    check_files(local_stack, [file_id])
+    # A new upload of the accepted file is refused; the rules still hold.
+    status, body = call("POST", f"{ucs}/uploads", token, {"file_id": file_id})
+    assert status == 400 and body["exception_id"] == "existingActiveUpload", body
+    check_files(local_stack, [file_id])
+
+
+def test_rules_hold_for_every_file_on_the_stack(local_stack: dict[str, Any]) -> None:
+    """Whatever the tests before this one did, no file on the stack breaks the rules."""
+    check_files(local_stack)
