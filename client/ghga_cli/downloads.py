@@ -529,7 +529,9 @@ class Downloader:
                 f"the downloaded file does not match: {what}; the partial file was removed",
                 "rerun the command to download again",
             )
-        os.replace(part_path, target)
+        # State first: a crash between the two steps then leaves a .part without state (a rerun
+        # starts over) rather than the final file next to a stale .part.json.
         state.delete()
+        os.replace(part_path, target)
         self.summary[drs_type] = digest
         return str(target)
