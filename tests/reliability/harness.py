@@ -88,13 +88,25 @@ def archive(
     data: bytes,
 ) -> str:
     """Register, upload (no faults), grant and stage a file; return its id."""
+    file_id = archive_unstaged(cli, stack, stack_env, user, data)
+    staged(stack, user["token"], file_id)
+    return file_id
+
+
+def archive_unstaged(
+    cli: list[str],
+    stack: dict[str, Any],
+    stack_env: dict[str, str],
+    user: dict[str, str],
+    data: bytes,
+) -> str:
+    """Register, upload (no faults) and grant a file, not yet staged for download."""
     file_id = register_data(stack_env, user["user"], data, "arc")
     with tempfile.TemporaryDirectory() as tmp, FaultProxy() as proxy:
         source = write_source(Path(tmp), data)
         result = run_client(cli, user["token"], proxy, upload_args(stack, file_id, source))
     assert result.returncode == 0, result.stderr[-2000:]
     run_admin(stack_env, "grant", "--file-id", file_id, "--user", user["user"])
-    staged(stack, user["token"], file_id)
     return file_id
 
 
@@ -145,10 +157,17 @@ def uploads_of(stack: dict[str, Any], file_id: str) -> list[dict[str, str]]:
 
 
 def invariant_violations(stack: dict[str, Any], file_id: str) -> list[str]:
-    """Per file: at most one upload pending/uploaded/accepted, and none created after the
-    accepted one. Uses tests/invariants.py when it exists (see module docstring)."""
-    if _shared_invariants is not None and hasattr(_shared_invariants, "check_file"):
-        return list(_shared_invariants.check_file(stack, file_id))  # pragma: no cover
+    """The per-file upload rules, checked when the file's scenario has settled: the shared
+    validator ``tests/invariants.py`` when present, else :func:`active_upload_violations`."""
+    if _shared_invariants is not None:
+        state = _shared_invariants.read_file_state(stack, file_id)
+        return list(_shared_invariants.violations(*state))
+    return active_upload_violations(stack, file_id)
+
+
+def active_upload_violations(stack: dict[str, Any], file_id: str) -> list[str]:
+    """Minimal check, safe while transfers run (one query reads all uploads of the file): at
+    most one upload pending/uploaded/accepted, none created after the accepted one."""
     uploads = uploads_of(stack, file_id)
     problems = []
     active = [u for u in uploads if u["upload_status"] in ACTIVE]
