@@ -1,0 +1,1 @@
+"""Deployment checks: packaging, templates, IAM policy, deployment zip, WSGI/Ceph, proxies."""
