@@ -18,7 +18,7 @@ help:
 	@echo "make pyz-nodeps      build dist/ghga-cli-nodeps.pyz (uses the system's pycurl)"
 	@echo "make pyz-all         zipapps per OS/CPU/CPython into dist/pyz/ (runs the Linux x86_64 ones)"
 	@echo "make dist            sdist + wheel of the client into dist/, twine check"
-	@echo "make package-lambda  chalice package into build/out/lambda"
+	@echo "make package-lambda  chalice package: CloudFormation in build/out/lambda, Terraform in build/out/lambda-tf"
 	@echo "make ceph-up / ceph-down   a single-node Ceph RGW on 127.0.0.1 (root, Debian)"
 	@echo "make ceph-test       only the tests marked ceph, failing if no RGW runs"
 
@@ -67,6 +67,7 @@ dist: venv
 
 package-lambda: venv
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH bash build/package_lambda.sh build/out/lambda
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH PKG_FORMAT=terraform bash build/package_lambda.sh build/out/lambda-tf
 
 CEPH_STORE ?=
 ceph-up:
