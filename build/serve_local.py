@@ -20,6 +20,12 @@ from chalice.cli import factory as chalice_factory
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 
 
+def _any_method(handler: local.ChaliceRequestHandler, name: str) -> object:
+    if name.startswith("do_"):
+        return handler._generic_handle
+    raise AttributeError(name)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
@@ -29,6 +35,9 @@ def main() -> None:
 
     environment = dict(os.environ)
     local.ThreadedHTTPServer.request_queue_size = 256
+    # http.server answers a method without a do_<METHOD> (TRACE, QUERY, ...) with its own HTML
+    # 501; let the app answer every method (405 methodNotAllowed where a route lacks it).
+    local.ChaliceRequestHandler.__getattr__ = _any_method
     logging.basicConfig(stream=sys.stdout, level=logging.INFO, format="%(message)s")
 
     factory = chalice_factory.CLIFactory(str(PROJECT_DIR), environ=os.environ)

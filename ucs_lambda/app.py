@@ -65,13 +65,23 @@ def method_not_allowed(**params: str) -> Response:
             {"method": method},
         ),
         status_code=405,
-        headers=dict(JSON_HEADERS),
+        headers={**JSON_HEADERS, "Allow": ", ".join(_ALLOWED.get(_route_of(request), ()))},
     )
+
+
+#: Route path -> the methods it serves (for the ``Allow`` header a 405 must carry).
+_ALLOWED: dict[str, tuple[str, ...]] = {}
+
+
+def _route_of(request: Any) -> str:
+    context = getattr(request, "context", None) or {}
+    return str(context.get("resourcePath") or "")
 
 
 def _register_fallbacks() -> None:
     for path in list(app.routes):
         missing = [m for m in HTTP_METHODS if m not in app.routes[path]]
+        _ALLOWED[path] = tuple(m for m in HTTP_METHODS if m in app.routes[path])
         if missing:
             app.route(path, methods=missing)(method_not_allowed)
     for depth in range(1, FALLBACK_DEPTH + 1):

@@ -96,13 +96,25 @@ def test_create_upload_errors(api: Api) -> None:
 
 @pytest.mark.parametrize(
     "raw",
-    [b"", b"{", b"[]", b'"F1"', b"{}", b'{"file_id": 5}', b'{"file_id": ""}', b"\xff\xfe"],
+    [b"", b"{", b"[]", b'"F1"', b"{}", b'{"file_id": 5}', b"\xff\xfe"],
 )
 def test_create_upload_bad_bodies(api: Api, raw: bytes) -> None:
     register("F1")
     r = api.call("POST", "/uploads", raw=raw)
     assert r.status_code == 400
     assert error_of(r)["exception_id"] == "invalidRequest"
+
+
+def test_create_upload_empty_file_id_is_not_registered(api: Api) -> None:
+    """ucs.yaml allows any string: "" is well-formed, it just names no file (found by fuzzing)."""
+    register("F1")
+    r = api.call("POST", "/uploads", {"file_id": ""})
+    assert r.status_code == 400
+    assert error_of(r) == {
+        "exception_id": "fileNotRegistered",
+        "description": error_of(r)["description"],
+        "data": {"file_id": ""},
+    }
 
 
 def test_body_too_large(api: Api) -> None:
@@ -445,3 +457,18 @@ def test_presigned_part_urls_work(api: Api) -> None:
     resp = requests.put(url, data=data[:PART], timeout=10)
     assert resp.status_code == 200 and resp.headers["ETag"].strip('"') == md5(data[:PART])
     assert queued_jobs() == []
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allow"),
+    [
+        ("PUT", "/uploads", "POST"),
+        ("DELETE", "/uploads/u1", "GET, PATCH"),
+        ("POST", "/ga4gh/drs/v1/objects/x", "GET"),
+    ],
+)
+def test_405_names_the_allowed_methods(api: Api, method: str, path: str, allow: str) -> None:
+    """RFC 9110 requires ``Allow`` on a 405 (found by schemathesis' unsupported_method check)."""
+    r = api.call(method, path)
+    assert r.status_code == 405
+    assert r.headers["Allow"] == allow

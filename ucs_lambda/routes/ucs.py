@@ -12,7 +12,7 @@ from chalice import Blueprint, Response
 from chalice.app import Request
 
 from ..config import get_settings
-from ..domain.errors import InvalidRequest
+from ..domain.errors import FileNotRegistered, InvalidRequest
 from ..domain.models import UploadStatus
 from ..domain.parts import parse_part_number
 from ..services.uploads import Checksums, UploadService
@@ -35,7 +35,11 @@ def get_file_metadata(request: Request, user: str, file_id: str) -> Response:
 @bp.route("/uploads", methods=["POST"])
 @endpoint(statuses={"fileNotRegistered": 400})
 def create_upload(request: Request, user: str) -> Response:
-    file_id = require_string(read_json_object(request), "file_id")
+    body = read_json_object(request)
+    if body.get("file_id") == "":
+        # A string, as ucs.yaml asks, but no file can have it (nor be looked up by it).
+        raise FileNotRegistered("")
+    file_id = require_string(body, "file_id")
     return json_response(_service().create_upload(user, file_id))
 
 
