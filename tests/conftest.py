@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -72,3 +74,57 @@ def ghga_pyz(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
     )
     # Run from outside the checkout, extracting into a directory of the test's own.
     return ["env", f"SHIV_ROOT={out / 'shiv-root'}", sys.executable, str(pyz)]
+
+
+# The stack on Ceph RGW (S3 there; DynamoDB and SQS stay on moto). RGW enforces S3's 5 MiB
+# minimum part size at CompleteMultipartUpload, so it runs with real 5 MiB parts. Server-side
+# copies use 6 MiB parts: a file of a few parts is copied with UploadPartCopy, and the copy's
+# multipart ETag (other part boundaries) tells it apart from the uploaded object's. Each launch
+# gets its own buckets (the cluster outlives the stack), removed again when the stack stops.
+CEPH_PART_SIZE = 5 * 1024 * 1024
+CEPH_COPY_PART_SIZE = 6 * 1024 * 1024
+CEPH_ENV = {
+    "UCS_PART_SIZE": str(CEPH_PART_SIZE),
+    "UCS_MIN_PART_SIZE": str(CEPH_PART_SIZE),
+    "UCS_COPY_PART_SIZE": str(CEPH_COPY_PART_SIZE),
+}
+BUCKET_KINDS = ("inbox", "permanent", "outbox")
+
+
+@contextlib.contextmanager
+def launch_on_ceph(
+    state_dir: Path, extra_env: dict[str, str] | None = None
+) -> Iterator[dict[str, Any]]:
+    """Launch the stack with ``--s3 ceph`` on fresh buckets; skip (or fail) without Ceph."""
+    from tests.ceph_support import require_ceph, s3_client
+
+    cfg = require_ceph()
+    prefix = f"e2e-{uuid.uuid4().hex[:10]}"
+    buckets = {f"UCS_{kind.upper()}_BUCKET": f"{prefix}-{kind}" for kind in BUCKET_KINDS}
+    env = {**CEPH_ENV, **buckets, **(extra_env or {})}
+    try:
+        with stacklib.launch(state_dir, s3_backend="ceph", extra_env=env) as info:
+            yield info
+    finally:
+        s3 = s3_client(cfg)
+        for bucket in buckets.values():
+            with contextlib.suppress(Exception):
+                for up in s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []):
+                    s3.abort_multipart_upload(Bucket=bucket, Key=up["Key"], UploadId=up["UploadId"])
+                for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+                    for obj in page.get("Contents", []):
+                        s3.delete_object(Bucket=bucket, Key=obj["Key"])
+                s3.delete_bucket(Bucket=bucket)
+
+
+@pytest.fixture(scope="session")
+def ceph_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """One local stack with S3 on the Ceph RGW of ``build/ceph-up.sh`` per session."""
+    with launch_on_ceph(tmp_path_factory.mktemp("ceph-stack")) as info:
+        yield info
+
+
+@pytest.fixture(scope="session")
+def ceph_stack_env(ceph_stack: dict[str, Any]) -> dict[str, str]:
+    """Environment for processes (admin commands, boto3) that act on the stack on Ceph."""
+    return {**os.environ, **ceph_stack["env"]}
