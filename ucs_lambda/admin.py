@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
+import unicodedata
 from collections.abc import Sequence
 from datetime import datetime, timezone
 
@@ -53,11 +55,36 @@ def _format_of(file_name: str) -> str:
     return ".".join(tail).lower()
 
 
+_FILE_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")
+
+
+def _file_name_problem(name: str) -> str | None:
+    """Why ``name`` is not a plain base name (None when it is one)."""
+    if name in (".", "..") or name.strip(" .") == "":
+        return "is '.' or '..'"
+    # NFKC: look-alikes such as the fullwidth solidus become the separators they mimic.
+    if any(sep in text for text in (name, unicodedata.normalize("NFKC", name)) for sep in "/\\:"):
+        return "contains a path separator or drive colon (or a look-alike)"
+    if any(unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") for c in name):
+        return "contains control or invisible formatting characters"
+    if len(name.encode("utf-8")) > 255:
+        return "is longer than 255 bytes"
+    return None
+
+
 def _cmd_register_file(args: argparse.Namespace) -> int:
     from .adapters.dynamo import ConditionLost, Repository
 
     if not args.file_id.strip():
         raise UsageError("--file-id must not be empty")
+    if not _FILE_ID.fullmatch(args.file_id):
+        raise UsageError(
+            "--file-id may hold only letters, digits, '.', '_' and '-' (at most 128, "
+            "not starting with '.'): it becomes part of URLs and S3 keys"
+        )
+    problem = _file_name_problem(args.file_name)
+    if problem:
+        raise UsageError(f"--file-name {problem}: it must be a plain file name")
     if args.size < 0:
         raise UsageError("--size must not be negative")
     if args.size > MAX_FILE_SIZE:
