@@ -7,12 +7,13 @@ there is none), ``accepted_upload_id`` the accepted one.
 
 The tables are read with plain boto3 through the stack's DynamoDB endpoint (strongly consistent
 reads and scans), not through ``ucs_lambda``: the checker must not share the code it checks.
-Call it when a scenario has settled (no job still running for the files): it reads the file item
-and its uploads one after the other, which is not a snapshot.
+It may run while jobs change the files: :func:`read_file_state` retries until its reads of
+the file item and of the uploads belong to one state.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -49,13 +50,29 @@ def _scan(table: Any, **kwargs: Any) -> list[dict[str, Any]]:
 
 
 def read_file_state(
-    stack: dict[str, Any], file_id: str
+    stack: dict[str, Any], file_id: str, attempts: int = 20
 ) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
-    """The file item (or None) and all its upload items, oldest first."""
+    """The file item (or None) and all its upload items, oldest first, as one consistent state.
+
+    Every status change writes the upload and the file item in one transaction, so a file item
+    read *between* two identical reads of the uploads belongs to that state of the uploads; the
+    reads are repeated until that holds (a job running meanwhile changes them at most briefly).
+    """
     files, uploads = _tables(stack)
-    item = files.get_item(Key={"file_id": file_id}, ConsistentRead=True).get("Item")
-    found = _scan(uploads, FilterExpression=Attr("file_id").eq(file_id))
-    return item, sorted(found, key=lambda u: u["created"])
+
+    def uploads_now() -> list[dict[str, Any]]:
+        found = _scan(uploads, FilterExpression=Attr("file_id").eq(file_id))
+        return sorted(found, key=lambda u: (u["created"], u["upload_id"]))
+
+    before = uploads_now()
+    for _ in range(attempts):
+        item = files.get_item(Key={"file_id": file_id}, ConsistentRead=True).get("Item")
+        after = uploads_now()
+        if after == before:
+            return item, after
+        before = after
+        time.sleep(0.05)
+    raise AssertionError(f"{file_id}: the uploads kept changing; no consistent read")
 
 
 def violations(file: dict[str, Any] | None, uploads: list[dict[str, Any]]) -> list[str]:

@@ -283,7 +283,10 @@ def test_concurrent_staging_requests_for_several_files_start_one_job_each(
             ),
             f"{file_id} staged",
         )
-        assert jobs_done(local_stack, {"job": "stage", "file_id": file_id}) == 1
+        # The outbox copy may answer 200 a moment before the job has finished and logged.
+        stage = {"job": "stage", "file_id": file_id}
+        wait_for(lambda stage=stage: jobs_done(local_stack, stage), f"stage job of {file_id}")
+        assert jobs_done(local_stack, stage) == 1
         stored = s3.get_object(Bucket=local_stack["outbox_bucket"], Key=file_id)["Body"].read()
         assert stored == data
         file, _ = read_file_state(local_stack, file_id)
