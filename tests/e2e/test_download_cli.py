@@ -186,11 +186,20 @@ def test_twenty_first_requests_start_one_staging_job(
     while call("GET", url, user["token"])[0] != 200:
         assert time.monotonic() < deadline
         time.sleep(0.3)
-    worker_log = Path(local_stack["log_dir"], "worker.log").read_text()
-    stage_jobs = [
-        line for line in worker_log.splitlines() if '"job": "stage"' in line and file_id in line
-    ]
-    assert len(stage_jobs) == 1, stage_jobs
+
+    def stage_jobs_done() -> list[str]:
+        worker_log = Path(local_stack["log_dir"], "worker.log").read_text()
+        return [
+            line for line in worker_log.splitlines() if '"job": "stage"' in line and file_id in line
+        ]
+
+    # The worker logs "job done" just after the copy is visible: wait for the line, then
+    # give a duplicate job (if one had been enqueued) time to show up too.
+    while not stage_jobs_done():
+        assert time.monotonic() < deadline, "the worker never logged the staging job"
+        time.sleep(0.1)
+    time.sleep(1.0)
+    assert len(stage_jobs_done()) == 1, stage_jobs_done()
 
 
 class TestBadInput:
