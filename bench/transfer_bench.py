@@ -11,9 +11,10 @@ For each direction it measures ``ghga-cli`` (through the UCS / DRS3 API, as user
             ``curl --parallel`` of the same byte ranges as ghga-cli.
 
 Per run: MiB/s of the transfer, client CPU seconds (user + system) and peak RSS of the client
-process, read with ``os.wait4`` for exactly that process. ghga-cli's time is its own transfer
-time from its ``--json`` summary (the wait for validation/staging is reported separately), and
-its CPU/RSS cover the whole command. Results are printed as a Markdown table and as JSON.
+process, read by GNU time (``/usr/bin/time``, which uses ``wait4``) for exactly that process.
+ghga-cli's time is its own transfer time from its ``--json`` summary (the wait for
+validation/staging is reported separately), and its CPU/RSS cover the whole command. Results
+are printed as a Markdown table and as JSON.
 """
 
 from __future__ import annotations
@@ -41,24 +42,34 @@ GIB = 1 << 30
 
 
 def measured(args: list[str], env: dict[str, str] | None = None) -> dict[str, Any]:
-    """Run a command; return wall seconds, CPU seconds and peak RSS (MiB) of that process."""
-    with tempfile.TemporaryFile() as errors:
-        started = time.perf_counter()
-        process = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=errors)
-        # communicate() would reap the child; read stdout, then wait4 for its own rusage.
-        stdout = process.stdout.read()
-        _, status, usage = os.wait4(process.pid, 0)
-        wall = time.perf_counter() - started
-        process.stdout.close()
-        code = os.waitstatus_to_exitcode(status)
-        if code != 0:
-            errors.seek(0)
-            raise RuntimeError(f"{args[0]} failed ({code}): {errors.read().decode()[-2000:]}")
+    """Run a command under GNU time; wall s, CPU s and peak RSS (MiB) of that command alone.
+
+    Not os.wait4 on a child of this process: Linux carries the forking parent's RSS high-water
+    mark into the child's ``ru_maxrss`` (fork/vfork before exec), so every client would show
+    at least this orchestrator's ~90 MiB. /usr/bin/time (~1 MiB) forks the client and reads its
+    rusage with wait4.
+    """
+    with tempfile.NamedTemporaryFile("r", suffix=".time") as report:
+        with tempfile.TemporaryFile() as errors:
+            started = time.perf_counter()
+            process = subprocess.run(
+                ["/usr/bin/time", "-f", "%M %U %S", "-o", report.name, *args],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=errors,
+            )
+            wall = time.perf_counter() - started
+            if process.returncode != 0:
+                errors.seek(0)
+                message = errors.read().decode(errors="replace")[-1500:]
+                raise RuntimeError(f"{Path(args[0]).name} failed ({process.returncode}): {message}")
+        fields = report.read().split()[-3:]
+    maxrss_kib, user, system = int(fields[0]), float(fields[1]), float(fields[2])
     return {
         "wall_s": wall,
-        "cpu_s": usage.ru_utime + usage.ru_stime,
-        "peak_rss_mib": usage.ru_maxrss / 1024,
-        "stdout": stdout.decode(),
+        "cpu_s": user + system,
+        "peak_rss_mib": maxrss_kib / 1024,
+        "stdout": process.stdout.decode(),
     }
 
 
