@@ -93,6 +93,13 @@ class DownloadService:
             return ObjectAnswer(drs_object=self._drs_object(file, host))
         now = time.time()
         if self.repo.claim_staging(file.file_id, now, s.staging_timeout_seconds):
+            # The claim is free again once a job has *finished* staging (it copies, then ends
+            # its claim): a request that looked at the outbox just before the copy landed then
+            # wins a claim it does not need. Look again before starting a redundant job.
+            info = self.storage.head(s.outbox_bucket, file.file_id)
+            if info is not None and info.size == file.size:
+                self.repo.mark_staged(file.file_id, now)
+                return ObjectAnswer(drs_object=self._drs_object(file, host))
             try:
                 self.queue.send({"job": "stage", "file_id": file.file_id})
             except ClientError:
