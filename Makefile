@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 PIP_QUIET := --quiet --disable-pip-version-check
 S3 ?= moto
 
-.PHONY: help venv test lint format demo stack pyz pyz-nodeps package-lambda ceph-up ceph-down ceph-test pyz-all dist bench reliability-faults reliability-crash reliability-load clean
+.PHONY: help venv test lint format demo stack pyz pyz-nodeps package-lambda ceph-up ceph-down ceph-test pyz-all dist bench fuzz reliability-faults reliability-crash reliability-load clean
 
 help:
 	@echo "make demo            upload + download round trip on the local stack (moto)"
@@ -21,6 +21,7 @@ help:
 	@echo "make package-lambda  chalice package: CloudFormation in build/out/lambda, Terraform in build/out/lambda-tf"
 	@echo "make ceph-up / ceph-down   a single-node Ceph RGW on 127.0.0.1 (root, Debian)"
 	@echo "make ceph-test       only the tests marked ceph, failing if no RGW runs"
+	@echo "make fuzz            schemathesis on both OpenAPI documents (local stack)"
 	@echo "make reliability-faults / reliability-crash / reliability-load   long reliability runs"
 
 $(STAMP): pyproject.toml requirements/server.txt requirements/dev.txt
@@ -79,6 +80,10 @@ ceph-down:
 
 ceph-test: venv
 	CEPH_REQUIRED=1 $(PY) -m pytest -m ceph $(PYTEST_ARGS)
+
+FUZZ_EXAMPLES ?= 30
+fuzz: venv
+	$(PY) tests/fuzz/run_fuzz.py --max-examples $(FUZZ_EXAMPLES)
 
 # Long reliability runs (short versions of each run inside `make test`); see docs/RELIABILITY.md.
 reliability-faults: venv
