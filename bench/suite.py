@@ -686,7 +686,7 @@ def main() -> int:
     parser.add_argument("--ceph-sizes", default="1G,4G")
     parser.add_argument("--moto-sizes", default="256M")
     parser.add_argument("--p8-upto", default="1G", help="largest size also run with -p 8 variants")
-    parser.add_argument("--growth-sizes", default="256M,16G")
+    parser.add_argument("--growth-sizes", default="256M,8G")  # 16G: ~80 GiB of disk
     parser.add_argument("--scale-size", default="1G")
     parser.add_argument("--link-size", default="256M")
     parser.add_argument("--link-mbit", type=int, default=400)
