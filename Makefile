@@ -21,6 +21,7 @@ help:
 	@echo "make package-lambda  chalice package: CloudFormation in build/out/lambda, Terraform in build/out/lambda-tf"
 	@echo "make ceph-up / ceph-down   a single-node Ceph RGW on 127.0.0.1 (root, Debian)"
 	@echo "make ceph-test       only the tests marked ceph, failing if no RGW runs"
+	@echo "make bench           ghga-cli vs other S3 clients on Ceph + moto -> bench/RESULTS.md"
 	@echo "make fuzz            schemathesis on both OpenAPI documents (local stack)"
 	@echo "make reliability-faults / reliability-crash / reliability-load   long reliability runs"
 
@@ -80,6 +81,14 @@ ceph-down:
 
 ceph-test: venv
 	CEPH_REQUIRED=1 $(PY) -m pytest -m ceph $(PYTEST_ARGS)
+
+# Benchmarks: bench tools in their own venv (bench/.venv), Ceph with room for the growth step.
+bench: venv
+	@command -v socat >/dev/null && test -x /usr/bin/time || apt-get install -y -q socat time
+	@test -x bench/.venv/bin/python || $(PYTHON) -m venv bench/.venv
+	bench/.venv/bin/pip install $(PIP_QUIET) -r requirements/bench.txt 2>&1 | grep -v "^WARNING: Location" ; test $${PIPESTATUS[0]} -eq 0
+	CEPH_BLOCK_SIZE=$${CEPH_BLOCK_SIZE:-44G} bash build/ceph-up.sh $(CEPH_STORE)
+	$(PY) bench/suite.py $(BENCH_ARGS)
 
 FUZZ_EXAMPLES ?= 30
 fuzz: venv
