@@ -231,6 +231,9 @@ def bench_run(
         row("download", f"curl --parallel {parallel}", size, multi["wall_s"], multi, len(ranges))
     )
     shutil.rmtree(target)
+    # Free the space now: a small Ceph cluster fills up over a few multi-GiB runs otherwise.
+    for bucket in (stack["permanent_bucket"], stack["outbox_bucket"]):
+        s3.delete_object(Bucket=bucket, Key=file_id)
     return rows
 
 
