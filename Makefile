@@ -87,7 +87,7 @@ bench: venv
 	@command -v socat >/dev/null && test -x /usr/bin/time || apt-get install -y -q socat time
 	@test -x bench/.venv/bin/python || $(PYTHON) -m venv bench/.venv
 	bench/.venv/bin/pip install $(PIP_QUIET) -r requirements/bench.txt 2>&1 | grep -v "^WARNING: Location" ; test $${PIPESTATUS[0]} -eq 0
-	CEPH_BLOCK_SIZE=$${CEPH_BLOCK_SIZE:-44G} bash build/ceph-up.sh $(CEPH_STORE)
+	CEPH_BLOCK_SIZE=$${CEPH_BLOCK_SIZE:-56G} bash build/ceph-up.sh $(CEPH_STORE)
 	$(PY) bench/suite.py $(BENCH_ARGS)
 
 FUZZ_EXAMPLES ?= 30

@@ -129,6 +129,14 @@ def main() -> int:
     lines += [f"- {k}: {v}" for k, v in data["machine"].items()]
     lines += ["- load averages (1/5/15 min, `/proc/loadavg`) when each step started:"]
     lines += [f"  - {entry}" for entry in data["loads"]]
+    for extra in data.get("supplements", []):
+        lines += [
+            f"- re-run of {', '.join(extra['sections'])} (replaces those rows of the run "
+            f"above): `{extra['command']}` on {extra['date']} in {extra['duration_s']} s, "
+            f"on {extra.get('machine', {}).get('cpu', '?')} "
+            f"({extra.get('machine', {}).get('kernel', '?')}); load averages:"
+        ]
+        lines += [f"  - {entry}" for entry in extra["loads"]]
     lines += ["", "## Versions", ""]
     lines += [f"- {k}: `{v}`" for k, v in data["versions"].items()]
     lines += ["", "## Method", ""]
@@ -163,8 +171,8 @@ def main() -> int:
     if data.get("growth"):
         lines += ["", "## Growth (ghga-cli on Ceph)", ""]
         lines += [
-            "Sizes from `--growth-sizes`: one run each; 1 and 4 GiB: the medians of the "
-            "transfer tables above.",
+            "Sizes from `--growth-sizes`: one run each, in one invocation; a size that "
+            "the growth run lacks is taken from the medians of the transfer tables above.",
             "",
         ]
         lines += ["| direction | size | s | MB/s | CPU s | CPU s/GiB | peak RSS MiB |"]

@@ -672,8 +672,46 @@ def machine_facts() -> dict[str, str]:
 RESULTS_JSON = HERE / "results.json"
 
 
+# Result keys each section owns, for --merge.
+SECTION_KEYS = {
+    "transfers": ("transfers", "raw"),
+    "growth": ("growth",),
+    "scale": ("scale",),
+    "link": ("link",),
+    "latency": ("latency",),
+}
+MERGE_BASE: dict[str, Any] | None = None  # the earlier results.json, with --merge
+
+
 def save(out: dict) -> None:
-    RESULTS_JSON.write_text(json.dumps(out, indent=1))
+    """Write results.json; with --merge, replace only the sections this run measured.
+
+    A re-run of one section (e.g. growth at a size the first run had no disk for) keeps the
+    other sections of the earlier run and is listed under ``supplements`` with its own
+    command, date and loads, so RESULTS.md says which rows came from which invocation.
+    """
+    data = out
+    if MERGE_BASE is not None:
+        data = dict(MERGE_BASE)
+        ran = [s for s in out["settings"]["sections"].split(",") if s in SECTION_KEYS]
+        for section in ran:
+            for key in SECTION_KEYS[section]:
+                data[key] = out[key]
+        data["errors"] = [
+            e for e in MERGE_BASE.get("errors", []) if e["what"].split()[0] not in ran
+        ] + out["errors"]
+        data["supplements"] = [
+            *MERGE_BASE.get("supplements", []),
+            {
+                "sections": ran,
+                "command": out["command"],
+                "date": out["date"],
+                "machine": out["machine"],
+                "loads": out["loads"],
+                "duration_s": out.get("duration_s"),
+            },
+        ]
+    RESULTS_JSON.write_text(json.dumps(data, indent=1))
 
 
 def main() -> int:
@@ -686,7 +724,14 @@ def main() -> int:
     parser.add_argument("--ceph-sizes", default="1G,4G")
     parser.add_argument("--moto-sizes", default="256M")
     parser.add_argument("--p8-upto", default="1G", help="largest size also run with -p 8 variants")
-    parser.add_argument("--growth-sizes", default="256M,8G")  # 16G: ~80 GiB of disk
+    # 16G: the source or the download (16 GiB) beside Ceph's inbox/permanent/outbox copies
+    # (up to 48 GiB in the bluestore file before RGW's garbage collection): ~64 GiB of disk.
+    parser.add_argument("--growth-sizes", default="256M,1G,4G,16G")
+    parser.add_argument(
+        "--merge",
+        action="store_true",
+        help="keep the other sections of the existing results.json (re-run of some sections)",
+    )
     parser.add_argument("--scale-size", default="1G")
     parser.add_argument("--link-size", default="256M")
     parser.add_argument("--link-mbit", type=int, default=400)
@@ -705,6 +750,9 @@ def main() -> int:
         args.growth_sizes = "32M"
         args.scale_size = args.link_size = "32M"
     sections = set(args.sections.split(","))
+    global MERGE_BASE
+    if args.merge and RESULTS_JSON.is_file():
+        MERGE_BASE = json.loads(RESULTS_JSON.read_text())
     out: dict[str, Any] = {
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
