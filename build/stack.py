@@ -52,7 +52,15 @@ def free_port() -> int:
 
 
 def port_is_free(port: int) -> bool:
+    """Whether our servers could listen on ``port`` now.
+
+    They all bind with SO_REUSEADDR (http.server, werkzeug), which ignores connections of a
+    previous run lingering in TIME_WAIT; a check without it refused to restart the stack for a
+    minute after Ctrl+C.
+    """
     with socket.socket() as sock:
+        if os.name != "nt":  # on Windows SO_REUSEADDR would allow taking over a live listener
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:
