@@ -74,6 +74,16 @@ def parse_size(text: str) -> int:
     return value
 
 
+def _size_between(low: int, high: int, low_text: str, high_text: str) -> Callable[[str], int]:
+    def convert(text: str) -> int:
+        value = parse_size(text)
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be between {low_text} and {high_text}")
+        return value
+
+    return convert
+
+
 def _bounded_int(low: int, high: int) -> Callable[[str], int]:
     def convert(text: str) -> int:
         try:
@@ -244,10 +254,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     down.add_argument(
         "--range-size",
-        type=parse_size,
+        # Every range is one GET and one entry in the resume state: below 64K the requests
+        # cost more than the bytes; above 5G a retried range repeats too much.
+        type=_size_between(64 * 1024, 5 * 1024 * MIB, "64K", "5G"),
         default=32 * MIB,
         metavar="SIZE",
-        help="size of each parallel byte range (default: 32M)",
+        help="size of each parallel byte range, 64K..5G (default: 32M)",
     )
     return parser
 

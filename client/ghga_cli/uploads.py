@@ -66,7 +66,7 @@ from ghga_cli.errors import (
     WaitTimeout,
 )
 from ghga_cli.integrity import normalise_etag
-from ghga_cli.progress import Progress
+from ghga_cli.progress import Progress, format_bytes
 from ghga_cli.retry import RetryPolicy
 
 UPLOAD_BUFFER = 2 * 1024 * 1024
@@ -488,10 +488,19 @@ class Uploader:
         if existing:
             self._log(f"{len(existing)} of {len(pieces)} parts are already in storage")
         parallel = effective_parallel(options.parallel, part_size, options.max_memory)
-        if parallel < options.parallel:
+        floor = (1 + EXTRA_BUFFERS) * part_size
+        if floor > options.max_memory:
+            # The UCS sets the part size (up to ~525 MiB near 5 TiB); one transfer needs its
+            # buffers whatever the limit says, so say so rather than pretend to honour it.
+            self._log(
+                f"--max-memory is below what one transfer of this upload needs "
+                f"({format_bytes(floor)}: {1 + EXTRA_BUFFERS} buffers of "
+                f"{format_bytes(part_size)} parts); using 1 parallel transfer"
+            )
+        elif parallel < options.parallel:
             self._log(
                 f"using {parallel} parallel transfers instead of {options.parallel} to keep "
-                f"memory under --max-memory ({part_size // (1024 * 1024)} MiB parts)"
+                f"memory under --max-memory ({format_bytes(part_size)} parts)"
             )
         reader = PartReader(options.path, pieces, existing, hash_workers=min(4, parallel))
         urls = UrlProvider(
