@@ -27,6 +27,7 @@ from ghga_cli.errors import (
     EXIT_USAGE,
     CliError,
     Interrupted,
+    LocalIOError,
     UsageError,
 )
 from ghga_cli.progress import Progress, format_bytes, format_duration
@@ -358,6 +359,11 @@ def main(argv: list[str] | None = None) -> int:
     except CliError as exc:
         error = exc
         code = exc.exit_code
+    except OSError as exc:  # transfers go through pycurl, so this is a local file (disk full, ...)
+        if os.environ.get(DEBUG_ENV):
+            traceback.print_exc()
+        error = LocalIOError.from_os_error(exc)
+        code = error.exit_code
     except Exception as exc:  # a bug: one line unless debugging
         if os.environ.get(DEBUG_ENV):
             traceback.print_exc()

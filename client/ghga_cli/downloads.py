@@ -54,6 +54,7 @@ from ghga_cli.errors import (
     UsageError,
 )
 from ghga_cli.files import (
+    allocated_bytes,
     check_free_space,
     check_output_dir,
     inside,
@@ -461,7 +462,7 @@ class Downloader:
             self._log(f"resuming: {len(state.done)} ranges already downloaded")
         pieces = plan_parts(obj.size, state.range_size)
         done_bytes = sum(pieces[i][1] for i in state.done)
-        check_free_space(directory, obj.size - done_bytes)
+        check_free_space(directory, obj.size - allocated_bytes(part_path, done_bytes))
         if not part_path.exists():
             with part_path.open("wb") as handle:
                 handle.truncate(obj.size)

@@ -34,6 +34,7 @@ from ghga_cli.curl import HeaderCollector, apply_common_options, pycurl_module
 from ghga_cli.errors import (
     EXIT_AUTH,
     EXIT_NETWORK,
+    EXIT_USAGE,
     CliError,
     Interrupted,
 )
@@ -344,6 +345,14 @@ class Engine:
             errno, message = error
             if errno == 28:  # CURLE_OPERATION_TIMEDOUT (also raised by LOW_SPEED_*)
                 message = f"stalled or timed out ({message})"
+            if errno == 23:  # CURLE_WRITE_ERROR, and our header check did not ask for it
+                raise PartError(
+                    f"writing the received data to the local file failed ({message})",
+                    retryable=False,
+                    exit_code=EXIT_USAGE,
+                    hint="check free space and permissions where the file is written, "
+                    "then rerun the same command: it resumes where it stopped",
+                )
             raise PartError(
                 message or f"libcurl error {errno}", retryable=errno not in FATAL_CURL_ERRORS
             )

@@ -7,6 +7,7 @@ layers raise these (or subclasses) so the exit code is decided where the cause i
 
 from __future__ import annotations
 
+import errno
 from typing import Any
 
 EXIT_OK = 0
@@ -62,6 +63,23 @@ class CliError(Exception):
 class UsageError(CliError):
     exit_code = EXIT_USAGE
     default_hint = "see ghga-cli --help"
+
+
+class LocalIOError(CliError):
+    """Reading or writing a local file failed: the machine's problem, not a bug or the network."""
+
+    exit_code = EXIT_USAGE
+    default_hint = "check the file system, then rerun the same command to resume"
+
+    @classmethod
+    def from_os_error(cls, exc: OSError) -> LocalIOError:
+        where = f" {exc.filename}" if exc.filename else ""
+        reason = exc.strerror or str(exc)
+        if exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+            hint = "free some space (or use another --output-dir), then rerun the same command: "
+            hint += "it resumes where it stopped"
+            return cls(f"no space left writing{where}: {reason}", hint)
+        return cls(f"file system error on{where or ' a local file'}: {reason}")
 
 
 class AuthError(CliError):

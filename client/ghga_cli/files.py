@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -77,6 +78,23 @@ def check_output_dir(directory: Path) -> None:
         ) from None
 
 
+def allocated_bytes(path: Path, known: int) -> int:
+    """Bytes of the sparse file ``path`` that already occupy disk space (at least ``known``).
+
+    A resumed ``.part`` may hold written ranges that were not yet recorded as done (the last
+    run stopped before saving its state); they need no new space. Where the platform does not
+    report allocated blocks (Windows), ``known`` is the answer.
+    """
+    try:
+        st = path.stat()
+    except OSError:
+        return known
+    blocks = getattr(st, "st_blocks", None)
+    if blocks is None:
+        return known
+    return max(known, min(st.st_size, blocks * 512))
+
+
 def check_free_space(directory: Path, needed: int) -> None:
     """UsageError if the file system of ``directory`` has less than ``needed`` bytes free."""
     if needed <= 0:
@@ -98,11 +116,18 @@ def check_free_space(directory: Path, needed: int) -> None:
 def write_json_atomic(path: Path, payload: Any) -> None:
     """Write JSON to ``path`` so that readers see the old or the new content, never half."""
     tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as handle:
-        json.dump(payload, handle, separators=(",", ":"))
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    try:
+        with tmp.open("w", encoding="utf-8") as handle:
+            json.dump(payload, handle, separators=(",", ":"))
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()  # a disk-full half write must not stay behind
+        if isinstance(exc, OSError) and exc.filename is None:
+            exc.filename = str(path)  # write/fsync errors do not say which file
+        raise
 
 
 def read_json(path: Path) -> Any:
