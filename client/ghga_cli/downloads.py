@@ -54,6 +54,7 @@ from ghga_cli.errors import (
     UsageError,
 )
 from ghga_cli.files import (
+    ExclusiveLock,
     allocated_bytes,
     check_free_space,
     check_output_dir,
@@ -426,6 +427,21 @@ class Downloader:
         state_path = directory / (name + ".part.json")
         if not inside(directory, target):
             raise UsageError(f"refusing to write outside {directory}", "contact the helpdesk")
+        lock_path = directory / (name + ".part.lock")
+        with ExclusiveLock(lock_path, f"downloading {target}") as lock:
+            return self._attempt_locked(obj, target, part_path, state_path, start_over, lock)
+
+    def _attempt_locked(
+        self,
+        obj: DrsObject,
+        target: Path,
+        part_path: Path,
+        state_path: Path,
+        start_over: bool,
+        lock: ExclusiveLock,
+    ) -> str:
+        options = self.options
+        directory = options.output_dir
         self.summary.update(output=str(target), bytes=obj.size)
         if target.is_dir():
             raise UsageError(f"{target} is a directory", "choose another --output-dir")
@@ -533,6 +549,7 @@ class Downloader:
         # State first: a crash between the two steps then leaves a .part without state (a rerun
         # starts over) rather than the final file next to a stale .part.json.
         state.delete()
+        lock.remove_file()
         os.replace(part_path, target)
         self.summary[drs_type] = digest
         return str(target)

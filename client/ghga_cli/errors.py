@@ -24,11 +24,13 @@ EXIT_CODES_HELP = """\
 exit codes:
   0    success: transfer completed and verified (upload: accepted by GHGA)
   2    usage error or bad input (missing/unreadable file, size differs from the
-       registered size, output directory missing or not writable, not enough disk space)
+       registered size, output directory missing or not writable, not enough disk space
+       or the disk filled up: free space and rerun to resume)
   3    authentication or authorisation failed (HTTP 401/403: bad, expired or missing
        token, or no access to this file)
   4    not found or conflict (unknown file, upload already accepted, no pending
-       upload to cancel, output file exists without --overwrite)
+       upload to cancel, output file exists without --overwrite, another ghga-cli
+       is downloading the same file into the same directory)
   5    integrity failure (checksum or size mismatch) or upload rejected by validation
   6    network failure after all retries, or the API is unreachable
   7    timed out waiting for validation (upload) or staging (download); rerun the

@@ -10,7 +10,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from ghga_cli.errors import UsageError
+from ghga_cli.errors import ConflictError, UsageError
 
 _WINDOWS_RESERVED = {
     "CON",
@@ -111,6 +111,65 @@ def check_free_space(directory: Path, needed: int) -> None:
             f"have {format_bytes(free)}",
             "free some space or choose another --output-dir",
         )
+
+
+class ExclusiveLock:
+    """An OS lock on ``path`` (created if missing), or ConflictError at once if another holds it.
+
+    Two ghga-cli runs on the same output would write the same ``.part`` and state, and the
+    loser would find them renamed or deleted under it. The lock is the OS's (``flock`` /
+    ``msvcrt.locking``), so a killed process never leaves a stale lock, at most an empty file
+    that the next run takes over and removes. A run that waited on a file removed meanwhile
+    holds a lock nobody else sees, but it re-checks everything after locking (the finished file
+    exists by then) before it writes anything.
+    """
+
+    def __init__(self, path: Path, holder_hint: str):
+        self.path = path
+        self.holder_hint = holder_hint
+        self._handle: Any = None
+        self._file_removed = False
+
+    def __enter__(self) -> ExclusiveLock:
+        handle = self.path.open("a+b")
+        try:
+            if os.name == "nt":
+                import msvcrt
+
+                handle.seek(0)
+                msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
+            else:
+                import fcntl
+
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()  # never remove the holder's file: a third run could lock a new one
+            raise ConflictError(
+                f"another ghga-cli is already {self.holder_hint}",
+                "wait for it to finish (or stop it), then rerun if needed",
+            ) from None
+        self._handle = handle
+        return self
+
+    def remove_file(self) -> None:
+        """Remove the lock file now and keep the lock: called before the final rename, so a
+        kill right after it leaves the finished file alone (Windows cannot remove an open file;
+        there it goes on exit)."""
+        with contextlib.suppress(OSError):
+            self.path.unlink()
+            self._file_removed = True
+
+    def __exit__(self, *exc: object) -> None:
+        handle, self._handle = self._handle, None
+        if os.name == "nt":
+            import msvcrt
+
+            handle.seek(0)
+            msvcrt.locking(handle.fileno(), msvcrt.LK_UNLCK, 1)
+        handle.close()
+        if not self._file_removed:
+            with contextlib.suppress(OSError):
+                self.path.unlink()
 
 
 def write_json_atomic(path: Path, payload: Any) -> None:

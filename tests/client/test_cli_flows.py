@@ -338,3 +338,26 @@ def test_max_memory_lowers_parallelism_and_says_so(
     code, _, err = run(capsys, *argv)
     assert code == 0, err
     assert message in err
+
+
+def test_a_second_download_of_the_same_file_stops_at_once(
+    tmp_path: Path, services: FakeServices, capsys: Any
+) -> None:
+    """Two runs into one directory would write one .part; the second must not touch it."""
+    from ghga_cli.files import ExclusiveLock
+
+    data = os.urandom(3 * PART)
+    services.publish(data, "GHGAF7", name="twice.bam")
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    argv = ["download-by-id", "--api-url", services.url, "--file-id", "GHGAF7"]
+    argv += ["--output-dir", str(out_dir)]
+    with ExclusiveLock(out_dir / "twice.bam.part.lock", "downloading (the test)"):
+        code, _, err = run(capsys, *argv)
+        assert code == 4, err
+        assert "another ghga-cli is already downloading" in err
+        assert sorted(p.name for p in out_dir.iterdir()) == ["twice.bam.part.lock"]
+    code, _, err = run(capsys, *argv)
+    assert code == 0, err
+    assert sorted(p.name for p in out_dir.iterdir()) == ["twice.bam"]
+    assert (out_dir / "twice.bam").read_bytes() == data

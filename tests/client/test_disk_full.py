@@ -102,3 +102,18 @@ def test_allocated_bytes_counts_written_blocks_of_a_sparse_file(tmp_path: Path) 
         assert 4 * PART <= found < 64 * PART  # the written blocks, not the holes
     assert allocated_bytes(part, 20 * PART) >= 20 * PART
     assert allocated_bytes(tmp_path / "missing", 7) == 7
+
+
+def test_exclusive_lock_refuses_a_second_holder_and_cleans_up(tmp_path: Path) -> None:
+    from ghga_cli.errors import EXIT_NOT_FOUND, ConflictError
+    from ghga_cli.files import ExclusiveLock
+
+    lock = tmp_path / "f.part.lock"
+    with ExclusiveLock(lock, "downloading f"):
+        with pytest.raises(ConflictError) as info, ExclusiveLock(lock, "downloading f"):
+            pass
+        assert info.value.exit_code == EXIT_NOT_FOUND
+        assert lock.exists()
+    assert not lock.exists()
+    with ExclusiveLock(lock, "downloading f"):  # free again
+        pass
