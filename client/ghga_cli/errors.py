@@ -166,7 +166,10 @@ def _api_exit_code(status: int, exception_id: str | None) -> int:
 
 def _api_hint(status: int, exception_id: str | None) -> str:
     if status == 401:
-        return "the token is missing, malformed or expired; get a new one"
+        return (
+            "the token is missing, malformed or expired; get a new one and rerun the same "
+            "command: a transfer resumes where it stopped"
+        )
     if status == 403:
         return "your token does not grant access to this file"
     if exception_id in ("fileNotRegistered", "noSuchObject") or status == 404:

@@ -280,6 +280,44 @@ def files_in(directory: Path) -> list[str]:
 # --------------------------------------------------------------------------------------------
 
 
+def test_token_expiring_during_an_upload_is_exit_3_and_a_new_token_resumes(
+    ghga_cli, local_stack, stack_env, user, tmp_path
+) -> None:
+    """Uploads over slow links outlive tokens: the expiry must be a clear exit 3 (not a network
+    failure), and the same command with a fresh token must resume, sending nothing again."""
+    parts = 6
+    data = os.urandom(parts * E2E_PART_SIZE)
+    source = tmp_path / "token-expiry.bin"
+    source.write_bytes(data)
+    file_id = register(stack_env, user["user"], source)
+    short_lived = run_admin(stack_env, "mint-token", "--user", user["user"], "--ttl", "3")
+    # 6 x 256 KiB at 256 KiB/s, one at a time: the parts take ~6 s, the token lives 3 s.
+    slow = Rule("throttle", method="PUT", url=s3_pattern(local_stack), bps=256 * 1024)
+    args = upload_args(local_stack, file_id, source, "--parallel", "1")
+    with FaultProxy(rules=[slow]) as proxy:
+        first = run_client(ghga_cli, short_lived, proxy, args)
+    assert first.returncode == 3, (first.returncode, first.stderr[-3000:])
+    assert "expired" in first.stderr and "rerun the same command" in first.stderr
+    assert "Traceback" not in first.stderr
+    assert short_lived not in first.stdout + first.stderr
+
+    with FaultProxy() as proxy:
+        rerun_args = upload_args(local_stack, file_id, source)
+        rerun = run_client(ghga_cli, user["token"], proxy, rerun_args)
+    assert rerun.returncode == 0, (rerun.returncode, rerun.stderr[-3000:])
+    summary = summary_of(rerun)
+    assert summary["status"] == "accepted"
+    # The token ran out while parts were going up (the client fetches URLs in batches as it
+    # goes): the rerun sends exactly the parts the first run did not store.
+    skipped = summary["parts_skipped"]
+    assert 1 <= skipped <= parts
+    puts = [r for r in s3_records(proxy, local_stack, "PUT") if r.status == 200]
+    assert len(puts) == parts - skipped
+    assert summary["bytes_transferred"] == (parts - skipped) * E2E_PART_SIZE
+    body = s3_client(local_stack).get_object(Bucket=local_stack["permanent_bucket"], Key=file_id)
+    assert body["Body"].read() == data
+
+
 def test_killed_upload_resumes_sending_only_the_missing_parts(
     ghga_cli, local_stack, stack_env, user, tmp_path
 ) -> None:
