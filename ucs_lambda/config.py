@@ -32,6 +32,16 @@ def _int(name: str, default: int) -> int:
         raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
 
 
+def _float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+
+
 def _str(name: str, default: str) -> str:
     raw = os.environ.get(name)
     return raw if raw else default
@@ -64,7 +74,12 @@ class Settings:
     stale_upload_seconds: int
     revalidate_seconds: int
     max_batch_urls: int
-    validate_read_max: int
+    validate_budget_seconds: float
+    validate_budget_bytes: int
+    validate_range_size: int
+    validate_concurrency: int
+    validate_checkpoint_seconds: float
+    validate_lease_seconds: float
     max_body_bytes: int
     outbox_max_age_seconds: int
     staging_timeout_seconds: int
@@ -100,7 +115,15 @@ def get_settings() -> Settings:
         stale_upload_seconds=_int("UCS_STALE_UPLOAD_SECONDS", 7 * 24 * 3600),
         revalidate_seconds=_int("UCS_REVALIDATE_SECONDS", 3600),
         max_batch_urls=_int("UCS_MAX_BATCH_URLS", 1000),
-        validate_read_max=_int("UCS_VALIDATE_READ_MAX", 1024 * MiB),
+        # The job function's Lambda timeout is 900 s (.chalice/config.json): 600 s of reading
+        # (or copying) leave time for the ranges in flight, the last checkpoint and the
+        # continuation message.
+        validate_budget_seconds=_float("UCS_VALIDATE_BUDGET_SECONDS", 600.0),
+        validate_budget_bytes=_int("UCS_VALIDATE_BUDGET_BYTES", 0),
+        validate_range_size=_int("UCS_VALIDATE_RANGE_SIZE", 16 * MiB),
+        validate_concurrency=_int("UCS_VALIDATE_CONCURRENCY", 8),
+        validate_checkpoint_seconds=_float("UCS_VALIDATE_CHECKPOINT_SECONDS", 10.0),
+        validate_lease_seconds=_float("UCS_VALIDATE_LEASE_SECONDS", 120.0),
         max_body_bytes=_int("UCS_MAX_BODY_BYTES", 1 * MiB),
         outbox_max_age_seconds=_int("UCS_OUTBOX_MAX_AGE_SECONDS", 7 * 24 * 3600),
         staging_timeout_seconds=_int("UCS_STAGING_TIMEOUT_SECONDS", 3600),

@@ -14,11 +14,9 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from botocore.exceptions import ClientError
-
 from ..adapters.dynamo import Repository
 from ..adapters.s3 import Storage
-from ..adapters.sqs import JobQueue
+from ..adapters.sqs import JobQueue, QueueError
 from ..config import Settings, get_settings
 from ..domain import access
 from ..domain.errors import NoSuchObject
@@ -102,7 +100,7 @@ class DownloadService:
                 return ObjectAnswer(drs_object=self._drs_object(file, host))
             try:
                 self.queue.send({"job": "stage", "file_id": file.file_id})
-            except ClientError:
+            except QueueError:
                 self.repo.reset_staging(file.file_id)  # let the next request try again
                 raise
             log.info("drs: staging of %s requested", file.file_id)
@@ -110,13 +108,16 @@ class DownloadService:
 
     def _drs_object(self, file: FileRecord, host: str) -> dict[str, Any]:
         url = self.storage.presign_get(self.settings.outbox_bucket, file.file_id)
+        checksums = [{"type": "md5", "checksum": file.md5_checksum}]
+        if file.sha256_checksum:  # recorded by the validation job (not on older files)
+            checksums.append({"type": "sha-256", "checksum": file.sha256_checksum})
         return {
             "id": file.file_id,
             "name": file.file_name,
             "self_uri": f"drs://{self.settings.drs_hostname or host}/{file.file_id}",
             "size": file.size,
             "created_time": iso(file.accepted_at or file.creation_date),
-            "checksums": [{"type": "md5", "checksum": file.md5_checksum}],
+            "checksums": checksums,
             "access_methods": [{"type": "s3", "access_url": {"url": url, "headers": []}}],
         }
 
