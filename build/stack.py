@@ -3,7 +3,8 @@
 Started by ``make stack`` (and by ``make demo`` and the end-to-end tests through
 :func:`launch`). It runs, each as a child process with its log in ``<state-dir>/logs/``:
 
-- a threaded moto server for S3 and SQS (or, with ``--s3 ceph``, S3 on a local Ceph RGW);
+- a threaded moto server for S3 and SQS (or, with ``--s3 ceph``, S3 on a local Ceph RGW),
+  whose ranged GETs read only the range (``moto_ranged.py``);
 - a single-threaded moto server for DynamoDB (see ``moto_single.py`` for why);
 - the Chalice app, served by ``serve_local.py``;
 - the job worker (``python -m ucs_lambda.worker``), running the same handlers as the Lambda.
@@ -259,10 +260,10 @@ def start(state_dir: Path, s3_backend: str, ports: dict[str, int], demo_size: in
 
     try:
         python = sys.executable
-        # moto serves SQS always, and S3 too unless S3 is on Ceph.
-        moto = stack.spawn(
-            "moto", [python, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(ports["moto"])], env
-        )
+        # moto serves SQS always, and S3 too unless S3 is on Ceph (with ranged GETs that read
+        # only the range, see moto_ranged.py).
+        moto_server = [python, str(BUILD_DIR / "moto_ranged.py")]
+        moto = stack.spawn("moto", [*moto_server, "-H", "127.0.0.1", "-p", str(ports["moto"])], env)
         dynamodb = stack.spawn(
             "dynamodb",
             [python, str(BUILD_DIR / "moto_single.py"), "127.0.0.1", str(ports["dynamodb"])],
