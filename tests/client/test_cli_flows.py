@@ -320,24 +320,19 @@ def test_upload_validation_timeout_then_rerun_waits(
     assert len([r for r in services.requests if r[0] == "POST"]) == puts_before  # no new upload
 
 
-@pytest.mark.parametrize(
-    ("max_memory", "message"),
-    [
-        ("4K", "below what one transfer of this upload needs (192.0 KiB: 3 buffers of 64.0 KiB"),
-        ("320K", "using 3 parallel transfers instead of 8"),  # 5 buffers of 64K: 3 + 2 spare
-    ],
-)
-def test_max_memory_lowers_parallelism_and_says_so(
-    tmp_path: Path, services: FakeServices, capsys: Any, max_memory: str, message: str
+def test_max_memory_is_obsolete_and_says_so(
+    tmp_path: Path, services: FakeServices, capsys: Any
 ) -> None:
+    """Parts stream from the file: an old --max-memory neither fails nor lowers --parallel."""
     data = os.urandom(3 * PART)
     src = tmp_path / "src.bin"
     src.write_bytes(data)
     services.register(data, "GHGAF9")
-    argv = upload_args(services, "GHGAF9", src, "--max-memory", max_memory)
-    code, _, err = run(capsys, *argv)
+    argv = upload_args(services, "GHGAF9", src, "--max-memory", "4K", "--json")
+    code, out, err = run(capsys, *argv)
     assert code == 0, err
-    assert message in err
+    assert "--max-memory is no longer needed and is ignored" in err
+    assert json.loads(out)["parallel"] == 8
 
 
 def test_a_second_download_of_the_same_file_stops_at_once(
