@@ -10,14 +10,19 @@ import pytest
 from ghga_cli.api import drs_base, parse_drs_object
 from ghga_cli.cli import build_parser, main, parse_size, read_token
 from ghga_cli.curl import HeaderCollector, redact_url
-from ghga_cli.downloads import DownloadState, parse_content_range
+from ghga_cli.downloads import (
+    MAX_RANGES,
+    DownloadState,
+    parse_content_range,
+    plan_ranges,
+    range_size_for,
+)
 from ghga_cli.engine import plan_parts
 from ghga_cli.errors import ApiError, CliError, NetworkError, UsageError
 from ghga_cli.files import sanitise_name
 from ghga_cli.integrity import choose_checksum, file_digest, hash_speed, normalise_etag
 from ghga_cli.progress import Progress, format_bytes, format_duration, progress_line
 from ghga_cli.retry import RetryPolicy, parse_retry_after
-from ghga_cli.downloads import MAX_RANGES, plan_ranges, range_size_for
 
 MIB = 1024 * 1024
 
@@ -343,10 +348,8 @@ def test_aliases_and_defaults() -> None:
         ["download-by-id", "--api_url", "http://x", "--file_id", "F", "--output_dir", "d"]
     )
     assert args.file_ids == ["F"]
-    args = parser.parse_args(
-        ["download-by-id", "--api-url", "http://x", "--file-id", "F", "--file-id", "G"]
-        + ["--output-dir", "d"]
-    )
+    two = ["download-by-id", "--api-url", "http://x", "--file-id", "F", "--file-id", "G"]
+    args = parser.parse_args([*two, "--output-dir", "d"])
     assert args.file_ids == ["F", "G"] and args.parallel_files == 4
 
 
