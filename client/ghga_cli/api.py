@@ -460,9 +460,15 @@ def parse_drs_object(payload: Any) -> DrsObject:
 
 @dataclass
 class Staging:
-    """An object that is being staged: ask again after ``retry_after`` seconds."""
+    """An object that is being staged: ask again after ``retry_after`` seconds.
+
+    A bulk answer may already name the object (``name``, ``size``), so a batch can check its
+    output names before anything is written.
+    """
 
     retry_after: float
+    name: str = ""
+    size: int | None = None
 
 
 def _retry_after(response: Response) -> float:
@@ -497,6 +503,21 @@ class DrsClient:
             return parse_drs_object(response.json())
         raise_for_error(response, f"getting file {object_id}")
         raise CliError(f"getting file {object_id}: unexpected HTTP {response.status}")
+
+    def lookup_objects(self, object_ids: list[str]) -> dict[str, DrsObject | Staging | ApiError]:
+        """Every object's answer (object, staging, or its error), also requesting staging.
+
+        Uses one ``GET /objects/{id}`` per object (servers without bulk requests).
+        """
+        answers: dict[str, DrsObject | Staging | ApiError] = {}
+        for object_id in object_ids:
+            try:
+                answers[object_id] = self.request_object(object_id)
+            except ApiError as exc:
+                if exc.status == 401 or exc.status >= 500:
+                    raise
+                answers[object_id] = exc
+        return answers
 
     def get_object(self, object_id: str, wait_timeout: float) -> DrsObject:
         """The DrsObject, waiting (at most ``wait_timeout`` s) while the file is being staged."""

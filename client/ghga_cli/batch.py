@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ghga_cli.api import resolve_file_id
-from ghga_cli.downloads import DownloadJob, DownloadOptions
+from ghga_cli.api import DrsObject, Staging, resolve_file_id
+from ghga_cli.downloads import DownloadJob, DownloadOptions, NameClaims
 from ghga_cli.errors import (
     EXIT_AUTH,
     EXIT_FAILURE,
@@ -29,6 +29,7 @@ from ghga_cli.errors import (
     CliError,
     UsageError,
 )
+from ghga_cli.files import sanitise_name
 from ghga_cli.manifest import Entry, ManifestError
 from ghga_cli.progress import format_bytes
 from ghga_cli.session import ApiAccess, FileResult
@@ -162,10 +163,60 @@ def plan_downloads(
     return (urls.pop() if urls else api_url or ""), resolved
 
 
+def preflight_downloads(
+    pairs: list[tuple[Entry, str]], api: ApiAccess, source: str
+) -> dict[str, DrsObject | Staging]:
+    """Ask DRS for every file once (this also requests their staging) and check the answers.
+
+    Files the user may not read, unknown ids, and two files with the same name (they would
+    overwrite each other in --output-dir) are problems listed before anything is written.
+    Names of files still being staged are checked when they become known, before writing.
+    """
+    drs = api.drs()
+    answers = drs.lookup_objects([file_id for _, file_id in pairs])
+    problems = []
+    names: dict[str, Entry] = {}
+    found: dict[str, DrsObject | Staging] = {}
+    for entry, file_id in pairs:
+        answer = answers[file_id]
+        if isinstance(answer, CliError):
+            problems.append(f"{_where(entry)}file {file_id}: {_download_reason(answer)}")
+            continue
+        found[file_id] = answer
+        if not answer.name:
+            continue
+        key = sanitise_name(answer.name, file_id).lower()  # case-insensitive file systems
+        first = names.get(key)
+        if first is not None:
+            where = f" (line {first.line})" if first.line else ""
+            problems.append(
+                f"{_where(entry)}file {file_id} has the same name ({answer.name}) as file "
+                f"{first.file_id}{where}: both would be written to one output file"
+            )
+        else:
+            names[key] = Entry(entry.line, file_id)
+    if problems:
+        raise ManifestError(source, problems, "fix or remove these files, then rerun")
+    return found
+
+
+def _download_reason(error: CliError) -> str:
+    status = getattr(error, "status", None)
+    if status == 403:
+        return "you may not download it (HTTP 403)"
+    if status == 404:
+        return "no such file, or it has not been uploaded yet (HTTP 404)"
+    return error.message
+
+
 def make_download_jobs(
-    pairs: list[tuple[Entry, str]], api: ApiAccess, template: DownloadOptions
+    pairs: list[tuple[Entry, str]],
+    api: ApiAccess,
+    template: DownloadOptions,
+    known: dict[str, DrsObject | Staging] | None = None,
 ) -> list[DownloadJob]:
     jobs = []
+    claims = NameClaims()
     for entry, file_id in pairs:
         options = DownloadOptions(
             file_id=file_id,
@@ -175,7 +226,7 @@ def make_download_jobs(
             wait_timeout=template.wait_timeout,
             keep_verified=True,
         )
-        job = DownloadJob(options, api)
+        job = DownloadJob(options, api, known=(known or {}).get(file_id), names=claims)
         if entry.line:
             job.summary["line"] = entry.line
         jobs.append(job)

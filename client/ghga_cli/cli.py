@@ -748,7 +748,7 @@ def _download(
     entries: list[Any],
     batch: bool,
 ) -> str | int:
-    from ghga_cli.batch import make_download_jobs
+    from ghga_cli.batch import make_download_jobs, preflight_downloads
     from ghga_cli.downloads import DownloadJob, DownloadOptions
 
     template = DownloadOptions(
@@ -765,10 +765,16 @@ def _download(
         if args.dry_run:
             raise UsageError("--dry-run is for many files", "use it with --manifest")
         return _run_jobs(args, console, summary, api, [DownloadJob(template, api)], batch=False)
-    jobs = make_download_jobs(entries, api, template)
+    source = f"manifest {args.manifest}" if args.manifest else "--file-id"
+    known = preflight_downloads(entries, api, source)
+    jobs = make_download_jobs(entries, api, template, known)
     if args.dry_run:
+        for job in jobs:
+            answer = known.get(job.file_id)
+            what = "staged" if not hasattr(answer, "retry_after") else "being staged"
+            console.log(f"{job.file_id}: {what}")
         summary.update(status="dry-run", files_total=len(jobs))
-        console.log(f"dry run: {len(jobs)} files listed; nothing was downloaded")
+        console.log(f"dry run: {len(jobs)} files checked; nothing was downloaded")
         return 0
     return _run_jobs(args, console, summary, api, jobs, batch=True)
 

@@ -448,18 +448,48 @@ class DownloadOptions:
     keep_verified: bool = False  # a batch skips files already present with the right checksum
 
 
+class NameClaims:
+    """Output names taken by the files of a batch (case-insensitively: macOS and Windows)."""
+
+    def __init__(self) -> None:
+        self._taken: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    def claim(self, name: str, file_id: str) -> None:
+        """ConflictError if another file of the batch has this name."""
+        with self._lock:
+            holder = self._taken.setdefault(name.lower(), file_id)
+        if holder != file_id:
+            raise ConflictError(
+                f"file {file_id} has the same name ({name}) as file {holder} of this run; "
+                "it was not written",
+                "download one of them into another --output-dir",
+            )
+
+
 class DownloadJob(FileJob):
     """Resolve (wait for staging), download (or resume), verify and rename one file."""
 
-    def __init__(self, options: DownloadOptions, session_api: ApiAccess) -> None:
+    def __init__(
+        self,
+        options: DownloadOptions,
+        session_api: ApiAccess,
+        known: DrsObject | Staging | None = None,
+        names: NameClaims | None = None,
+    ) -> None:
         super().__init__(options.file_id)
         self.options = options
         self.api = session_api
-        self.name: str | None = None  # the output name, once the object is known
+        self.known = known  # the batch's first answer for this object, if any
+        self.names = names
         self.summary.update(output=None)
 
     def begin(self, session: TransferSession) -> None:
-        staging_waiter(session).add(self, self.options.wait_timeout)
+        if isinstance(self.known, DrsObject):
+            self.resolved(session, self.known)
+            return
+        delay = self.known.retry_after if isinstance(self.known, Staging) else 0.0
+        staging_waiter(session).add(self, self.options.wait_timeout, delay)
 
     def resolved(self, session: TransferSession, obj: DrsObject) -> None:
         """The staging waiter found the object staged: download it on a worker."""
@@ -479,6 +509,8 @@ class DownloadJob(FileJob):
     def _fetch(self, session: TransferSession, obj: DrsObject, start_over: bool = False) -> None:
         directory = self.options.output_dir
         name = sanitise_name(obj.name, self.options.file_id)
+        if self.names is not None:
+            self.names.claim(name, self.options.file_id)
         target = directory / name
         if not inside(directory, target):
             raise UsageError(f"refusing to write outside {directory}", "contact the helpdesk")
@@ -691,9 +723,11 @@ class StagingWaiter(Waiter):
         self._entries: list[WaitEntry] = []
         self._lock = threading.Lock()
 
-    def add(self, job: DownloadJob, timeout: float) -> None:
+    def add(self, job: DownloadJob, timeout: float, delay: float = 0.0) -> None:
         now = self._clock()
-        entry = WaitEntry(job=job, due=now, interval=0.0, deadline=now + timeout, last_progress=now)
+        entry = WaitEntry(
+            job=job, due=now + delay, interval=0.0, deadline=now + timeout, last_progress=now
+        )
         with self._lock:
             self._entries.append(entry)
         self.session.wake_waiters()
