@@ -74,10 +74,17 @@ def batch_exit_code(results: Sequence[FileResult], stop_reason: CliError | None 
 
 
 def plan_uploads(
-    entries: list[Entry], api: ApiAccess, template: UploadOptions, source: str
+    entries: list[Entry],
+    api: ApiAccess,
+    template: UploadOptions,
+    source: str,
+    problems: list[str] | None = None,
 ) -> list[UploadJob]:
-    """Check every entry (local file, registration, access, size) and make its job."""
-    problems: list[str] = []
+    """Check every entry (local file, registration, access, size) and make its job.
+
+    ``problems`` (of the manifest's syntax) are reported together with those found here.
+    """
+    problems = list(problems or [])
     locals_: dict[int, LocalFile] = {}
     for entry in entries:
         assert entry.path is not None
@@ -136,10 +143,13 @@ def describe_upload_plan(jobs: list[UploadJob]) -> list[str]:
 
 
 def plan_downloads(
-    values: list[Entry], api_url: str | None, template: DownloadOptions, source: str
+    values: list[Entry],
+    api_url: str | None,
+    source: str,
+    problems: list[str] | None = None,
 ) -> tuple[str, list[tuple[Entry, str]]]:
     """The API URL and (entry, file id) pairs, from plain ids and ``drs://`` URIs."""
-    problems = []
+    problems = list(problems or [])
     resolved: list[tuple[Entry, str]] = []
     urls = set()
     for entry in values:
@@ -158,8 +168,7 @@ def plan_downloads(
     if len(urls) > 1:
         problems.append(f"the files name {len(urls)} different DRS servers: {', '.join(urls)}")
     if problems:
-        raise ManifestError(source, problems, "one run downloads from one DRS server")
-    del template
+        raise ManifestError(source, problems)
     return (urls.pop() if urls else api_url or ""), resolved
 
 

@@ -714,8 +714,8 @@ def _upload(
     from ghga_cli.batch import describe_upload_plan, plan_uploads
     from ghga_cli.manifest import read_upload_manifest
 
-    entries = read_upload_manifest(args.manifest)
-    jobs = plan_uploads(entries, api, template, f"manifest {args.manifest}")
+    entries, problems = read_upload_manifest(args.manifest)
+    jobs = plan_uploads(entries, api, template, f"manifest {args.manifest}", problems)
     if args.dry_run:
         for line in describe_upload_plan(jobs):
             console.log(line)
@@ -728,16 +728,15 @@ def _upload(
 def _download_targets(args: argparse.Namespace) -> tuple[str, list[Any]]:
     """The DRS API URL and the (entry, file id) pairs of --file-id values and --manifest."""
     from ghga_cli.batch import plan_downloads
-    from ghga_cli.downloads import DownloadOptions
     from ghga_cli.manifest import Entry, read_download_manifest
 
     values = [Entry(0, value) for value in args.file_ids]
-    source = "--file-id"
+    source, problems = "--file-id", []
     if args.manifest is not None:
-        values += read_download_manifest(args.manifest)
+        listed, problems = read_download_manifest(args.manifest)
+        values += listed
         source = f"manifest {args.manifest}"
-    template = DownloadOptions(file_id="", output_dir=args.output_dir)
-    return plan_downloads(values, args.api_url, template, source)
+    return plan_downloads(values, args.api_url, source, problems)
 
 
 def _download(

@@ -27,6 +27,7 @@ class ManifestError(UsageError):
     """Problems found in a manifest (or with the files it names); nothing was transferred."""
 
     def __init__(self, source: str, problems: list[str], hint: str | None = None) -> None:
+        problems = sorted_problems(problems)
         count = len(problems)
         super().__init__(
             f"{source}: {count} problem{'s' if count != 1 else ''} found; nothing was transferred",
@@ -93,8 +94,12 @@ def _columns(header: list[str], wanted: tuple[str, ...]) -> dict[str, int] | Non
     return {w: names.index(w) for w in wanted}
 
 
-def read_upload_manifest(manifest: Path) -> list[Entry]:
-    """Entries of an upload manifest; :class:`ManifestError` lists every malformed line."""
+def read_upload_manifest(manifest: Path) -> tuple[list[Entry], list[str]]:
+    """Entries of an upload manifest and the problems of its malformed lines.
+
+    The problems are returned, not raised, so that the checks of the files themselves can
+    add theirs and the user sees every problem at once.
+    """
     rows, is_csv = _rows(_read_text(manifest))
     base = manifest.parent
     problems: list[str] = []
@@ -127,13 +132,12 @@ def read_upload_manifest(manifest: Path) -> list[Entry]:
     if not entries and not problems:
         problems.append("the manifest lists no files")
     problems.extend(_duplicates(entries, with_paths=True))
-    if problems:
-        raise ManifestError(f"manifest {manifest}", problems)
-    return entries
+    duplicate_lines = {int(p.split(":")[0][5:]) for p in problems if p.startswith("line ")}
+    return [e for e in entries if e.line not in duplicate_lines], problems
 
 
-def read_download_manifest(manifest: Path) -> list[Entry]:
-    """File ids of a download manifest; :class:`ManifestError` lists every malformed line."""
+def read_download_manifest(manifest: Path) -> tuple[list[Entry], list[str]]:
+    """File ids of a download manifest and the problems of its malformed lines."""
     rows, is_csv = _rows(_read_text(manifest))
     problems: list[str] = []
     column = 0
@@ -153,9 +157,18 @@ def read_download_manifest(manifest: Path) -> list[Entry]:
     if not entries and not problems:
         problems.append("the manifest lists no files")
     problems.extend(_duplicates(entries, with_paths=False))
-    if problems:
-        raise ManifestError(f"manifest {manifest}", problems)
-    return entries
+    duplicate_lines = {int(p.split(":")[0][5:]) for p in problems if p.startswith("line ")}
+    return [e for e in entries if e.line not in duplicate_lines], problems
+
+
+def sorted_problems(problems: list[str]) -> list[str]:
+    """Problems in line order (those without a line number first)."""
+
+    def key(problem: str) -> int:
+        head = problem.split(":", 1)[0]
+        return int(head[5:]) if head.startswith("line ") and head[5:].isdigit() else 0
+
+    return sorted(problems, key=key)
 
 
 def _duplicates(entries: list[Entry], with_paths: bool) -> list[str]:
