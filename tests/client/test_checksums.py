@@ -124,7 +124,7 @@ def test_a_file_modified_during_the_upload_is_not_confirmed(
         return real_get(self, number, refresh)
 
     monkeypatch.setattr(uploads.UrlProvider, "get", get_then_touch)
-    code, summary, err = run(capsys, *argv, "--parallel", "1")
+    code, _summary, err = run(capsys, *argv, "--parallel", "1")
     assert code == EXIT_INTEGRITY, err
     assert "changed while it was being uploaded" in err and "not confirmed" in err
     assert services.patches == []  # never confirmed: nothing for the server to accept
@@ -157,7 +157,7 @@ def test_a_sha256_mismatch_is_caught(
     services.publish(data, "GHGAC6").sha256 = hashlib.sha256(b"other bytes").hexdigest()
     prefer("sha256")
     out = tmp_path / "out"
-    code, summary, err = run(capsys, *download(services, out, "GHGAC6"))
+    code, _summary, err = run(capsys, *download(services, out, "GHGAC6"))
     assert code == EXIT_INTEGRITY, err
     assert "sha-256" in err and "does not match" in err
     assert list(out.iterdir()) == []  # nothing at the final name, no .part left
@@ -215,7 +215,7 @@ def test_an_expired_url_is_refreshed_through_the_access_route(
     with faultproxy.FaultProxy() as proxy:
         monkeypatch.setenv("http_proxy", proxy.url)
         proxy.add_rule(faultproxy.Rule("expired", method="GET", url=r"/outbox/", nth=1))
-        code, summary, err = run(capsys, *download(services, tmp_path / "out", "GHGAC9"))
+        code, _summary, err = run(capsys, *download(services, tmp_path / "out", "GHGAC9"))
     assert code == 0, err
     assert services.access_calls == 1
     object_calls = [r for r in services.requests if r[1].endswith("/objects/GHGAC9")]

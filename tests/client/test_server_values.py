@@ -53,7 +53,12 @@ def _upload_argv(services: FakeServices, tmp_path: Path, size: int = 6 * PART) -
     src = tmp_path / "src.bin"
     src.write_bytes(data)
     services.register(data, "GHGAH1")
-    return ["upload-by-id", "--api-url", services.url, "--file-id", "GHGAH1"] + [
+    return [
+        "upload-by-id",
+        "--api-url",
+        services.url,
+        "--file-id",
+        "GHGAH1",
         "--file-path",
         str(src),
     ]

@@ -19,7 +19,6 @@ import pytest
 
 from tests.conftest import stacklib
 from tests.e2e.test_faults_and_resume import (
-    client_env,
     kill_when,
     part_number,
     run_client,
