@@ -389,18 +389,16 @@ def resolve_file_id(value: str, api_url: str | None) -> tuple[str, str]:
     host, object_id = parsed
     if not api_url:
         return object_id, f"https://{host}"
-    parts = urlsplit(api_url)
-    api_host = (parts.hostname or "").lower()
-    default_port = 443 if parts.scheme == "https" else 80
-    api_netloc = f"{api_host}:{parts.port or default_port}"
-    uri_host, _, uri_port = host.partition(":")
-    if f"{uri_host}:{uri_port or 443}" != api_netloc and not (
-        not uri_port and uri_host == api_host
-    ):
+    api = urlsplit(api_url)
+    uri = urlsplit(f"//{host}")
+    api_port = api.port or (443 if api.scheme == "https" else 80)
+    same_host = (uri.hostname or "") == (api.hostname or "").lower()
+    # A URI without a port names the host; one with a port must name the API's port too.
+    if not same_host or uri.port not in (None, api_port):
         raise UsageError(
-            f"the DRS URI {value!r} names host {host}, but --api-url is {api_host}"
-            f"{':' + str(parts.port) if parts.port else ''}",
-            f"use the --api-url of that DRS server, or leave --api-url out to use https://{host}",
+            f"the DRS URI {value!r} names host {host}, but --api-url is {api.netloc}",
+            "use the --api-url of that DRS server, or leave --api-url out to use "
+            f"https://{host}",
         )
     return object_id, api_url
 
