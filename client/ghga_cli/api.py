@@ -397,8 +397,7 @@ def resolve_file_id(value: str, api_url: str | None) -> tuple[str, str]:
     if not same_host or uri.port not in (None, api_port):
         raise UsageError(
             f"the DRS URI {value!r} names host {host}, but --api-url is {api.netloc}",
-            "use the --api-url of that DRS server, or leave --api-url out to use "
-            f"https://{host}",
+            f"use the --api-url of that DRS server, or leave --api-url out to use https://{host}",
         )
     return object_id, api_url
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from ghga_cli.api import DrsObject, Staging, resolve_file_id
 from ghga_cli.downloads import DownloadJob, DownloadOptions, NameClaims
@@ -31,7 +31,7 @@ from ghga_cli.errors import (
 )
 from ghga_cli.files import sanitise_name
 from ghga_cli.manifest import Entry, ManifestError
-from ghga_cli.progress import format_bytes
+from ghga_cli.progress import Progress, format_bytes
 from ghga_cli.session import ApiAccess, FileResult
 from ghga_cli.uploads import LocalFile, UploadJob, UploadOptions
 
@@ -254,6 +254,59 @@ def _reason(error: CliError) -> str:
     if status == 404 or exception_id == "fileNotRegistered":
         return f"not registered ({exception_id or 'HTTP 404'})"
     return getattr(error, "description", None) or error.message
+
+
+class BatchReport:
+    """What a batch tells while it runs (a line per finished file, the files count of the
+    progress line) and at its end (a table, the ``--json`` summary, the exit code)."""
+
+    def __init__(self, total: int, progress: Progress, log: Callable[[str], None]) -> None:
+        self.total = total
+        self.done = 0
+        self.progress = progress
+        self.log = log
+        progress.set_files(0, total)
+
+    def file_ended(self, result: FileResult) -> None:
+        self.done += 1
+        self.progress.set_files(self.done, self.total)
+        self.log(result_line(result, self.done, self.total))
+
+    @staticmethod
+    def exit_code(results: Sequence[FileResult], stop_reason: CliError | None) -> int:
+        return batch_exit_code(results, stop_reason)
+
+    @staticmethod
+    def table(results: Sequence[FileResult]) -> list[str]:
+        return summary_table(results)
+
+    @staticmethod
+    def summary(
+        results: Sequence[FileResult], code: int, stop_reason: CliError | None
+    ) -> dict[str, Any]:
+        """The ``--json`` object of a batch: one entry per file, and the totals."""
+        files = []
+        for result in results:
+            entry = dict(result.job.summary)
+            entry["status"] = result.status or (
+                "interrupted" if result.error and result.error.exit_code == 130 else "error"
+            )
+            entry["exit_code"] = result.error.exit_code if result.error else 0
+            if result.error is not None:
+                entry["error"] = {"message": result.error.message, "hint": result.error.hint}
+            files.append(entry)
+        summary: dict[str, Any] = {
+            "files": files,
+            "files_total": len(results),
+            "files_ok": sum(1 for r in results if r.ok),
+            "files_failed": sum(1 for r in results if not r.ok),
+            "bytes": sum(r.job.summary.get("bytes") or 0 for r in results),
+            "bytes_transferred": sum(r.job.summary.get("bytes_transferred") or 0 for r in results),
+            "status": "ok" if code == 0 else "failed",
+        }
+        if stop_reason is not None:
+            summary["stopped_by"] = {"message": stop_reason.message}
+        return summary
 
 
 def result_line(result: FileResult, done: int, total: int) -> str:

@@ -596,7 +596,16 @@ def _check_arguments(args: argparse.Namespace) -> bool:
     return args.manifest is not None or len(args.file_ids) > 1
 
 
-def _session(args: argparse.Namespace, console: Console, api: Any, batch: bool) -> Any:
+def _run_jobs(
+    args: argparse.Namespace,
+    console: Console,
+    summary: dict[str, Any],
+    api: Any,
+    jobs: list[Any],
+    batch: bool,
+) -> str | int:
+    """Run the jobs on one session; one file: its status (or error); many: the exit code."""
+    from ghga_cli.batch import BatchReport
     from ghga_cli.session import SessionOptions, TransferSession
 
     options = SessionOptions(
@@ -607,82 +616,31 @@ def _session(args: argparse.Namespace, console: Console, api: Any, batch: bool) 
         fail_fast=args.fail_fast,
     )
     progress = console.make_progress(0)
-    counter = {"done": 0}
-    total = {"n": 0}
-
-    def on_result(result: Any) -> None:
-        if not batch:
-            return
-        from ghga_cli.batch import result_line
-
-        counter["done"] += 1
-        progress.set_files(counter["done"], total["n"])
-        console.log(result_line(result, counter["done"], total["n"]))
-
+    report = BatchReport(len(jobs), progress, console.log) if batch else None
     session = TransferSession(
         options,
         api,
         progress=progress,
         log=console.log,
-        on_result=on_result,
+        on_result=report.file_ended if report else None,
         interrupt=api.interrupt,
         batch=batch,
     )
-    session.expected = total  # type: ignore[attr-defined]
-    return session
-
-
-def _run_jobs(
-    args: argparse.Namespace,
-    console: Console,
-    summary: dict[str, Any],
-    api: Any,
-    jobs: list[Any],
-    batch: bool,
-) -> str | int:
-    """Run the jobs on one session; one file: its status (or error); many: the exit code."""
-    from ghga_cli.batch import batch_exit_code, summary_table
-
-    session = _session(args, console, api, batch)
-    session.expected["n"] = len(jobs)
-    if batch:
-        session.progress.set_files(0, len(jobs))
     try:
         results = session.run(jobs)
     finally:
-        if console.progress is not None:
-            console.progress.finish()
-    if not batch:
-        result = results[0]
+        progress.finish()
+    if report is None:
+        (result,) = results
         summary.update(result.job.summary)
         if result.error is not None:
             raise result.error
         return str(result.status)
-    code = batch_exit_code(results, session.stop_reason)
-    files = []
-    for result in results:
-        entry = dict(result.job.summary)
-        entry["status"] = result.status or (
-            "interrupted" if isinstance(result.error, Interrupted) else "error"
-        )
-        entry["exit_code"] = result.error.exit_code if result.error else 0
-        if result.error is not None:
-            entry["error"] = {"message": result.error.message, "hint": result.error.hint}
-        files.append(entry)
+    code = report.exit_code(results, session.stop_reason)
     summary.pop("file_id", None)
-    summary.update(
-        files=files,
-        files_total=len(results),
-        files_ok=sum(1 for r in results if r.ok),
-        files_failed=sum(1 for r in results if not r.ok),
-        bytes=sum(r.job.summary.get("bytes") or 0 for r in results),
-        bytes_transferred=sum(r.job.summary.get("bytes_transferred") or 0 for r in results),
-        status="ok" if code == 0 else "failed",
-    )
-    if session.stop_reason is not None:
-        summary["stopped_by"] = {"file_id": None, "message": session.stop_reason.message}
+    summary.update(report.summary(results, code, session.stop_reason))
     if not args.quiet:
-        for line in summary_table(results):
+        for line in report.table(results):
             console.log(line)
     return code
 
