@@ -8,6 +8,7 @@ calls :meth:`Progress.update` as often as it likes; throttling happens here.
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from typing import Callable, TextIO
 
@@ -100,6 +101,8 @@ class Progress:
         self._lines = 0
         self._samples: list[tuple[float, int]] = [(self.start, 0)]  # (time, bytes moved)
         self._drawn = False
+        # The engine updates from its thread, file jobs add totals and messages from theirs.
+        self._lock = threading.RLock()
 
     def set_baseline(self, already_done: int) -> None:
         """Bytes that were done before this run: counted in %, not in the rate."""
@@ -108,11 +111,13 @@ class Progress:
 
     def add_skipped(self, nbytes: int) -> None:
         """More bytes done by an earlier run (a resumed file joined the batch)."""
-        self.baseline += nbytes
+        with self._lock:
+            self.baseline += nbytes
 
     def add_total(self, nbytes: int) -> None:
         """A file joined the batch (or its size became known)."""
-        self.total += nbytes
+        with self._lock:
+            self.total += nbytes
 
     def set_files(self, done: int, total: int) -> None:
         """Files finished / in the batch, shown at the start of the line."""
@@ -124,9 +129,15 @@ class Progress:
 
     def update(self, done: int, force: bool = False) -> None:
         """Bytes done in all (earlier runs included)."""
+        with self._lock:
+            self._update(done, force)
+
+    def _update(self, done: int, force: bool) -> None:
         self.done = done
         if self.quiet:
             return
+        if self.total <= 0:
+            return  # no file's size is known yet: nothing to show
         now = self._clock()
         interval = self.TTY_INTERVAL if self.tty else self.LOG_INTERVAL
         if not force and now - self._last_draw < interval:
@@ -160,6 +171,10 @@ class Progress:
         """End the live line so that following messages start on a fresh line."""
         if self.quiet:
             return
+        with self._lock:
+            self._finish()
+
+    def _finish(self) -> None:
         if self.tty and self._drawn:
             self.stream.write("\n")
             self.stream.flush()
@@ -169,6 +184,10 @@ class Progress:
         """An informational line (not an error); suppressed by --quiet."""
         if self.quiet:
             return
+        with self._lock:
+            self._message(text)
+
+    def _message(self, text: str) -> None:
         if self.tty and self._drawn:
             self.stream.write("\r\x1b[K")
             self._drawn = False

@@ -278,7 +278,7 @@ class TransferSession:
                 self._pool.shutdown(wait=True)
                 waiter_thread.join()
         for job in jobs:  # anything that never got as far as a result
-            self.finish(job, error=Interrupted("interrupted before this file started"))
+            self.finish(job, error=Interrupted())
         if isinstance(interrupted, KeyboardInterrupt):
             raise interrupted
         return [self._results[id(job)] for job in jobs]
