@@ -104,14 +104,9 @@ class Settings:
         A deployment without ``UCS_DRS_HOSTNAME`` is refused with a :class:`ConfigError`
         rather than guessing; only local stacks and tests fall back to 127.0.0.1.
         """
-        if self.drs_hostname:
-            return check_drs_hostname(self.drs_hostname)
         if self.deployed:
-            raise ConfigError(
-                "UCS_DRS_HOSTNAME is not set: a deployment must configure the public host of "
-                "its DRS API (the host of the drs:// URIs it hands out), e.g. drs.example.org"
-            )
-        return LOCAL_DRS_HOSTNAME
+            check_deployment(self)
+        return check_drs_hostname(self.drs_hostname) if self.drs_hostname else LOCAL_DRS_HOSTNAME
 
 
 def check_drs_hostname(value: str) -> str:
@@ -128,6 +123,20 @@ def check_drs_hostname(value: str) -> str:
             f"UCS_DRS_HOSTNAME must be a host name or host:port (no scheme or path), got {value!r}"
         )
     return value
+
+
+def check_deployment(settings: Settings) -> None:
+    """Raise :class:`ConfigError` when a deployment lacks a setting it cannot run without.
+
+    Called where a deployment starts (``wsgi.py``); packaging checks the same for every stage
+    of ``.chalice/config.json`` (``build/check_stage.py``).
+    """
+    if not settings.drs_hostname:
+        raise ConfigError(
+            "UCS_DRS_HOSTNAME is not set: a deployment must configure the public host of its "
+            "DRS API (the host of the drs:// URIs it hands out), e.g. drs.example.org"
+        )
+    check_drs_hostname(settings.drs_hostname)
 
 
 def in_deployment() -> bool:
