@@ -62,7 +62,7 @@ def _accepted(retry_after: int) -> Response:
 @bp.route("/objects/{object_id}", methods=["GET"])
 @endpoint()
 def get_object(request: Request, user: str, object_id: str) -> Response:
-    answer = DownloadService.from_env().get_object(user, object_id)
+    answer = DownloadService.for_requests().get_object(user, object_id)
     if answer.drs_object is None:
         return _accepted(answer.retry_after)
     return json_response(answer.drs_object)
@@ -78,7 +78,7 @@ def options_object(request: Request, user: str, object_id: str) -> Response:
 @bp.route("/objects/{object_id}/access/{access_id}", methods=["GET"])
 @endpoint()
 def get_access_url(request: Request, user: str, object_id: str, access_id: str) -> Response:
-    answer = DownloadService.from_env().get_access_url(user, object_id, access_id)
+    answer = DownloadService.for_requests().get_access_url(user, object_id, access_id)
     if answer.access_url is None:
         return _accepted(answer.retry_after)
     return json_response(answer.access_url)
@@ -88,13 +88,13 @@ def get_access_url(request: Request, user: str, object_id: str, access_id: str) 
 @endpoint()
 def get_bulk_objects(request: Request, user: str) -> Response:
     ids = bulk_object_ids(read_json_object(request))
-    return json_response(bulk_body(DownloadService.from_env().get_objects(user, ids)))
+    return json_response(bulk_body(DownloadService.for_requests().get_objects(user, ids)))
 
 
 @bp.route("/service-info", methods=["GET"])
 @endpoint()
 def service_info(request: Request, user: str) -> Response:
-    return json_response(DownloadService.from_env().service_info())
+    return json_response(DownloadService.for_requests().service_info())
 
 
 def bulk_object_ids(body: dict[str, Any]) -> list[str]:

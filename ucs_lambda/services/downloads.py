@@ -110,6 +110,14 @@ class DownloadService:
     def from_env(cls) -> DownloadService:
         return cls.from_settings(get_settings())
 
+    @classmethod
+    def for_requests(cls) -> DownloadService:
+        """The service behind the DRS routes: refuses to serve anything (ConfigError) in a
+        deployment without a usable ``UCS_DRS_HOSTNAME``, before doing any work."""
+        service = cls.from_env()
+        _ = service.settings.drs_host
+        return service
+
     def service_info(self) -> dict[str, Any]:
         """GA4GH service-info with DRS 1.4's bulk limit (also in 1.5's ``drs`` block)."""
         s = self.settings
