@@ -178,7 +178,9 @@ def test_one_bulk_request_stages_every_object(
         assert fetch(obj["access_methods"][0]["access_url"]["url"]) == data
     log = Path(local_stack["log_dir"], "worker.log").read_text()
     for file_id in ids:  # one staging job per object
-        assert log.count(json.dumps({"job": "stage", "file_id": file_id}, sort_keys=True)) == 1, file_id
+        assert log.count(json.dumps({"job": "stage", "file_id": file_id}, sort_keys=True)) == 1, (
+            file_id
+        )
 
 
 @pytest.mark.ceph
