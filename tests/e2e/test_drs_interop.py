@@ -14,6 +14,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -74,8 +75,10 @@ def staged_object(stack: dict[str, Any], token: str, file_id: str) -> dict[str, 
     return wait_for(ready, f"{file_id} to be staged")
 
 
-def fetch(url: str) -> bytes:
-    with urllib.request.urlopen(url, timeout=30) as response:
+def fetch(url: str, headers: Sequence[str] = ()) -> bytes:
+    """GET a presigned URL with the ``Name: value`` headers an AccessURL lists."""
+    request = urllib.request.Request(url, headers=dict(h.split(": ", 1) for h in headers))
+    with urllib.request.urlopen(request, timeout=30) as response:
         return response.read()
 
 
@@ -129,7 +132,8 @@ def test_access_route_and_options_over_http(
     status, headers, raw = request("GET", f"{drs}/objects/{file_id}/access/s3", token)
     assert status == 200 and headers["Content-Type"] == "application/json"
     access_url = json.loads(raw)
-    assert access_url["headers"] == [] and fetch(access_url["url"]) == data
+    assert access_url["headers"] == ["Accept: */*"]
+    assert fetch(access_url["url"], access_url["headers"]) == data
     status, _, raw = request("GET", f"{drs}/objects/{file_id}/access/gs", token)
     answer = json.loads(raw)
     assert status == 404 and answer["status_code"] == 404 and answer["msg"]
@@ -211,4 +215,4 @@ def test_an_expired_url_is_refreshed_by_the_access_route_on_ceph(tmp_path: Path)
         )
         status, fresh = call("GET", access, user["token"])
         assert status == 200 and fresh["url"] != old
-        assert fetch(fresh["url"]) == data
+        assert fetch(fresh["url"], fresh["headers"]) == data

@@ -81,7 +81,11 @@ def test_staging_then_object(api: Api) -> None:
         "created_time": obj["created_time"],
         "checksums": [{"type": "md5", "checksum": md5(DATA)}],
         "access_methods": [
-            {"type": "s3", "access_id": "s3", "access_url": {"url": url, "headers": []}}
+            {
+                "type": "s3",
+                "access_id": "s3",
+                "access_url": {"url": url, "headers": ["Accept: */*"]},
+            }
         ],
     }
     assert obj["created_time"].endswith("Z")

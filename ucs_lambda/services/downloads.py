@@ -42,6 +42,13 @@ ACCESS_ID = "s3"
 #: every id, so that it says nothing about whether an object exists).
 AUTHORIZATIONS: dict[str, Any] = {"supported_types": ["BearerAuth"]}
 
+#: ``headers`` of every ``AccessURL``: a harmless header a client sends with the presigned GET.
+#: Never empty, because a client may take an empty list as "send my DRS credentials instead":
+#: ga4gh-drs-client 0.1.7 then sends the caller's bearer token to the storage, which leaks
+#: the token and makes S3 and Ceph RGW refuse the request (a presigned URL and an
+#: Authorization header are two auth mechanisms). ``*/*`` is what clients send by default.
+ACCESS_URL_HEADERS = ("Accept: */*",)
+
 #: Objects of one bulk request probed in parallel (outbox HEAD + staging claim each).
 BULK_PROBE_WORKERS = 16
 
@@ -241,7 +248,7 @@ class DownloadService:
 
     def _access_url(self, file: FileRecord) -> dict[str, Any]:
         url = self.storage.presign_get(self.settings.outbox_bucket, file.file_id)
-        return {"url": url, "headers": []}
+        return {"url": url, "headers": list(ACCESS_URL_HEADERS)}
 
     def _drs_object(self, file: FileRecord) -> dict[str, Any]:
         return {
