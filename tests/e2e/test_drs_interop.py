@@ -21,17 +21,22 @@ from urllib.parse import urlparse
 
 import pytest
 
-from tests.ceph_support import require_ceph
+from tests.conftest import launch_on_ceph
 from tests.e2e.test_races import accepted_file, wait_for
 from tests.support import call, run_admin, s3_client
 
 pytestmark = pytest.mark.e2e
 
 
+def new_user(stack_env: dict[str, str], prefix: str) -> dict[str, str]:
+    """A fresh user name and a token for it."""
+    name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    return {"user": name, "token": run_admin(stack_env, "mint-token", "--user", name)}
+
+
 @pytest.fixture(scope="module")
 def reader(stack_env: dict[str, str]) -> dict[str, str]:
-    name = f"drs-{uuid.uuid4().hex[:8]}"
-    return {"user": name, "token": run_admin(stack_env, "mint-token", "--user", name)}
+    return new_user(stack_env, "drs")
 
 
 def readable_file(
@@ -191,16 +196,10 @@ def test_one_bulk_request_stages_every_object(
 def test_an_expired_url_is_refreshed_by_the_access_route_on_ceph(tmp_path: Path) -> None:
     """Ceph RGW enforces X-Amz-Expires (moto does not): the URL handed out with the object
     is refused once expired, and the access route's fresh URL fetches the bytes."""
-    require_ceph()
-    import stack as stacklib
-
     ttl = 2
-    with stacklib.launch(
-        tmp_path / "stack", s3_backend="ceph", extra_env={"UCS_PRESIGN_TTL": str(ttl)}
-    ) as stack:
+    with launch_on_ceph(tmp_path / "stack", {"UCS_PRESIGN_TTL": str(ttl)}) as stack:
         env = {**os.environ, **stack["env"]}
-        name = f"exp-{uuid.uuid4().hex[:6]}"
-        user = {"user": name, "token": run_admin(env, "mint-token", "--user", name)}
+        user = new_user(env, "expiry")
         data = os.urandom(1000)
         file_id = readable_file(stack, env, user, data)
         obj = staged_object(stack, user["token"], file_id)

@@ -29,15 +29,14 @@ import os
 import shutil
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 import pytest
 
-from tests.e2e.test_drs_interop import readable_file, staged_object
-from tests.support import PROJECT_DIR, run_admin
+from tests.e2e.test_drs_interop import new_user, readable_file, staged_object
+from tests.support import PROJECT_DIR
 from tests.tlsrelay import self_signed_certificate, tls_relay
 
 pytestmark = pytest.mark.e2e
@@ -164,8 +163,7 @@ def cases(report: dict[str, Any]) -> list[tuple[str, str, str, str]]:
 
 @pytest.fixture(scope="module")
 def reader(stack_env: dict[str, str]) -> dict[str, str]:
-    name = f"ga4gh-{uuid.uuid4().hex[:8]}"
-    return {"user": name, "token": run_admin(stack_env, "mint-token", "--user", name)}
+    return new_user(stack_env, "ga4gh")
 
 
 def test_drs_compliance_suite_passes_every_phase(
@@ -220,8 +218,7 @@ def test_ga4gh_drs_client_downloads_a_staged_object(
     drs = Path(sys.executable).parent / "drs"
     assert drs.exists(), "ga4gh-drs-client is in requirements/dev.txt (make venv)"
     local_stack, stack_env = any_stack
-    name = f"ga4gh-{uuid.uuid4().hex[:8]}"
-    reader = {"user": name, "token": run_admin(stack_env, "mint-token", "--user", name)}
+    reader = new_user(stack_env, "ga4gh")
     data = os.urandom(300_000)
     object_id = readable_file(local_stack, stack_env, reader, data)
     staged_object(local_stack, reader["token"], object_id)
