@@ -468,6 +468,59 @@ class Staging:
     size: int | None = None
 
 
+def _parse_bulk(payload: Any, ids: list[str]) -> dict[str, DrsObject | Staging | ApiError]:
+    """A DRS 1.4 bulk answer (plus ``staging_drs_objects``) -> one answer per requested id."""
+    data = _require(payload, ("resolved_drs_object", "unresolved_drs_objects"), "bulk request")
+    wanted = set(ids)
+    answers: dict[str, DrsObject | Staging | ApiError] = {}
+    for item in _bounded_list(data["resolved_drs_object"], len(ids)):
+        obj = parse_drs_object(item)
+        if obj.object_id in wanted:
+            answers[obj.object_id] = obj
+    for item in _bounded_list(data.get("staging_drs_objects"), len(ids)):
+        if isinstance(item, dict) and str(item.get("object_id")) in wanted:
+            size = item.get("size")
+            answers[str(item["object_id"])] = Staging(
+                retry_after=max(
+                    1.0,
+                    min(
+                        float(bounded_int(item.get("retry_after", 10), 0, 10**6, "retry")),
+                        MAX_RETRY_AFTER,
+                    ),
+                ),
+                name=str(item.get("name") or "")[:1000],
+                size=bounded_int(size, 0, MAX_OBJECT_SIZE, "object size")
+                if size is not None
+                else None,
+            )
+    for group in _bounded_list(data["unresolved_drs_objects"], len(ids)):
+        if not isinstance(group, dict):
+            continue
+        code = bounded_int(group.get("error_code"), 100, 599, "error code")
+        for object_id in _bounded_list(group.get("object_ids"), len(ids)):
+            object_id = str(object_id)
+            if object_id not in wanted or object_id in answers:
+                continue
+            if code == 202:
+                answers[object_id] = Staging(retry_after=10.0)
+            else:
+                reason = {403: "access denied", 404: "not found"}.get(code, "refused")
+                answers[object_id] = ApiError(code, None, reason, context=f"file {object_id}")
+    missing = [i for i in ids if i not in answers]
+    if missing:
+        raise ProtocolError(f"the bulk answer says nothing about file {missing[0]}")
+    return answers
+
+
+def _bounded_list(value: Any, limit: int) -> list[Any]:
+    """A list from a server with at most ``limit`` entries (more is a protocol error)."""
+    if value is None:
+        return []
+    if not isinstance(value, list) or len(value) > limit:
+        raise ProtocolError("the server sent a longer list than was asked for")
+    return value
+
+
 def _retry_after(response: Response) -> float:
     retry_after = parse_retry_after(response.headers.get("retry-after"))
     return max(1.0, min(retry_after if retry_after is not None else 10.0, MAX_RETRY_AFTER))
@@ -490,6 +543,8 @@ class DrsClient:
         self._log = log or (lambda _msg: None)
         self._sleep = sleep
         self._clock = clock
+        self._bulk_supported = True
+        self.bulk_limit = 1000  # lowered when the server answers 413 with its limit
 
     def request_object(self, object_id: str) -> DrsObject | Staging:
         """One ``GET /objects/{id}``: the object, or how long to wait while it is staged."""
@@ -502,12 +557,21 @@ class DrsClient:
         raise CliError(f"getting file {object_id}: unexpected HTTP {response.status}")
 
     def lookup_objects(self, object_ids: list[str]) -> dict[str, DrsObject | Staging | ApiError]:
-        """Every object's answer (object, staging, or its error), also requesting staging.
+        """Every object's answer (object, staging, or its error); staging is requested for all.
 
-        Uses one ``GET /objects/{id}`` per object (servers without bulk requests).
+        DRS 1.4 bulk requests (``POST /objects``), as many ids per call as the server takes
+        (413 tells its limit); one ``GET /objects/{id}`` per object on servers without them.
         """
         answers: dict[str, DrsObject | Staging | ApiError] = {}
-        for object_id in object_ids:
+        pending = list(dict.fromkeys(object_ids))
+        while pending and self._bulk_supported:
+            chunk = pending[: self.bulk_limit]
+            found = self._bulk(chunk)
+            if found is None:
+                continue  # the limit was lowered, or the server has no bulk route
+            answers.update(found)
+            pending = pending[len(chunk) :]
+        for object_id in pending:
             try:
                 answers[object_id] = self.request_object(object_id)
             except ApiError as exc:
@@ -515,6 +579,23 @@ class DrsClient:
                     raise
                 answers[object_id] = exc
         return answers
+
+    def _bulk(self, ids: list[str]) -> dict[str, DrsObject | Staging | ApiError] | None:
+        response = self.http.request("POST", f"{self.base}/objects", {"bulk_object_ids": ids})
+        if _missing_route(response):
+            self._bulk_supported = False
+            return None
+        if response.status == 413:
+            payload = response.json()
+            data = payload.get("data") if isinstance(payload, dict) else None
+            limit = data.get("limit") if isinstance(data, dict) else None
+            lowered = bounded_int(limit, 1, len(ids) - 1, "bulk limit") if len(ids) > 1 else 0
+            if not lowered:
+                raise_for_error(response, "asking for the files")
+            self.bulk_limit = lowered
+            return None
+        raise_for_error(response, "asking for the files")
+        return _parse_bulk(response.json(), ids)
 
     def get_object(self, object_id: str, wait_timeout: float) -> DrsObject:
         """The DrsObject, waiting (at most ``wait_timeout`` s) while the file is being staged."""

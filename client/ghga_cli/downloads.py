@@ -736,36 +736,54 @@ class StagingWaiter(Waiter):
         now = self._clock()
         with self._lock:
             due = [e for e in self._entries if e.due <= now]
-        for entry in due:
-            self._poll_one(entry, now)
+        if due:
+            self._ask(due, now)
         with self._lock:
             if not self._entries:
                 return float("inf")
             return max(0.0, min(e.due for e in self._entries) - self._clock())
 
-    def _poll_one(self, entry: WaitEntry, now: float) -> None:
-        job: DownloadJob = entry.job
+    def _ask(self, due: list[WaitEntry], now: float) -> None:
+        """One request for all due objects (a bulk request for several, else a single GET)."""
+        drs = due[0].job.api.drs()
         try:
-            answer = job.api.drs().request_object(job.options.file_id)
-            if isinstance(answer, Staging):
-                remaining = (entry.deadline or now) - now
-                if remaining <= 0:
-                    raise WaitTimeout(
-                        f"file {job.file_id} is still being staged for download "
-                        f"after waiting {job.options.wait_timeout:.0f} s"
-                    )
+            if len(due) > 1:
+                answers = drs.lookup_objects([e.job.options.file_id for e in due])
+            else:
+                answers = {
+                    due[0].job.options.file_id: drs.request_object(due[0].job.options.file_id)
+                }
+        except CliError as exc:  # the request itself failed (after its retries): all fail
+            for entry in due:
+                self._remove(entry)
+                self.session.finish(entry.job, error=exc)
+            return
+        for entry in due:
+            self._answered(entry, answers[entry.job.options.file_id], now)
+
+    def _answered(self, entry: WaitEntry, answer: Any, now: float) -> None:
+        job: DownloadJob = entry.job
+        if isinstance(answer, Staging):
+            remaining = (entry.deadline or now) - now
+            if remaining > 0:
                 wait = min(answer.retry_after, remaining)
-                self.session.log_for(job)(
-                    f"waiting for the file to be staged (retry in {wait:.0f} s)"
-                )
+                if not self.session.batch or not entry.extra.get("said"):
+                    # One line per file in a batch (thousands may wait), every wait otherwise.
+                    entry.extra["said"] = True
+                    self.session.log_for(job)(
+                        f"waiting for the file to be staged (retry in {wait:.0f} s)"
+                    )
                 entry.due = now + wait
                 return
-        except CliError as exc:
-            self._remove(entry)
-            self.session.finish(job, error=exc)
-            return
+            answer = WaitTimeout(
+                f"file {job.file_id} is still being staged for download "
+                f"after waiting {job.options.wait_timeout:.0f} s"
+            )
         self._remove(entry)
-        job.resolved(self.session, answer)
+        if isinstance(answer, CliError):
+            self.session.finish(job, error=answer)
+        else:
+            job.resolved(self.session, answer)
 
     def _remove(self, entry: WaitEntry) -> None:
         with self._lock:

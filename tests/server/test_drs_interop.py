@@ -179,7 +179,10 @@ def test_bulk_mixed_results_in_one_answer(api: Api) -> None:
         {"error_code": 403, "object_ids": ["F3"]},
         {"error_code": 404, "object_ids": ["NOPE", "F4"]},
     ]
-    assert body["staging_drs_objects"] == [{"object_id": "F2", "retry_after": 2}]
+    # Staging objects name themselves (the caller may read them): a batch checks names early.
+    assert body["staging_drs_objects"] == [
+        {"object_id": "F2", "retry_after": 2, "name": "F2.bin", "size": 5000}
+    ]
     assert queued_jobs() == [{"job": "stage", "file_id": "F2"}]  # not F3 (no access), not F4
 
 

@@ -143,7 +143,12 @@ def bulk_body(answer: BulkAnswer) -> dict[str, Any]:
             {"error_code": code, "object_ids": ids} for code, ids in sorted(groups.items())
         ],
         "staging_drs_objects": [
-            {"object_id": object_id, "retry_after": seconds}
+            {
+                "object_id": object_id,
+                "retry_after": seconds,
+                "name": answer.staging_files[object_id][0],
+                "size": answer.staging_files[object_id][1],
+            }
             for object_id, seconds in answer.staging.items()
         ],
     }

@@ -82,6 +82,8 @@ class BulkAnswer:
     resolved: list[dict[str, Any]] = field(default_factory=list)
     staging: dict[str, int] = field(default_factory=dict)
     refused: dict[str, DomainError] = field(default_factory=dict)
+    #: Name and size of each staging object (the caller may read it; a batch checks names).
+    staging_files: dict[str, tuple[str, int]] = field(default_factory=dict)
 
 
 class _Outbox(enum.Enum):
@@ -191,6 +193,7 @@ class DownloadService:
         for file in readable:
             if file.file_id in waiting:
                 answer.staging[file.file_id] = waiting[file.file_id]
+                answer.staging_files[file.file_id] = (file.file_name, file.size)
             else:
                 answer.resolved.append(self._drs_object(file))
         return answer
