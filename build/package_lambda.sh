@@ -10,7 +10,8 @@
 # Output: OUT_DIR/deployment.zip plus OUT_DIR/sam.json (CloudFormation/SAM) or
 # OUT_DIR/chalice.tf.json (Terraform).
 #
-# Why the steps: `chalice package` zips only app.py, chalicelib/, vendor/ and the packages of
+# Why the steps: build/check_stage.py refuses a stage without the settings a deployment has no
+# default for (UCS_DRS_HOSTNAME, the host of the drs:// URIs). `chalice package` zips only app.py, chalicelib/, vendor/ and the packages of
 # requirements.txt, so ucs_lambda/ is copied into vendor/ first; stale zips in
 # .chalice/deployments were reused by chalice, so that directory is removed. The SQS handler's
 # queue name is fixed at packaging time (Chalice writes it into the template), so it is taken
@@ -33,6 +34,8 @@ case "$PKG_FORMAT" in
 esac
 
 cd "$ROOT"
+# A stage that a deployment could not run with (no UCS_DRS_HOSTNAME) is refused up front.
+"$PYTHON" build/check_stage.py --stage "$STAGE"
 rm -rf .chalice/deployments vendor/ucs_lambda "$OUT"
 mkdir -p vendor "$(dirname "$OUT")"
 cp -r ucs_lambda vendor/ucs_lambda

@@ -249,6 +249,9 @@ def start(state_dir: Path, s3_backend: str, ports: dict[str, int], demo_size: in
         "AWS_ENDPOINT_URL_SQS": moto_url,
         "AWS_ENDPOINT_URL_DYNAMODB": dynamodb_url,
         "UCS_TOKEN_KEYS": secrets.token_hex(32),
+        # drs:// URIs name the stack's real host:port, so a self_uri resolves here; the
+        # services never take it from a request's Host header.
+        "UCS_DRS_HOSTNAME": f"127.0.0.1:{ports['ucs']}",
     }
     if s3_backend == "ceph":
         service_env.update(ceph_settings())

@@ -2,6 +2,7 @@
 
 * ``create-resources`` — tables (with GSI), the three buckets and the job queue; idempotent.
 * ``register-file`` — register a file for upload by a submitter.
+* ``register-files`` — register many files from a TSV (a study), every line checked first.
 * ``grant`` — let a user download a file (adds to its readers).
 * ``mint-token`` — print a bearer token for a user (signed with the first ``UCS_TOKEN_KEYS``).
 
@@ -19,6 +20,7 @@ import sys
 import unicodedata
 from collections.abc import Sequence
 from datetime import datetime, timezone
+from pathlib import Path
 
 from botocore.exceptions import BotoCoreError, ClientError
 from pynamodb.exceptions import PynamoDBException
@@ -72,37 +74,63 @@ def _file_name_problem(name: str) -> str | None:
     return None
 
 
+def _checked_record(
+    file_id: str,
+    file_name: str,
+    size: int,
+    md5: str,
+    *,
+    submitters: Sequence[str],
+    readers: Sequence[str] = (),
+    grouping_label: str = "",
+    file_format: str | None = None,
+    option: str = "--",
+) -> FileRecord:
+    """A file record from operator input; UsageError naming the first bad value (as the
+    option ``--size`` etc., or with ``option=""`` as the TSV column ``size``)."""
+    if not file_id.strip():
+        raise UsageError(f"{option}file-id must not be empty")
+    if not _FILE_ID.fullmatch(file_id):
+        raise UsageError(
+            f"{option}file-id may hold only letters, digits, '.', '_' and '-' (at most 128, "
+            "not starting with '.'): it becomes part of URLs and S3 keys"
+        )
+    problem = _file_name_problem(file_name)
+    if problem:
+        raise UsageError(f"{option}file-name {problem}: it must be a plain file name")
+    if size < 0:
+        raise UsageError(f"{option}size must not be negative")
+    if size > MAX_FILE_SIZE:
+        raise UsageError(f"{option}size exceeds the 5 TiB S3 object limit ({MAX_FILE_SIZE} bytes)")
+    if not is_md5_hex(md5):
+        raise UsageError(f"{option}md5 must be 32 hexadecimal digits")
+    now = datetime.now(timezone.utc)
+    return FileRecord(
+        file_id=file_id,
+        file_name=file_name,
+        size=size,
+        md5_checksum=md5.lower(),
+        grouping_label=grouping_label,
+        format=file_format if file_format is not None else _format_of(file_name),
+        creation_date=now,
+        update_date=now,
+        submitters=frozenset(submitters),
+        readers=frozenset(readers),
+    )
+
+
 def _cmd_register_file(args: argparse.Namespace) -> int:
     from .adapters.dynamo import ConditionLost, Repository
 
-    if not args.file_id.strip():
-        raise UsageError("--file-id must not be empty")
-    if not _FILE_ID.fullmatch(args.file_id):
-        raise UsageError(
-            "--file-id may hold only letters, digits, '.', '_' and '-' (at most 128, "
-            "not starting with '.'): it becomes part of URLs and S3 keys"
-        )
-    problem = _file_name_problem(args.file_name)
-    if problem:
-        raise UsageError(f"--file-name {problem}: it must be a plain file name")
-    if args.size < 0:
-        raise UsageError("--size must not be negative")
-    if args.size > MAX_FILE_SIZE:
-        raise UsageError(f"--size exceeds the 5 TiB S3 object limit ({MAX_FILE_SIZE} bytes)")
-    if not is_md5_hex(args.md5):
-        raise UsageError("--md5 must be 32 hexadecimal digits")
-    now = datetime.now(timezone.utc)
-    record = FileRecord(
-        file_id=args.file_id,
-        file_name=args.file_name,
-        size=args.size,
-        md5_checksum=args.md5.lower(),
+    record = _checked_record(
+        args.file_id,
+        args.file_name,
+        args.size,
+        args.md5,
+        submitters=args.submitter,
+        readers=args.reader or (),
         grouping_label=args.grouping_label or "",
-        format=args.format if args.format is not None else _format_of(args.file_name),
-        creation_date=now,
-        update_date=now,
-        submitters=frozenset(args.submitter),
-        readers=frozenset(args.reader or ()),
+        file_format=args.format,
     )
     try:
         Repository(get_settings()).register_file(record)
@@ -110,6 +138,49 @@ def _cmd_register_file(args: argparse.Namespace) -> int:
         raise UsageError(f"file {args.file_id!r} is already registered") from None
     print(json.dumps(record.metadata(), indent=2))
     return 0
+
+
+def _cmd_register_files(args: argparse.Namespace) -> int:
+    """Register every file of a TSV (file_id, file_name, size, md5); all lines checked first."""
+    from .adapters.dynamo import ConditionLost, Repository
+
+    records, problems = [], []
+    try:
+        lines = Path(args.source).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"cannot read {args.source}: {exc}") from None
+    for number, line in enumerate(lines, start=1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        fields = line.split("\t")
+        try:
+            file_id, file_name, size, md5 = fields
+            records.append(
+                _checked_record(
+                    file_id.strip(),
+                    file_name.strip(),
+                    int(size),
+                    md5.strip(),
+                    submitters=args.submitter,
+                    readers=args.reader or (),
+                    option="",
+                )
+            )
+        except ValueError:
+            problems.append(f"line {number}: expected file_id, file_name, size, md5 (tabs)")
+        except UsageError as exc:
+            problems.append(f"line {number}: {exc}")
+    if problems:
+        raise UsageError("; ".join(problems))
+    repo = Repository(get_settings())
+    taken = []
+    for record in records:
+        try:
+            repo.register_file(record)
+        except ConditionLost:
+            taken.append(record.file_id)
+    print(json.dumps({"registered": len(records) - len(taken), "already_registered": taken}))
+    return 0 if not taken else 2
 
 
 def _cmd_grant(args: argparse.Namespace) -> int:
@@ -160,6 +231,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--reader", action="append", type=_non_empty, help="user id allowed to download")
     p.set_defaults(func=_cmd_register_file)
+
+    p = sub.add_parser(
+        "register-files",
+        help="register many files from a TSV (file_id, file_name, size, md5 per line)",
+    )
+    p.add_argument("--from", dest="source", required=True, metavar="FILE")
+    p.add_argument("--submitter", required=True, action="append", type=_non_empty)
+    p.add_argument("--reader", action="append", type=_non_empty)
+    p.set_defaults(func=_cmd_register_files)
 
     p = sub.add_parser("grant", help="grant download access to a file")
     p.add_argument("--file-id", required=True, type=_non_empty)

@@ -81,7 +81,8 @@ def _route_of(request: Any) -> str:
 def _register_fallbacks() -> None:
     for path in list(app.routes):
         missing = [m for m in HTTP_METHODS if m not in app.routes[path]]
-        _ALLOWED[path] = tuple(m for m in HTTP_METHODS if m in app.routes[path])
+        # OPTIONS is answered by a view only where one exists (DRS objects): list it there.
+        _ALLOWED[path] = tuple(m for m in (*HTTP_METHODS, "OPTIONS") if m in app.routes[path])
         if missing:
             app.route(path, methods=missing)(method_not_allowed)
     for depth in range(1, FALLBACK_DEPTH + 1):

@@ -12,10 +12,18 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 MiB = 1024 * 1024
+
+#: Host of ``self_uri`` and the service-info id where nothing is configured: only outside a
+#: deployment (local stack, tests). Deployments must set ``UCS_DRS_HOSTNAME`` (issue 11).
+LOCAL_DRS_HOSTNAME = "127.0.0.1"
+
+#: One DNS label (an IPv4 address is four of them): what a ``drs://`` host may consist of.
+_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 
 
 class ConfigError(Exception):
@@ -40,6 +48,13 @@ def _float(name: str, default: float) -> float:
         return float(raw)
     except ValueError:
         raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+
+
+def _positive(name: str, default: int) -> int:
+    value = _int(name, default)
+    if value < 1:
+        raise ConfigError(f"{name} must be at least 1, got {value}")
+    return value
 
 
 def _str(name: str, default: str) -> str:
@@ -85,13 +100,68 @@ class Settings:
     staging_timeout_seconds: int
     staging_bytes_per_second: int
     drs_hostname: str | None
+    drs_max_bulk_objects: int
     organization_name: str
     organization_url: str
+    deployed: bool
 
     @property
     def s3_addressing_style(self) -> str:
         """Path style for custom endpoints (moto, Ceph on an IP), AWS's default otherwise."""
         return "path" if self.s3_endpoint else "auto"
+
+    @property
+    def drs_host(self) -> str:
+        """The host of ``drs://<host>/<id>`` URIs and of the service-info id.
+
+        Only ever from configuration, never from the request's ``Host`` header, which any
+        caller can set (a forged one would otherwise end up in the ``self_uri`` we hand out).
+        A deployment without ``UCS_DRS_HOSTNAME`` is refused with a :class:`ConfigError`
+        rather than guessing; only local stacks and tests fall back to 127.0.0.1.
+        """
+        if self.deployed:
+            check_deployment(self)
+        return check_drs_hostname(self.drs_hostname) if self.drs_hostname else LOCAL_DRS_HOSTNAME
+
+
+def check_drs_hostname(value: str) -> str:
+    """``value`` if it is ``host`` or ``host:port`` (no scheme, path or user); else ConfigError.
+
+    It ends up verbatim in every ``drs://`` URI and the service-info id, so a typo such as
+    ``https://drs.example.org/`` is refused when it is first used instead of being handed out.
+    """
+    host, _, port = value.partition(":")
+    valid_host = len(host) <= 253 and all(_LABEL.fullmatch(label) for label in host.split("."))
+    valid_port = not port or (port.isascii() and port.isdigit() and 0 < int(port) < 65536)
+    if not (valid_host and valid_port) or value.endswith(":"):
+        raise ConfigError(
+            f"UCS_DRS_HOSTNAME must be a host name or host:port (no scheme or path), got {value!r}"
+        )
+    return value
+
+
+def check_deployment(settings: Settings) -> None:
+    """Raise :class:`ConfigError` when a deployment lacks a setting it cannot run without.
+
+    Called where a deployment starts (``wsgi.py``); packaging checks the same for every stage
+    of ``.chalice/config.json`` (``build/check_stage.py``).
+    """
+    if not settings.drs_hostname:
+        raise ConfigError(
+            "UCS_DRS_HOSTNAME is not set: a deployment must configure the public host of its "
+            "DRS API (the host of the drs:// URIs it hands out), e.g. drs.example.org"
+        )
+    check_drs_hostname(settings.drs_hostname)
+
+
+def in_deployment() -> bool:
+    """True inside the AWS Lambda runtime or the WSGI deployment (see ``wsgi.py``).
+
+    The Lambda runtime always sets ``AWS_LAMBDA_FUNCTION_NAME``; ``ucs_lambda.wsgi`` sets
+    ``UCS_DEPLOYMENT=wsgi`` when it is imported. Settings that have a local default (only the
+    DRS hostname today) are required there.
+    """
+    return bool(os.environ.get("AWS_LAMBDA_FUNCTION_NAME") or os.environ.get("UCS_DEPLOYMENT"))
 
 
 def get_settings() -> Settings:
@@ -129,8 +199,10 @@ def get_settings() -> Settings:
         staging_timeout_seconds=_int("UCS_STAGING_TIMEOUT_SECONDS", 3600),
         staging_bytes_per_second=_int("UCS_STAGING_BYTES_PER_SECOND", 200 * MiB),
         drs_hostname=_opt("UCS_DRS_HOSTNAME"),
+        drs_max_bulk_objects=_positive("UCS_DRS_MAX_BULK_OBJECTS", 1000),
         organization_name=_str("UCS_ORGANIZATION_NAME", "GHGA"),
         organization_url=_str("UCS_ORGANIZATION_URL", "https://www.ghga.de"),
+        deployed=in_deployment(),
     )
 
 

@@ -11,12 +11,17 @@ event the Lambda gets and handed to the app through ``chalice.local.LocalGateway
 Configuration comes from the process environment only (docs/CONTRACTS.md); the stage variables of
 ``.chalice/config.json`` are *not* applied. Jobs and the periodic sweeps run in
 ``python -m ucs_lambda.worker``, which polls the same queue.
+
+This is a deployment: importing the module marks the process as one (``UCS_DEPLOYMENT=wsgi``)
+and refuses to start without the settings a deployment must have (``UCS_DRS_HOSTNAME``), so
+gunicorn stops at boot with the configuration error instead of serving wrong ``drs://`` URIs.
 """
 
 from __future__ import annotations
 
 import base64
 import logging
+import os
 from collections.abc import Callable, Iterable
 from http import HTTPStatus
 from typing import Any
@@ -26,10 +31,13 @@ from chalice.config import Config
 from chalice.local import LocalGateway, LocalGatewayException
 
 from .app import app as chalice_app
-from .config import get_settings
+from .config import check_deployment, get_settings
 from .routes.common import error_body
 
 log = logging.getLogger(__name__)
+
+os.environ.setdefault("UCS_DEPLOYMENT", "wsgi")
+check_deployment(get_settings())
 
 StartResponse = Callable[..., Any]
 

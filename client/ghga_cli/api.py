@@ -3,7 +3,11 @@
 They speak the shapes of ``docs/CONTRACTS.md`` (``reference/ucs.yaml`` plus the additive
 extensions) and turn error bodies ``{exception_id, description, data}`` into :class:`ApiError`
 with the right exit code. Where an extension is missing (an older UCS), the client falls back to
-the base API: one presign call per part, and no resume listing.
+the base API: one presign call per part, no resume listing, one metadata call per file.
+
+Every number a server sends is checked against S3's and the API's limits here, before anything
+is planned or allocated from it (:class:`~ghga_cli.errors.ProtocolError`, exit 8): a size of
+10**18 or a part size of 1 byte must end the run with a message, not exhaust the memory.
 """
 
 from __future__ import annotations
@@ -11,13 +15,20 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
-from ghga_cli.errors import ApiError, CliError, NetworkError, WaitTimeout
+from ghga_cli.errors import ApiError, CliError, NetworkError, ProtocolError, UsageError, WaitTimeout
 from ghga_cli.http import HttpClient, Response
 from ghga_cli.retry import parse_retry_after
 
 DRS_PATH = "/ga4gh/drs/v1"
+
+#: S3's limits, which every size, part size and part count from a server must respect.
+MAX_OBJECT_SIZE = 5 * 1024**4  # 5 TiB
+MAX_PART_SIZE = 5 * 1024**3  # 5 GiB
+MAX_PARTS = 10_000
+#: Longest wait a server may ask for with Retry-After (longer answers are capped).
+MAX_RETRY_AFTER = 300.0
 
 
 def _seg(value: str) -> str:
@@ -56,6 +67,21 @@ def _require(payload: Any, keys: tuple[str, ...], what: str) -> dict[str, Any]:
     return payload
 
 
+def bounded_int(value: Any, low: int, high: int, what: str) -> int:
+    """``value`` as an int within ``low..high``, or ProtocolError naming the server's value."""
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise ProtocolError(f"the server sent an invalid {what}: {str(value)[:40]!r}")
+    try:
+        number = int(value) if len(str(value)) <= 20 else None
+    except ValueError:
+        number = None
+    if number is None or not low <= number <= high:
+        raise ProtocolError(
+            f"the server sent an invalid {what}: {str(value)[:40]} (allowed: {low}..{high})"
+        )
+    return number
+
+
 @dataclass
 class FileMetadata:
     file_id: str
@@ -63,6 +89,7 @@ class FileMetadata:
     size: int
     md5_checksum: str | None
     current_upload_id: str | None
+    server_verifies: bool = False  # the UCS reads every accepted object back itself
 
 
 @dataclass
@@ -72,6 +99,8 @@ class UploadDetails:
     part_size: int
     upload_status: str
     status_reason: str | None = None
+    server_verifies: bool = False
+    verified_bytes: int | None = None  # bytes the server's validation has hashed so far
 
 
 @dataclass
@@ -81,20 +110,44 @@ class PartInfo:
     etag: str
 
 
+@dataclass
+class FileLookup:
+    """One file's answer of a batch metadata request: metadata, or the error of the file."""
+
+    file_id: str
+    metadata: FileMetadata | None = None
+    current_upload: UploadDetails | None = None
+    error: ApiError | None = None
+
+
+def _file_metadata(payload: Any, what: str) -> FileMetadata:
+    data = _require(payload, ("file_id", "size"), what)
+    md5 = data.get("md5_checksum")
+    return FileMetadata(
+        file_id=str(data["file_id"]),
+        file_name=str(data.get("file_name", "")),
+        size=bounded_int(data["size"], 0, MAX_OBJECT_SIZE, "file size"),
+        md5_checksum=str(md5).lower() if md5 else None,
+        current_upload_id=str(data["current_upload_id"]) if data.get("current_upload_id") else None,
+        server_verifies=data.get("server_verifies") is True,
+    )
+
+
 def _upload(payload: Any, what: str) -> UploadDetails:
     data = _require(payload, ("upload_id", "part_size", "upload_status"), what)
-    try:
-        part_size = int(data["part_size"])
-    except (TypeError, ValueError):
-        part_size = 0
-    if part_size <= 0:
-        raise NetworkError(f"{what}: the API sent an invalid part size", "contact the helpdesk")
+    verified = data.get("verified_bytes")
     return UploadDetails(
         upload_id=str(data["upload_id"]),
         file_id=str(data.get("file_id", "")),
-        part_size=part_size,
+        part_size=bounded_int(data["part_size"], 1, MAX_PART_SIZE, "part size"),
         upload_status=str(data["upload_status"]),
-        status_reason=data.get("status_reason"),
+        status_reason=str(data["status_reason"])[:2000] if data.get("status_reason") else None,
+        server_verifies=data.get("server_verifies") is True,
+        verified_bytes=(
+            bounded_int(verified, 0, MAX_OBJECT_SIZE, "verified byte count")
+            if verified is not None
+            else None
+        ),
     )
 
 
@@ -105,19 +158,71 @@ class UcsClient:
         self.http = http
         self.base = base_url.rstrip("/")
         self._batch_supported = True
+        self._lookup_supported = True
         self.max_batch = 1000  # the contract's default of UCS_MAX_BATCH_URLS; lowered on 400
 
     def get_file(self, file_id: str) -> FileMetadata:
         response = self.http.request("GET", f"{self.base}/files/{_seg(file_id)}")
         raise_for_error(response, f"getting file {file_id}")
-        data = _require(response.json(), ("file_id", "size"), "getting file metadata")
-        return FileMetadata(
-            file_id=str(data["file_id"]),
-            file_name=str(data.get("file_name", "")),
-            size=int(data["size"]),
-            md5_checksum=(str(data["md5_checksum"]).lower() if data.get("md5_checksum") else None),
-            current_upload_id=data.get("current_upload_id") or None,
-        )
+        return _file_metadata(response.json(), "getting file metadata")
+
+    def lookup_files(self, file_ids: list[str], chunk: int = 1000) -> list[FileLookup]:
+        """Metadata and current upload of many files in few calls (``POST /batch/files``).
+
+        Falls back to one ``GET /files/{id}`` (+ ``GET /uploads/{id}``) per file on a UCS
+        without the extension. Per-file errors (403, 404) are returned, not raised.
+        """
+        results: list[FileLookup] = []
+        for start in range(0, len(file_ids), max(1, chunk)):
+            ids = file_ids[start : start + chunk]
+            batch = self._lookup_batch(ids) if self._lookup_supported else None
+            results.extend(batch if batch is not None else [self._lookup_one(i) for i in ids])
+        return results
+
+    def _lookup_batch(self, file_ids: list[str]) -> list[FileLookup] | None:
+        response = self.http.request("POST", f"{self.base}/batch/files", {"file_ids": file_ids})
+        if _missing_route(response):
+            self._lookup_supported = False
+            return None
+        raise_for_error(response, "looking up the files")
+        data = _require(response.json(), ("files",), "looking up the files")
+        found: dict[str, FileLookup] = {}
+        items = data["files"] if isinstance(data["files"], list) else []
+        for item in items[: len(file_ids)]:
+            if not isinstance(item, dict) or str(item.get("file_id")) not in file_ids:
+                continue
+            file_id = str(item["file_id"])
+            error = item.get("error")
+            if isinstance(error, dict):
+                status = bounded_int(item.get("status", 400), 400, 599, "status code")
+                found[file_id] = FileLookup(
+                    file_id,
+                    error=ApiError(
+                        status,
+                        str(error.get("exception_id") or "") or None,
+                        str(error.get("description") or "failed"),
+                        context=f"file {file_id}",
+                    ),
+                )
+                continue
+            meta = _file_metadata(item.get("metadata"), f"file {file_id}")
+            current = item.get("current_upload")
+            upload = _upload(current, f"file {file_id}") if isinstance(current, dict) else None
+            found[file_id] = FileLookup(file_id, metadata=meta, current_upload=upload)
+        missing = [i for i in file_ids if i not in found]
+        if missing:
+            raise ProtocolError(f"the batch lookup did not answer for file {missing[0]}")
+        return [found[i] for i in file_ids]
+
+    def _lookup_one(self, file_id: str) -> FileLookup:
+        try:
+            meta = self.get_file(file_id)
+            current = self.get_upload(meta.current_upload_id) if meta.current_upload_id else None
+        except ApiError as exc:
+            if exc.status in (401,) or exc.status >= 500:
+                raise
+            return FileLookup(file_id, error=exc)
+        return FileLookup(file_id, metadata=meta, current_upload=current)
 
     def create_upload(self, file_id: str) -> UploadDetails:
         """POST /uploads. ``existingActiveUpload`` errors propagate (data.active_upload)."""
@@ -137,17 +242,20 @@ class UcsClient:
             return None
         raise_for_error(response, f"listing the parts of upload {upload_id}")
         data = _require(response.json(), ("parts",), "listing parts")
+        items = data["parts"] or []
+        if not isinstance(items, list) or len(items) > MAX_PARTS:
+            raise ProtocolError(f"the server listed {len(items)} parts (at most {MAX_PARTS})")
         parts = []
-        for item in data["parts"] or []:
+        for item in items:
             try:
                 parts.append(
                     PartInfo(
-                        int(item["part_no"]),
-                        int(item["size"]),
-                        str(item["etag"]).strip('"').lower(),
+                        bounded_int(item["part_no"], 1, MAX_PARTS, "part number"),
+                        bounded_int(item["size"], 0, MAX_PART_SIZE, "part size"),
+                        str(item["etag"]).strip('"').lower()[:64],
                     )
                 )
-            except (KeyError, TypeError, ValueError):
+            except (KeyError, TypeError):
                 continue
         return parts
 
@@ -171,19 +279,22 @@ class UcsClient:
             else:
                 raise_for_error(response, "getting upload URLs")
                 data = _require(response.json(), ("urls",), "getting upload URLs")
+                wanted = set(part_numbers)
                 urls = {}
-                for item in data["urls"] or []:
+                items = data["urls"] if isinstance(data["urls"], list) else []
+                for item in items[: len(part_numbers)]:
                     try:
-                        urls[int(item["part_no"])] = str(item["url"])
+                        number = int(item["part_no"])
                     except (KeyError, TypeError, ValueError):
                         continue
+                    if number in wanted:  # never URLs for parts nobody asked for
+                        urls[number] = str(item["url"])
                 missing = [n for n in part_numbers if n not in urls]
                 if missing:
                     raise NetworkError(
                         f"the API returned no URL for part {missing[0]}", "rerun to resume"
                     )
-                expires = data.get("expires_in")
-                return urls, float(expires) if isinstance(expires, (int, float)) else 900.0
+                return urls, _expires_in(data.get("expires_in"))
         urls = {}
         for number in part_numbers:
             response = self.http.request(
@@ -193,8 +304,18 @@ class UcsClient:
             urls[number] = str(_require(response.json(), ("url",), "getting a part URL")["url"])
         return urls, 900.0
 
-    def confirm_uploaded(self, upload_id: str, md5: str, part_md5s: list[str]) -> None:
-        body = {"upload_status": "uploaded", "checksums": {"md5": md5, "part_md5s": part_md5s}}
+    def confirm_uploaded(
+        self, upload_id: str, md5: str | None, part_md5s: list[str] | None
+    ) -> None:
+        """PATCH uploaded; the checksums are optional evidence (sent when computed)."""
+        body: dict[str, Any] = {"upload_status": "uploaded"}
+        checksums: dict[str, Any] = {}
+        if md5:
+            checksums["md5"] = md5
+        if part_md5s:
+            checksums["part_md5s"] = part_md5s
+        if checksums:
+            body["checksums"] = checksums
         response = self.http.request("PATCH", f"{self.base}/uploads/{_seg(upload_id)}", body)
         raise_for_error(response, "confirming the upload")
 
@@ -203,6 +324,13 @@ class UcsClient:
             "PATCH", f"{self.base}/uploads/{_seg(upload_id)}", {"upload_status": "cancelled"}
         )
         raise_for_error(response, "cancelling the upload")
+
+
+def _expires_in(value: Any) -> float:
+    """A URL lifetime in seconds (900 when absent; within 1 s..7 days, S3's presign limit)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return 900.0
+    return float(min(max(value, 1), 7 * 24 * 3600))
 
 
 def _invalid_request(response: Response) -> bool:
@@ -229,6 +357,51 @@ def drs_base(api_url: str) -> str:
     return base if base.endswith(DRS_PATH) else base + DRS_PATH
 
 
+def parse_drs_uri(value: str) -> tuple[str, str] | None:
+    """``drs://host[:port]/object_id`` -> (host[:port], object_id); None for a plain id.
+
+    Only hostname-based DRS URIs are ours (``self_uri``); compact identifiers (``drs://prefix:id``
+    without a slash) need a resolver registry and are refused with a clear error.
+    """
+    if not value.lower().startswith("drs://"):
+        return None
+    rest = value[len("drs://") :]
+    host, sep, object_id = rest.partition("/")
+    if not sep or not host or not object_id or "/" in object_id:
+        raise UsageError(
+            f"{value!r} is not a DRS URI of the form drs://host/object_id",
+            "give the self_uri of the object, or its plain file id",
+        )
+    return host.lower(), object_id
+
+
+def resolve_file_id(value: str, api_url: str | None) -> tuple[str, str]:
+    """(file id, API URL) for ``--file-id`` values that may be ``drs://host/id`` URIs.
+
+    A DRS URI's host must match ``--api-url`` (host and port); without ``--api-url`` the API is
+    derived from the URI over https, as the DRS spec prescribes.
+    """
+    parsed = parse_drs_uri(value)
+    if parsed is None:
+        if not api_url:
+            raise UsageError("--api-url is required", "give --api-url or set GHGA_CLI_API_URL")
+        return value, api_url
+    host, object_id = parsed
+    if not api_url:
+        return object_id, f"https://{host}"
+    api = urlsplit(api_url)
+    uri = urlsplit(f"//{host}")
+    api_port = api.port or (443 if api.scheme == "https" else 80)
+    same_host = (uri.hostname or "") == (api.hostname or "").lower()
+    # A URI without a port names the host; one with a port must name the API's port too.
+    if not same_host or uri.port not in (None, api_port):
+        raise UsageError(
+            f"the DRS URI {value!r} names host {host}, but --api-url is {api.netloc}",
+            f"use the --api-url of that DRS server, or leave --api-url out to use https://{host}",
+        )
+    return object_id, api_url
+
+
 @dataclass
 class DrsObject:
     object_id: str
@@ -237,48 +410,124 @@ class DrsObject:
     checksums: dict[str, str]
     url: str
     headers: list[str] = field(default_factory=list)
+    access_id: str | None = None  # to ask for a fresh URL (GET .../access/{access_id})
+
+
+def _access_headers(raw: Any) -> list[str]:
+    if isinstance(raw, dict):
+        return [f"{k}: {v}" for k, v in list(raw.items())[:50]]
+    if isinstance(raw, list):
+        return [str(h) for h in raw[:50] if isinstance(h, str) and ":" in h]
+    return []
 
 
 def parse_drs_object(payload: Any) -> DrsObject:
     data = _require(payload, ("size", "access_methods"), "getting the DRS object")
     checksums: dict[str, str] = {}
-    for item in data.get("checksums") or []:
+    for item in (data.get("checksums") or [])[:20]:
         if isinstance(item, dict) and item.get("type") and item.get("checksum"):
-            checksums[str(item["type"]).lower()] = str(item["checksum"]).lower()
+            checksums[str(item["type"]).lower()[:32]] = str(item["checksum"]).lower()[:256]
     url = None
     headers: list[str] = []
-    for method in data.get("access_methods") or []:
-        access = method.get("access_url") if isinstance(method, dict) else None
+    access_id = None
+    methods = data.get("access_methods") or []
+    for method in methods[:20] if isinstance(methods, list) else []:
+        if not isinstance(method, dict):
+            continue
+        access = method.get("access_url")
         if isinstance(access, dict) and access.get("url"):
             url = str(access["url"])
-            raw = access.get("headers") or []
-            if isinstance(raw, dict):
-                headers = [f"{k}: {v}" for k, v in raw.items()]
-            else:
-                headers = [str(h) for h in raw if isinstance(h, str) and ":" in h]
+            headers = _access_headers(access.get("headers"))
+            access_id = str(method["access_id"]) if method.get("access_id") else None
             break
     if url is None:
         raise NetworkError(
             "the DRS object has no access URL", "the file may not be downloadable yet; retry later"
         )
-    try:
-        size = int(data["size"])
-    except (TypeError, ValueError):
-        size = -1
-    if size < 0:
-        raise NetworkError("the DRS object has an invalid size", "contact the helpdesk")
     return DrsObject(
         object_id=str(data.get("id", "")),
-        name=str(data.get("name") or ""),
-        size=size,
+        name=str(data.get("name") or "")[:1000],
+        size=bounded_int(data["size"], 0, MAX_OBJECT_SIZE, "object size"),
         checksums=checksums,
         url=url,
         headers=headers,
+        access_id=access_id,
     )
 
 
+@dataclass
+class Staging:
+    """An object that is being staged: ask again after ``retry_after`` seconds.
+
+    A bulk answer may already name the object (``name``, ``size``), so a batch can check its
+    output names before anything is written.
+    """
+
+    retry_after: float
+    name: str = ""
+    size: int | None = None
+
+
+def _parse_bulk(payload: Any, ids: list[str]) -> dict[str, DrsObject | Staging | ApiError]:
+    """A DRS 1.4 bulk answer (plus ``staging_drs_objects``) -> one answer per requested id."""
+    data = _require(payload, ("resolved_drs_object", "unresolved_drs_objects"), "bulk request")
+    wanted = set(ids)
+    answers: dict[str, DrsObject | Staging | ApiError] = {}
+    for item in _bounded_list(data["resolved_drs_object"], len(ids)):
+        obj = parse_drs_object(item)
+        if obj.object_id in wanted:
+            answers[obj.object_id] = obj
+    for item in _bounded_list(data.get("staging_drs_objects"), len(ids)):
+        if isinstance(item, dict) and str(item.get("object_id")) in wanted:
+            size = item.get("size")
+            answers[str(item["object_id"])] = Staging(
+                retry_after=max(
+                    1.0,
+                    min(
+                        float(bounded_int(item.get("retry_after", 10), 0, 10**6, "retry")),
+                        MAX_RETRY_AFTER,
+                    ),
+                ),
+                name=str(item.get("name") or "")[:1000],
+                size=bounded_int(size, 0, MAX_OBJECT_SIZE, "object size")
+                if size is not None
+                else None,
+            )
+    for group in _bounded_list(data["unresolved_drs_objects"], len(ids)):
+        if not isinstance(group, dict):
+            continue
+        code = bounded_int(group.get("error_code"), 100, 599, "error code")
+        for object_id in _bounded_list(group.get("object_ids"), len(ids)):
+            object_id = str(object_id)
+            if object_id not in wanted or object_id in answers:
+                continue
+            if code == 202:
+                answers[object_id] = Staging(retry_after=10.0)
+            else:
+                reason = {403: "access denied", 404: "not found"}.get(code, "refused")
+                answers[object_id] = ApiError(code, None, reason, context=f"file {object_id}")
+    missing = [i for i in ids if i not in answers]
+    if missing:
+        raise ProtocolError(f"the bulk answer says nothing about file {missing[0]}")
+    return answers
+
+
+def _bounded_list(value: Any, limit: int) -> list[Any]:
+    """A list from a server with at most ``limit`` entries (more is a protocol error)."""
+    if value is None:
+        return []
+    if not isinstance(value, list) or len(value) > limit:
+        raise ProtocolError("the server sent a longer list than was asked for")
+    return value
+
+
+def _retry_after(response: Response) -> float:
+    retry_after = parse_retry_after(response.headers.get("retry-after"))
+    return max(1.0, min(retry_after if retry_after is not None else 10.0, MAX_RETRY_AFTER))
+
+
 class DrsClient:
-    """GA4GH DRS v1: ``GET /objects/{id}`` with the 202 + Retry-After staging dance."""
+    """GA4GH DRS v1: objects (202 + Retry-After while staging), access URLs, bulk requests."""
 
     def __init__(
         self,
@@ -294,27 +543,92 @@ class DrsClient:
         self._log = log or (lambda _msg: None)
         self._sleep = sleep
         self._clock = clock
+        self._bulk_supported = True
+        self.bulk_limit = 1000  # lowered when the server answers 413 with its limit
+
+    def request_object(self, object_id: str) -> DrsObject | Staging:
+        """One ``GET /objects/{id}``: the object, or how long to wait while it is staged."""
+        response = self.http.request("GET", f"{self.base}/objects/{_seg(object_id)}")
+        if response.status == 202:
+            return Staging(_retry_after(response))
+        if response.status == 200:
+            return parse_drs_object(response.json())
+        raise_for_error(response, f"getting file {object_id}")
+        raise CliError(f"getting file {object_id}: unexpected HTTP {response.status}")
+
+    def lookup_objects(self, object_ids: list[str]) -> dict[str, DrsObject | Staging | ApiError]:
+        """Every object's answer (object, staging, or its error); staging is requested for all.
+
+        DRS 1.4 bulk requests (``POST /objects``), as many ids per call as the server takes
+        (413 tells its limit); one ``GET /objects/{id}`` per object on servers without them.
+        """
+        answers: dict[str, DrsObject | Staging | ApiError] = {}
+        pending = list(dict.fromkeys(object_ids))
+        while pending and self._bulk_supported:
+            chunk = pending[: self.bulk_limit]
+            found = self._bulk(chunk)
+            if found is None:
+                continue  # the limit was lowered, or the server has no bulk route
+            answers.update(found)
+            pending = pending[len(chunk) :]
+        for object_id in pending:
+            try:
+                answers[object_id] = self.request_object(object_id)
+            except ApiError as exc:
+                if exc.status == 401 or exc.status >= 500:
+                    raise
+                answers[object_id] = exc
+        return answers
+
+    def _bulk(self, ids: list[str]) -> dict[str, DrsObject | Staging | ApiError] | None:
+        response = self.http.request("POST", f"{self.base}/objects", {"bulk_object_ids": ids})
+        if _missing_route(response):
+            self._bulk_supported = False
+            return None
+        if response.status == 413:
+            payload = response.json()
+            data = payload.get("data") if isinstance(payload, dict) else None
+            limit = data.get("limit") if isinstance(data, dict) else None
+            lowered = bounded_int(limit, 1, len(ids) - 1, "bulk limit") if len(ids) > 1 else 0
+            if not lowered:
+                raise_for_error(response, "asking for the files")
+            self.bulk_limit = lowered
+            return None
+        raise_for_error(response, "asking for the files")
+        return _parse_bulk(response.json(), ids)
 
     def get_object(self, object_id: str, wait_timeout: float) -> DrsObject:
         """The DrsObject, waiting (at most ``wait_timeout`` s) while the file is being staged."""
-        deadline = self._clock() + max(0.0, wait_timeout)
-        url = f"{self.base}/objects/{_seg(object_id)}"
-        while True:
+        return self._wait(object_id, wait_timeout, lambda: self.request_object(object_id))
+
+    def get_access_url(
+        self, object_id: str, access_id: str, wait_timeout: float
+    ) -> tuple[str, list[str]]:
+        """A fresh URL through ``GET /objects/{id}/access/{access_id}`` (waits while re-staged)."""
+        url = f"{self.base}/objects/{_seg(object_id)}/access/{_seg(access_id)}"
+
+        def once() -> tuple[str, list[str]] | Staging:
             response = self.http.request("GET", url)
             if response.status == 202:
-                retry_after = parse_retry_after(response.headers.get("retry-after"))
-                wait = max(1.0, min(retry_after if retry_after is not None else 10.0, 300.0))
-                remaining = deadline - self._clock()
-                if remaining <= 0:
-                    raise WaitTimeout(
-                        f"file {object_id} is still being staged for download "
-                        f"after waiting {wait_timeout:.0f} s"
-                    )
-                wait = min(wait, remaining)
-                self._log(f"waiting for the file to be staged (retry in {wait:.0f} s)")
-                self._sleep(wait)
-                continue
-            if response.status == 200:
-                return parse_drs_object(response.json())
-            raise_for_error(response, f"getting file {object_id}")
-            raise CliError(f"getting file {object_id}: unexpected HTTP {response.status}")
+                return Staging(_retry_after(response))
+            raise_for_error(response, f"getting a download URL for file {object_id}")
+            data = _require(response.json(), ("url",), "getting a download URL")
+            return str(data["url"]), _access_headers(data.get("headers"))
+
+        return self._wait(object_id, wait_timeout, once)
+
+    def _wait(self, object_id: str, wait_timeout: float, once: Callable[[], Any]) -> Any:
+        deadline = self._clock() + max(0.0, wait_timeout)
+        while True:
+            answer = once()
+            if not isinstance(answer, Staging):
+                return answer
+            remaining = deadline - self._clock()
+            if remaining <= 0:
+                raise WaitTimeout(
+                    f"file {object_id} is still being staged for download "
+                    f"after waiting {wait_timeout:.0f} s"
+                )
+            wait = min(answer.retry_after, remaining)
+            self._log(f"waiting for the file to be staged (retry in {wait:.0f} s)")
+            self._sleep(wait)

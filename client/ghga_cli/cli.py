@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Callable, NoReturn, TextIO
 
 from ghga_cli import __version__
+from ghga_cli.batch import EXIT_RULE_HELP
 from ghga_cli.errors import (
     EXIT_CODES_HELP,
     EXIT_FAILURE,
@@ -30,16 +31,19 @@ from ghga_cli.errors import (
     LocalIOError,
     UsageError,
 )
+from ghga_cli.manifest import ManifestError
 from ghga_cli.progress import Progress, format_bytes, format_duration
 
 TOKEN_ENV = "GHGA_CLI_TOKEN"
+API_URL_ENV = "GHGA_CLI_API_URL"
 DEBUG_ENV = "GHGA_CLI_DEBUG"
 MIB = 1024 * 1024
 
 DESCRIPTION = """\
-Upload files to and download files from GHGA. Transfers run in parallel over S3
-presigned URLs, are verified with MD5 checksums, retry transient network errors and
-resume where they stopped when the same command is run again."""
+Upload files to and download files from GHGA, one file or a manifest of many per
+run. Transfers run in parallel over S3 presigned URLs, are verified with checksums,
+retry transient network errors and resume where they stopped when the same command
+is run again."""
 
 EPILOG = f"""\
 authentication:
@@ -51,7 +55,44 @@ proxies:
   are honoured.
 
 {EXIT_CODES_HELP}
+
+{EXIT_RULE_HELP}
 """
+
+UPLOAD_EPILOG = f"""\
+checksums:
+  Each part's MD5 is checked against the storage's ETag while it is sent (a damaged
+  part is resent at once; --no-part-md5 turns this off). The whole file's MD5 is
+  checked by the server, which reads every uploaded byte back before it accepts a
+  file; this client computes it too only with --local-md5, or when the server does
+  not verify files itself.
+
+many files:
+  --manifest FILE lists one file per line: FILE_ID<TAB>PATH, or a CSV file with the
+  header file_id,path. Blank lines and lines starting with # are ignored; relative
+  paths are relative to the manifest's directory. Every line is checked first (file
+  readable, size equal to the registered size, upload allowed, no duplicates); all
+  problems are listed with their line numbers before anything is sent. A rerun skips
+  files already accepted and resumes the others.
+
+{EPILOG}"""
+
+DOWNLOAD_EPILOG = f"""\
+checksums:
+  A file is verified with the cheapest strong checksum the server offers on this
+  machine: MD5 and SHA-256 are timed on a small buffer at start-up and the faster
+  one is used (--json says which, as checksum_type). A resumed download keeps the
+  checksum type it started with.
+
+many files:
+  Repeat --file-id, or give --manifest FILE with one file id (or drs:// URI) per line
+  (blank lines and # comments allowed). Staging is requested for every file at the
+  start and each file is downloaded as soon as it is staged. Files keep their
+  registered names in --output-dir; two files with the same name are an error
+  before anything is written. A rerun skips files that are already there and match
+  their checksum, and resumes the others.
+
+{EPILOG}"""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -129,31 +170,51 @@ def build_parser() -> argparse.ArgumentParser:
         "--api-url",
         "--api_url",
         dest="api_url",
-        required=True,
+        default=os.environ.get(API_URL_ENV) or None,
         metavar="URL",
         help="base URL of the API: the Upload Controller Service for uploads, DRS3 for "
-        "downloads (with or without the /ga4gh/drs/v1 suffix)",
-    )
-    common.add_argument(
-        "--file-id",
-        "--file_id",
-        dest="file_id",
-        required=True,
-        metavar="ID",
-        help="GHGA file ID",
+        "downloads (with or without the /ga4gh/drs/v1 suffix); default: the environment "
+        f"variable {API_URL_ENV}",
     )
     common.add_argument(
         "--token-file",
         metavar="FILE",
         type=Path,
-        help=f"file holding the access token (default: environment variable {TOKEN_ENV})",
+        help=f"file holding the access token (default: environment variable {TOKEN_ENV}); "
+        "re-read once when the API refuses the token, so a long run can continue with a "
+        "renewed token written to the same file",
+    )
+    common.add_argument(
+        "--manifest",
+        metavar="FILE",
+        type=Path,
+        help="move every file listed in FILE in one run (see 'many files' below)",
     )
     common.add_argument(
         "--parallel",
         type=_bounded_int(1, 64),
         default=8,
         metavar="N",
-        help="parallel connections to the storage (1-64, default: %(default)s)",
+        help="parallel connections to the storage in all, shared by the files of a run "
+        "(1-64, default: %(default)s)",
+    )
+    common.add_argument(
+        "--parallel-files",
+        type=_bounded_int(1, 64),
+        default=4,
+        metavar="N",
+        help="files whose bytes move at once in a run of many files; files waiting for "
+        "validation or staging do not count (1-64, default: %(default)s)",
+    )
+    common.add_argument(
+        "--fail-fast",
+        action="store_true",
+        help="stop the whole run at the first file that fails (default: the other files go on)",
+    )
+    common.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="check the files (and the manifest) and say what would be done; move nothing",
     )
     common.add_argument(
         "--retries",
@@ -177,7 +238,8 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument(
         "--json",
         action="store_true",
-        help="print one JSON summary object on stdout at the end (also on failure)",
+        help="print one JSON summary object on stdout at the end (also on failure); for many "
+        "files it holds one result per file under 'files'",
     )
 
     up = commands.add_parser(
@@ -185,12 +247,21 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[common],
         help="upload a file registered with GHGA",
         description=_wrap(
-            "Upload the local file --file-path as GHGA file --file-id. Rerunning the "
-            "same command resumes an interrupted upload; parts already stored are verified and "
-            "skipped. After the upload the command waits until GHGA validated the file."
+            "Upload the local file --file-path as GHGA file --file-id, or every file of "
+            "--manifest. Rerunning the same command resumes an interrupted upload; parts "
+            "already stored are verified against the local file and skipped. After the upload "
+            "the command waits until GHGA validated the file: the server reads every uploaded "
+            "byte back and accepts the file only if its MD5 equals the registered one."
         ),
-        epilog=EPILOG,
+        epilog=UPLOAD_EPILOG,
         formatter_class=formatter,
+    )
+    up.add_argument(
+        "--file-id",
+        "--file_id",
+        dest="file_id",
+        metavar="ID",
+        help="GHGA file ID (required unless --manifest)",
     )
     up.add_argument(
         "--file-path",
@@ -198,23 +269,37 @@ def build_parser() -> argparse.ArgumentParser:
         dest="file_path",
         type=Path,
         metavar="PATH",
-        help="local file to upload (required unless --cancel)",
+        help="local file to upload (required unless --cancel or --manifest)",
     )
     up.add_argument(
         "--wait-timeout",
         type=_seconds(0),
-        default=3600.0,
+        default=None,
         metavar="SECONDS",
-        help="how long to wait for validation (accepted/rejected) after the upload; 0 = do not "
-        "wait and exit 0 once the upload is confirmed (default: %(default)g)",
+        help="longest wait for validation (accepted/rejected) after the upload; 0 = do not "
+        "wait and exit 0 once the upload is confirmed (default: wait as long as the server "
+        "makes progress: give up after an hour without any)",
+    )
+    up.add_argument(
+        "--no-part-md5",
+        dest="part_md5",
+        action="store_false",
+        help="do not check each part's MD5 against the ETag the storage returns (saves CPU "
+        "on slow machines; a damaged part is then found by the server's check of the whole "
+        "file, and the file must be uploaded again). Stored parts are still checked on resume",
+    )
+    up.add_argument(
+        "--local-md5",
+        action="store_true",
+        help="also compute the whole file's MD5 here and compare it with the registered one "
+        "before confirming (always on against a server that does not verify files itself)",
     )
     up.add_argument(
         "--max-memory",
         type=parse_size,
-        default=1024 * MIB,
+        default=None,
         metavar="SIZE",
-        help="upper bound for part buffers (each part is held in memory until stored); "
-        "--parallel is lowered if needed (default: 1G)",
+        help=argparse.SUPPRESS,  # obsolete: memory no longer depends on the part size
     )
     up.add_argument(
         "--cancel",
@@ -227,12 +312,22 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[common],
         help="download a file from GHGA",
         description=_wrap(
-            "Download GHGA file --file-id into --output-dir. The file is written as "
-            "<name>.part and renamed only after its size and checksum were verified. Rerunning "
-            "the same command resumes an interrupted download."
+            "Download GHGA file --file-id (repeat it for several files, or use --manifest) "
+            "into --output-dir. A file is written as <name>.part and renamed only after its "
+            "size and checksum were verified. Rerunning the same command resumes an "
+            "interrupted download."
         ),
-        epilog=EPILOG,
+        epilog=DOWNLOAD_EPILOG,
         formatter_class=formatter,
+    )
+    down.add_argument(
+        "--file-id",
+        "--file_id",
+        dest="file_ids",
+        action="append",
+        default=[],
+        metavar="ID",
+        help="GHGA file ID, or the object's drs://host/id URI; may be repeated",
     )
     down.add_argument(
         "--output-dir",
@@ -241,17 +336,17 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         required=True,
         metavar="DIR",
-        help="existing, writable directory to save the file in",
+        help="existing, writable directory to save the files in (under their registered names)",
     )
     down.add_argument(
-        "--overwrite", action="store_true", help="replace the output file if it already exists"
+        "--overwrite", action="store_true", help="replace output files that already exist"
     )
     down.add_argument(
         "--wait-timeout",
         type=_seconds(0),
         default=3600.0,
         metavar="SECONDS",
-        help="how long to wait while GHGA stages the file for download (default: %(default)g)",
+        help="how long to wait while GHGA stages a file for download (default: %(default)g)",
     )
     down.add_argument(
         "--range-size",
@@ -260,7 +355,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=_size_between(64 * 1024, 5 * 1024 * MIB, "64K", "5G"),
         default=32 * MIB,
         metavar="SIZE",
-        help="size of each parallel byte range, 64K..5G (default: 32M)",
+        help="size of each parallel byte range, 64K..5G (default: 32M; raised for files "
+        "that would need more than 50,000 ranges)",
     )
     return parser
 
@@ -345,17 +441,20 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     console = Console(args.quiet)
     secrets: list[str] = []
-    summary: dict[str, Any] = {"command": args.command, "file_id": args.file_id}
+    summary: dict[str, Any] = {"command": args.command, "file_id": _first_id(args)}
     started = time.monotonic()
     code = EXIT_OK
     error: CliError | None = None
     try:
         try:
-            status = _run(args, console, summary, secrets)
+            outcome = _run(args, console, summary, secrets)
         except KeyboardInterrupt:
             raise Interrupted() from None
-        summary["status"] = status
-        _print_success(args, console, summary, status)
+        if isinstance(outcome, int):  # many files: the summary holds every result
+            code = outcome
+        else:
+            summary["status"] = outcome
+            _print_success(args, console, summary, outcome)
     except CliError as exc:
         error = exc
         code = exc.exit_code
@@ -377,15 +476,16 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exception(type(error), error, error.__traceback__)
         if console.progress is not None:
             console.progress.finish()
+        if isinstance(error, ManifestError):
+            for problem in error.problems:
+                sys.stderr.write(_scrub(f"ghga-cli: {problem}", secrets) + "\n")
         line = _scrub(error.one_line(), secrets)
         sys.stderr.write(line + "\n")
         sys.stderr.flush()
         summary["status"] = "interrupted" if isinstance(error, Interrupted) else "error"
-        summary["error"] = {
-            "message": _scrub(error.message, secrets),
-            "hint": _scrub(error.hint, secrets),
-            "exit_code": code,
-        }
+        summary["error"] = _error_dict(error, secrets)
+        if isinstance(error, ManifestError):
+            summary["error"]["problems"] = [_scrub(p, secrets) for p in error.problems]
     if args.json:
         summary.setdefault("seconds", round(time.monotonic() - started, 3))
         summary["total_seconds"] = round(time.monotonic() - started, 3)
@@ -396,84 +496,244 @@ def main(argv: list[str] | None = None) -> int:
     return code
 
 
+def _first_id(args: argparse.Namespace) -> str | None:
+    if args.command == "upload-by-id":
+        return args.file_id
+    return args.file_ids[0] if len(args.file_ids) == 1 and not args.manifest else None
+
+
+def _error_dict(error: CliError, secrets: list[str]) -> dict[str, Any]:
+    return {
+        "message": _scrub(error.message, secrets),
+        "hint": _scrub(error.hint, secrets),
+        "exit_code": error.exit_code,
+    }
+
+
 def _run(
     args: argparse.Namespace, console: Console, summary: dict[str, Any], secrets: list[str]
-) -> str:
-    from ghga_cli.api import DrsClient, UcsClient
+) -> str | int:
+    """One file: its final status (errors raised). Many files: the batch's exit code."""
     from ghga_cli.curl import pycurl_module
-    from ghga_cli.http import HttpClient
+    from ghga_cli.engine import InterruptFlag
+    from ghga_cli.http import TokenSource
     from ghga_cli.retry import RetryPolicy
+    from ghga_cli.session import ApiAccess
 
-    check_api_url(args.api_url)
-    if args.command == "upload-by-id" and not args.cancel and args.file_path is None:
-        raise UsageError("--file-path is required", "give the file to upload with --file-path")
+    batch = _check_arguments(args)
     if args.command == "download-by-id":
         from ghga_cli.files import check_output_dir
 
         check_output_dir(args.output_dir)
-    elif not args.cancel:
+    elif not args.cancel and not batch:
         from ghga_cli.uploads import check_local_file
 
         check_local_file(args.file_path)
+    if args.command == "upload-by-id" and args.max_memory is not None:
+        console.log(
+            "--max-memory is no longer needed and is ignored: upload memory no longer depends "
+            "on the part size (parts stream from the file)"
+        )
     token = read_token(args.token_file)
+    tokens = TokenSource(token, args.token_file, read_token if args.token_file else None)
     secrets.append(token)
     pycurl_module()  # fail early and clearly if pycurl is missing
-    http = HttpClient(
-        token,
+    interrupt = InterruptFlag()
+    api_url, entries = (
+        _download_targets(args)
+        if args.command == "download-by-id"
+        else (
+            args.api_url,
+            None,
+        )
+    )
+    api = ApiAccess(
+        api_url,
+        tokens,
         RetryPolicy(retries=args.retries),
         stall_timeout=args.stall_timeout,
         log=console.log,
+        interrupt=interrupt,
     )
     try:
         if args.command == "upload-by-id":
-            return _upload(args, console, summary, http, UcsClient(http, args.api_url))
-        drs = DrsClient(http, args.api_url, log=console.log)
-        return _download(args, console, summary, drs)
+            return _upload(args, console, summary, api, batch)
+        return _download(args, console, summary, api, entries, batch)
     finally:
-        summary["api_retries"] = http.retries
-        http.close()
+        summary["api_retries"] = api.retries
+        if tokens.renewals:
+            summary["token_renewals"] = tokens.renewals
+        secrets.extend(tokens.seen)
+        api.close()
+
+
+def _check_arguments(args: argparse.Namespace) -> bool:
+    """Which arguments belong together; True for a run of many files."""
+    if not args.api_url and not (
+        args.command == "download-by-id"
+        and args.file_ids
+        and all(v.lower().startswith("drs://") for v in args.file_ids)
+    ):
+        raise UsageError("--api-url is required", f"give --api-url URL or set {API_URL_ENV}")
+    if args.api_url:
+        check_api_url(args.api_url)
+    if args.command == "upload-by-id":
+        if args.manifest is not None:
+            if args.file_id or args.file_path or args.cancel:
+                raise UsageError(
+                    "--manifest replaces --file-id/--file-path (and cannot be combined with "
+                    "--cancel)",
+                    "give either a manifest or one file",
+                )
+            return True
+        if not args.file_id:
+            raise UsageError("--file-id is required", "give --file-id ID (or --manifest FILE)")
+        if not args.cancel and args.file_path is None:
+            raise UsageError("--file-path is required", "give the file to upload with --file-path")
+        return False
+    if not args.file_ids and args.manifest is None:
+        raise UsageError("--file-id is required", "give --file-id ID (or --manifest FILE)")
+    return args.manifest is not None or len(args.file_ids) > 1
+
+
+def _run_jobs(
+    args: argparse.Namespace,
+    console: Console,
+    summary: dict[str, Any],
+    api: Any,
+    jobs: list[Any],
+    batch: bool,
+) -> str | int:
+    """Run the jobs on one session; one file: its status (or error); many: the exit code."""
+    from ghga_cli.batch import BatchReport
+    from ghga_cli.session import SessionOptions, TransferSession
+
+    options = SessionOptions(
+        parallel=args.parallel,
+        files_in_flight=args.parallel_files if batch else 1,
+        retries=args.retries,
+        stall_timeout=args.stall_timeout,
+        fail_fast=args.fail_fast,
+    )
+    progress = console.make_progress(0)
+    report = BatchReport(len(jobs), progress, console.log) if batch else None
+    session = TransferSession(
+        options,
+        api,
+        progress=progress,
+        log=console.log,
+        on_result=report.file_ended if report else None,
+        interrupt=api.interrupt,
+        batch=batch,
+    )
+    try:
+        results = session.run(jobs)
+    finally:
+        progress.finish()
+    if report is None:
+        (result,) = results
+        summary.update(result.job.summary)
+        if result.error is not None:
+            raise result.error
+        return str(result.status)
+    code = report.exit_code(results, session.stop_reason)
+    summary.pop("file_id", None)
+    summary.update(report.summary(results, code, session.stop_reason))
+    if not args.quiet:
+        for line in report.table(results):
+            console.log(line)
+    return code
 
 
 def _upload(
-    args: argparse.Namespace, console: Console, summary: dict[str, Any], http: Any, ucs: Any
-) -> str:
-    from ghga_cli.uploads import Uploader, UploadOptions
+    args: argparse.Namespace, console: Console, summary: dict[str, Any], api: Any, batch: bool
+) -> str | int:
+    from ghga_cli.uploads import UploadJob, UploadOptions
 
-    options = UploadOptions(
-        file_id=args.file_id,
+    template = UploadOptions(
+        file_id=args.file_id or "",
         path=args.file_path or Path(),
-        parallel=args.parallel,
-        retries=args.retries,
-        stall_timeout=args.stall_timeout,
+        check_parts=args.part_md5,
+        local_md5=args.local_md5,
         wait_timeout=args.wait_timeout,
-        max_memory=args.max_memory,
     )
-    uploader = Uploader(ucs, options, progress_factory=console.make_progress, log=console.log)
-    try:
-        return uploader.cancel() if args.cancel else uploader.upload()
-    finally:
-        summary.update(uploader.summary)
+    if not batch:
+        job = UploadJob(template, api)
+        if args.cancel:
+            try:
+                status = job.cancel()
+            finally:
+                summary.update(job.summary)
+            console.log(f"cancelled upload {job.summary.get('upload_id')} of file {args.file_id}")
+            return status
+        if args.dry_run:
+            raise UsageError("--dry-run is for manifests", "use it together with --manifest")
+        return _run_jobs(args, console, summary, api, [job], batch=False)
+    from ghga_cli.batch import describe_upload_plan, plan_uploads
+    from ghga_cli.manifest import read_upload_manifest
+
+    entries, problems = read_upload_manifest(args.manifest)
+    jobs = plan_uploads(entries, api, template, f"manifest {args.manifest}", problems)
+    if args.dry_run:
+        for line in describe_upload_plan(jobs):
+            console.log(line)
+        summary.update(status="dry-run", files_total=len(jobs), files=[j.summary for j in jobs])
+        console.log(f"dry run: {len(jobs)} files checked; nothing was sent")
+        return 0
+    return _run_jobs(args, console, summary, api, jobs, batch=True)
 
 
-def _download(args: argparse.Namespace, console: Console, summary: dict[str, Any], drs: Any) -> str:
-    from ghga_cli.downloads import Downloader, DownloadOptions
+def _download_targets(args: argparse.Namespace) -> tuple[str, list[Any]]:
+    """The DRS API URL and the (entry, file id) pairs of --file-id values and --manifest."""
+    from ghga_cli.batch import plan_downloads
+    from ghga_cli.manifest import Entry, read_download_manifest
 
-    options = DownloadOptions(
-        file_id=args.file_id,
+    values = [Entry(0, value) for value in args.file_ids]
+    source, problems = "--file-id", []
+    if args.manifest is not None:
+        listed, problems = read_download_manifest(args.manifest)
+        values += listed
+        source = f"manifest {args.manifest}"
+    return plan_downloads(values, args.api_url, source, problems)
+
+
+def _download(
+    args: argparse.Namespace,
+    console: Console,
+    summary: dict[str, Any],
+    api: Any,
+    entries: list[Any],
+    batch: bool,
+) -> str | int:
+    from ghga_cli.batch import make_download_jobs, preflight_downloads
+    from ghga_cli.downloads import DownloadJob, DownloadOptions
+
+    template = DownloadOptions(
+        file_id="",
         output_dir=args.output_dir,
-        parallel=args.parallel,
-        retries=args.retries,
-        stall_timeout=args.stall_timeout,
-        wait_timeout=args.wait_timeout,
         overwrite=args.overwrite,
         range_size=args.range_size,
+        wait_timeout=args.wait_timeout,
     )
-    downloader = Downloader(drs, options, progress_factory=console.make_progress, log=console.log)
-    try:
-        downloader.download()
-        return "downloaded"
-    finally:
-        summary.update(downloader.summary)
+    if not batch:
+        ((_entry, file_id),) = entries
+        template.file_id = file_id
+        summary["file_id"] = file_id
+        if args.dry_run:
+            raise UsageError("--dry-run is for many files", "use it with --manifest")
+        return _run_jobs(args, console, summary, api, [DownloadJob(template, api)], batch=False)
+    source = f"manifest {args.manifest}" if args.manifest else "--file-id"
+    known = preflight_downloads(entries, api, source)
+    jobs = make_download_jobs(entries, api, template, known)
+    if args.dry_run:
+        for job in jobs:
+            answer = known.get(job.file_id)
+            what = "staged" if not hasattr(answer, "retry_after") else "being staged"
+            console.log(f"{job.file_id}: {what}")
+        summary.update(status="dry-run", files_total=len(jobs))
+        console.log(f"dry run: {len(jobs)} files checked; nothing was downloaded")
+        return 0
+    return _run_jobs(args, console, summary, api, jobs, batch=True)
 
 
 def _print_success(
@@ -498,7 +758,7 @@ def _print_success(
         }.get(status, status)
         console.log(f"file {args.file_id}: {what}{detail}")
     else:
-        console.log(f"file {args.file_id} saved as {summary.get('output')}{detail}")
+        console.log(f"file {summary.get('file_id')} saved as {summary.get('output')}{detail}")
 
 
 def run() -> NoReturn:

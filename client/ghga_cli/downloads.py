@@ -1,4 +1,4 @@
-"""Download of one file: the DRS conversation and the engine's ranged-GET transfer.
+"""Download of one file: the DRS conversation (:class:`DownloadJob`) and the ranged-GET transfer.
 
 How bytes flow: the object is split into ranges; each engine handle owns one file object opened
 on ``DIR/<name>.part`` and, per range, seeks it to the range start and gives it to libcurl as
@@ -7,19 +7,23 @@ A header check runs before any body byte is written: the answer must be ``206`` 
 expected ``Content-Range`` and ``Content-Length`` and the same ``ETag`` as every other range
 (the first answer pins it; later requests send ``If-Match``), otherwise the transfer is aborted,
 so a wrong answer can never overwrite bytes of another range. Memory does not depend on the file
-size (libcurl buffers plus the file objects' buffers).
+size or the range size (libcurl's buffers plus the file objects' 1 MiB buffers).
 
-Checksum: ranges finish out of order, so the whole-file digest is computed by re-reading the
-``.part`` file sequentially. To keep that off the critical path a *prefix hasher* thread follows
-the download: whenever the next range in file order is complete (and flushed) it reads and hashes
-it, usually from the page cache while it is still hot. After the last range only the tail is
-left to hash. On resume the hasher re-reads the ranges done by the earlier run.
+Checksum: the strongest checksum is not needed, the cheapest strong one the server offers is:
+MD5 and SHA-256 are timed on a small buffer once per run (:func:`integrity.choose_checksum`)
+and the faster one is used (SHA-256 with the CPU's SHA extensions beats MD5 by ~2.5x). Ranges
+finish out of order, so the whole-file digest is computed by re-reading the ``.part`` file in
+order: a *prefix hasher* thread follows the download and hashes each range as soon as it and
+all ranges before it are complete (usually from the page cache). To leave no hashing tail after
+the last byte, the last ranges of a large file are planned smaller and smaller
+(:func:`plan_ranges`), so they do not finish together and the hasher keeps up to the end.
 
 Resume: ``DIR/<name>.part.json`` (written atomically, at most once a second and when stopping)
-records the object id, size, checksum, ETag, range size and the completed ranges. A rerun
-downloads only missing ranges; if the object changed (different size, checksum or ETag, or a 412
-answer to ``If-Match``) the partial file is discarded and the download starts over once. Only
-when size and checksum match is ``.part`` renamed (``os.replace``) to ``DIR/<name>``.
+records the object id, size, checksum (type and value), ETag, the range plan and the completed
+ranges. A rerun downloads only missing ranges with the same checksum type; if the object changed
+(different size, checksum or ETag, or a 412 answer to ``If-Match``) the partial file is
+discarded and the download starts over once. Only when size and checksum match is ``.part``
+renamed (``os.replace``) to ``DIR/<name>``.
 """
 
 from __future__ import annotations
@@ -31,46 +35,39 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, BinaryIO, Callable
 
-from ghga_cli.api import DrsClient, DrsObject
+from ghga_cli.api import DrsObject, Staging
 from ghga_cli.curl import HeaderCollector, pycurl_module
-from ghga_cli.engine import (
-    Engine,
-    EngineStats,
-    InterruptFlag,
-    Part,
-    PartError,
-    Slot,
-    Transfer,
-    interrupt_guard,
-    plan_parts,
-)
+from ghga_cli.engine import Part, PartError, Slot, Transfer, part_count, plan_parts
 from ghga_cli.errors import (
     EXIT_INTEGRITY,
     CliError,
     ConflictError,
     IntegrityError,
     UsageError,
+    WaitTimeout,
 )
 from ghga_cli.files import (
     ExclusiveLock,
     allocated_bytes,
     check_free_space,
-    check_output_dir,
     inside,
     read_json,
     sanitise_name,
     write_json_atomic,
 )
-from ghga_cli.integrity import READ_BLOCK, choose_checksum, new_hash, normalise_etag
-from ghga_cli.progress import Progress
-from ghga_cli.retry import RetryPolicy
+from ghga_cli.integrity import READ_BLOCK, choose_checksum, file_digest, new_hash, normalise_etag
+from ghga_cli.session import ApiAccess, FileJob, TransferSession, WaitEntry, Waiter
 
-STATE_VERSION = 1
+STATE_VERSION = 2
 DEFAULT_RANGE_SIZE = 32 * 1024 * 1024
 WRITE_BUFFER = 1024 * 1024
 STATE_SAVE_INTERVAL = 1.0
+#: Most ranges of one download: larger files get larger ranges (bounded plan and state file).
+MAX_RANGES = 50_000
+#: Smallest range of the shrinking tail.
+MIN_TAIL_RANGE = 256 * 1024
 
 _CONTENT_RANGE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$", re.IGNORECASE)
 
@@ -93,6 +90,38 @@ def parse_content_range(value: str | None) -> tuple[int, int, int | None] | None
     return int(match.group(1)), int(match.group(2)), total
 
 
+def range_size_for(size: int, wanted: int) -> int:
+    """``wanted``, raised (to whole MiB) when ``size`` would need more than MAX_RANGES ranges."""
+    if part_count(size, wanted) <= MAX_RANGES:
+        return wanted
+    mib = 1024 * 1024
+    return -(-size // MAX_RANGES // mib) * mib + mib
+
+
+def plan_ranges(size: int, range_size: int, tail: int) -> list[tuple[int, int]]:
+    """``(offset, size)`` ranges: ``range_size`` ones, then a tail of ``2 * tail`` shrinking ones.
+
+    Why: ranges are started in file order, ``tail`` (the parallelism of the run that planned
+    them) at a time. Equal ranges in the last wave finish together, and the in-order hash must
+    then catch up with all of them after the last byte arrived. Linearly shrinking sizes in the
+    last ``~tail * range_size`` bytes make the last ranges finish one after another and the last
+    of them small, so the hash is done moments after the last byte. Files smaller than two
+    waves, and ``tail == 0`` (states of older versions), get equal ranges only.
+    """
+    pieces = 2 * tail
+    sizes = [max(MIN_TAIL_RANGE, range_size * (pieces - i) // pieces) for i in range(pieces)]
+    tail_bytes = sum(sizes)
+    if tail <= 0 or size < 2 * tail_bytes:
+        return plan_parts(size, range_size)
+    head = size - tail_bytes
+    ranges = plan_parts(head, range_size)
+    offset = head
+    for piece in sizes:
+        ranges.append((offset, piece))
+        offset += piece
+    return ranges
+
+
 class DownloadState:
     """What a rerun needs to continue a partial download (``<name>.part.json``)."""
 
@@ -106,16 +135,25 @@ class DownloadState:
         range_size: int,
         etag: str | None = None,
         done: set[int] | None = None,
+        tail: int = 0,
     ):
         self.path = path
         self.object_id = object_id
         self.size = size
-        self.checksum = checksum
+        self.checksum = checksum  # "<drs type>:<hex>"
         self.range_size = range_size
+        self.tail = tail
         self.etag = etag
         self.done: set[int] = set(done or ())
         self._saved_at = 0.0
         self._dirty = False
+
+    @property
+    def checksum_type(self) -> str:
+        return self.checksum.partition(":")[0]
+
+    def pieces(self) -> list[tuple[int, int]]:
+        return plan_ranges(self.size, self.range_size, self.tail)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -123,16 +161,26 @@ class DownloadState:
             "object_id": self.object_id,
             "size": self.size,
             "checksum": self.checksum,
+            "checksum_type": self.checksum_type,
             "range_size": self.range_size,
+            "tail": self.tail,
             "etag": self.etag,
             "done": sorted(self.done),
         }
 
     @classmethod
+    def peek_checksum(cls, path: Path) -> str | None:
+        """The ``checksum`` a saved state was made with (to keep its type on resume)."""
+        data = read_json(path)
+        if isinstance(data, dict) and isinstance(data.get("checksum"), str):
+            return str(data["checksum"])
+        return None
+
+    @classmethod
     def load(cls, path: Path, object_id: str, size: int, checksum: str) -> DownloadState | None:
         """The saved state if it belongs to this very object, else None."""
         data = read_json(path)
-        if not isinstance(data, dict) or data.get("version") != STATE_VERSION:
+        if not isinstance(data, dict) or data.get("version") not in (1, STATE_VERSION):
             return None
         if (
             data.get("object_id") != object_id
@@ -142,22 +190,24 @@ class DownloadState:
             return None
         try:
             range_size = int(data["range_size"])
+            tail = int(data.get("tail") or 0)
             done = {int(i) for i in data.get("done") or []}
         except (KeyError, TypeError, ValueError):
             return None
-        if range_size <= 0:
+        if range_size <= 0 or part_count(size, range_size) > MAX_RANGES or not 0 <= tail <= 64:
             return None
-        count = len(plan_parts(size, range_size))
-        etag = data.get("etag")
-        return cls(
+        state = cls(
             path,
             object_id=object_id,
             size=size,
             checksum=checksum,
             range_size=range_size,
-            etag=str(etag) if etag else None,
-            done={i for i in done if 0 <= i < count},
+            etag=str(data["etag"]) if data.get("etag") else None,
+            tail=tail,
         )
+        count = len(state.pieces())
+        state.done = {i for i in done if 0 <= i < count}
+        return state
 
     def mark_done(self, index: int) -> None:
         self.done.add(index)
@@ -187,6 +237,7 @@ class PrefixHasher:
         self._cond = threading.Condition()
         self._stopped = False
         self.error: BaseException | None = None
+        self.finished_at: float | None = None
         self._thread = threading.Thread(target=self._run, name="ghga-hasher", daemon=True)
 
     def start(self) -> None:
@@ -231,11 +282,19 @@ class PrefixHasher:
                             raise OSError("unexpected end of file")
                         self._hash.update(view[:n])
                         remaining -= n
+            self.finished_at = time.monotonic()
         except BaseException as exc:  # reported by result()
             self.error = exc
 
 
-class DownloadTransfer(Transfer):
+@dataclass
+class RangePart(Part):
+    """A byte range of a download; ``url_generation`` avoids refreshing the URL twice."""
+
+    url_generation: int = 0
+
+
+class DownloadTransfer(Transfer[RangePart]):
     """The engine's view of a download: missing ranges of one object."""
 
     direction = "download"
@@ -247,8 +306,9 @@ class DownloadTransfer(Transfer):
         state: DownloadState,
         pieces: list[tuple[int, int]],
         hasher: PrefixHasher,
-        refresh: Callable[[], DrsObject],
+        refresh: Callable[[], tuple[str, list[str]]],
     ):
+        super().__init__(obj.object_id or state.object_id)
         self.obj = obj
         self.part_path = part_path
         self.state = state
@@ -257,34 +317,35 @@ class DownloadTransfer(Transfer):
         self._refresh = refresh
         self._todo = [i for i in range(len(pieces)) if i not in state.done]
         self._next = 0
-        self._done_bytes = sum(pieces[i][1] for i in state.done)
+        self._done_bytes = 0
         self.generation = 0
-        self._files: list[Any] = []
+        self._files: dict[int, BinaryIO] = {}
+        self.last_byte_at: float | None = None
 
     @property
     def missing(self) -> int:
         return len(self._todo)
 
-    def next_part(self, timeout: float) -> Part | None:
+    def next_part(self) -> RangePart | None:
         if self._next >= len(self._todo):
             return None
         index = self._todo[self._next]
         self._next += 1
         offset, size = self.pieces[index]
-        return Part(index=index, offset=offset, size=size)
+        return RangePart(self, index, offset, size)
 
     def exhausted(self) -> bool:
         return self._next >= len(self._todo)
 
-    def configure(self, slot: Slot, part: Part) -> None:
+    def configure(self, slot: Slot, part: RangePart) -> None:
         pycurl = pycurl_module()
         if part.refresh_url and part.url_generation == self.generation:
             self._refresh_url()
         part.url_generation = self.generation
-        if slot.resource is None:
-            slot.resource = self.part_path.open("r+b", buffering=WRITE_BUFFER)
-            self._files.append(slot.resource)
-        handle = slot.resource
+        handle = self._files.get(slot.index)
+        if handle is None:
+            handle = self.part_path.open("r+b", buffering=WRITE_BUFFER)
+            self._files[slot.index] = handle
         handle.seek(part.offset)
         headers = [h for h in self.obj.headers if "\r" not in h and "\n" not in h]
         headers.append(f"Range: bytes={part.offset}-{part.offset + part.size - 1}")
@@ -299,7 +360,7 @@ class DownloadTransfer(Transfer):
         curl.setopt(pycurl.MAXFILESIZE_LARGE, max(1, part.size))
         slot.headers.on_complete = lambda collector: self._headers_ok(collector, part)
 
-    def _headers_ok(self, collector: HeaderCollector, part: Part) -> bool:
+    def _headers_ok(self, collector: HeaderCollector, part: RangePart) -> bool:
         """Runs before the body: False aborts the transfer (nothing is written)."""
         status = collector.status
         if status not in (200, 206):
@@ -329,28 +390,29 @@ class DownloadTransfer(Transfer):
                 return False
         return True
 
-    def check(self, slot: Slot, part: Part) -> None:
+    def check(self, slot: Slot, part: RangePart) -> None:
         reason = slot.headers.abort_reason
         if reason == "etag-changed":
             raise ObjectChanged("the file changed in storage during the download")
         if reason:
             raise PartError(reason, retryable=True)
-        slot.resource.flush()
+        self._files[slot.index].flush()
         pycurl = pycurl_module()
         got = int(slot.curl.getinfo(getattr(pycurl, "SIZE_DOWNLOAD_T", pycurl.SIZE_DOWNLOAD)))
         if got != part.size:
             raise PartError(f"received {got} of {part.size} bytes", retryable=True)
 
-    def part_done(self, slot: Slot, part: Part) -> None:
+    def part_done(self, slot: Slot, part: RangePart) -> None:
         self._done_bytes += part.size
         self.state.mark_done(part.index)
         self.hasher.mark(part.index)
         self.state.save()
+        self.last_byte_at = time.monotonic()
 
-    def bytes_done(self) -> int:
+    def bytes_moved(self) -> int:
         return self._done_bytes
 
-    def describe_http_error(self, slot: Slot, part: Part, status: int) -> PartError:
+    def describe_http_error(self, slot: Slot, part: RangePart, status: int) -> PartError:
         if status == 412:
             raise ObjectChanged("the file changed in storage since the download started")
         if status == 404:
@@ -363,183 +425,264 @@ class DownloadTransfer(Transfer):
         return PartError(f"the storage answered HTTP {status}", retryable=False)
 
     def _refresh_url(self) -> None:
-        fresh = self._refresh()
-        if fresh.size != self.obj.size or fresh.checksums != self.obj.checksums:
-            raise ObjectChanged("the file changed in storage during the download")
-        self.obj = fresh
+        self.obj.url, self.obj.headers = self._refresh()
         self.generation += 1
 
     def close(self) -> None:
-        for handle in self._files:
+        for handle in self._files.values():
             with contextlib.suppress(OSError):
                 handle.close()
-        self._files = []
+        self._files = {}
+
+
+# ---- the conversation with DRS -------------------------------------------------------------
 
 
 @dataclass
 class DownloadOptions:
     file_id: str
     output_dir: Path
-    parallel: int = 8
-    retries: int = 5
-    stall_timeout: float = 60.0
-    wait_timeout: float = 3600.0
     overwrite: bool = False
     range_size: int = DEFAULT_RANGE_SIZE
+    wait_timeout: float = 3600.0
+    keep_verified: bool = False  # a batch skips files already present with the right checksum
 
 
-class Downloader:
-    """The download conversation with DRS around one engine run."""
+class NameClaims:
+    """Output names taken by the files of a batch (case-insensitively: macOS and Windows)."""
+
+    def __init__(self) -> None:
+        self._taken: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    def claim(self, name: str, file_id: str) -> None:
+        """ConflictError if another file of the batch has this name."""
+        with self._lock:
+            holder = self._taken.setdefault(name.lower(), file_id)
+        if holder != file_id:
+            raise ConflictError(
+                f"file {file_id} has the same name ({name}) as file {holder} of this run; "
+                "it was not written",
+                "download one of them into another --output-dir",
+            )
+
+
+class DownloadJob(FileJob):
+    """Resolve (wait for staging), download (or resume), verify and rename one file."""
 
     def __init__(
         self,
-        drs: DrsClient,
         options: DownloadOptions,
-        *,
-        progress_factory: Callable[[int], Progress] | None = None,
-        log: Callable[[str], None] | None = None,
-        clock: Callable[[], float] = time.monotonic,
-    ):
-        self.drs = drs
+        session_api: ApiAccess,
+        known: DrsObject | Staging | None = None,
+        names: NameClaims | None = None,
+    ) -> None:
+        super().__init__(options.file_id)
         self.options = options
-        self._progress_factory = progress_factory
-        self._log = log or (lambda _msg: None)
-        self._clock = clock
-        self.summary: dict[str, Any] = {"file_id": options.file_id, "output": None}
-        self.stats: EngineStats | None = None
+        self.api = session_api
+        self.known = known  # the batch's first answer for this object, if any
+        self.names = names
+        self.summary.update(output=None)
 
-    def download(self) -> str:
-        """Download (or resume), verify and rename into place; return the output path."""
-        check_output_dir(self.options.output_dir)
+    def begin(self, session: TransferSession) -> None:
+        if isinstance(self.known, DrsObject):
+            self.resolved(session, self.known)
+            return
+        delay = self.known.retry_after if isinstance(self.known, Staging) else 0.0
+        staging_waiter(session).add(self, self.options.wait_timeout, delay)
+
+    def resolved(self, session: TransferSession, obj: DrsObject) -> None:
+        """The staging waiter found the object staged: download it on a worker."""
+        if session.progress is not None:
+            session.progress.add_total(obj.size)
+        session.run_step(self, lambda: self.fetch(session, obj))
+
+    def fetch(self, session: TransferSession, obj: DrsObject) -> str:
         try:
-            return self._attempt()
+            self._fetch(session, obj)
         except ObjectChanged as exc:
-            self._log(f"{exc.message}; starting over")
-            return self._attempt(start_over=True)
+            session.log_for(self)(f"{exc.message}; starting over")
+            fresh = self.api.drs().get_object(self.options.file_id, self.options.wait_timeout)
+            self._fetch(session, fresh, start_over=True)
+        return "downloaded"
 
-    def _attempt(self, start_over: bool = False) -> str:
-        options = self.options
-        directory = options.output_dir
-        obj = self.drs.get_object(options.file_id, options.wait_timeout)
-        name = sanitise_name(obj.name, options.file_id)
+    def _fetch(self, session: TransferSession, obj: DrsObject, start_over: bool = False) -> None:
+        directory = self.options.output_dir
+        name = sanitise_name(obj.name, self.options.file_id)
+        if self.names is not None:
+            self.names.claim(name, self.options.file_id)
         target = directory / name
-        part_path = directory / (name + ".part")
-        state_path = directory / (name + ".part.json")
         if not inside(directory, target):
             raise UsageError(f"refusing to write outside {directory}", "contact the helpdesk")
-        lock_path = directory / (name + ".part.lock")
-        with ExclusiveLock(lock_path, f"downloading {target}") as lock:
-            return self._attempt_locked(obj, target, part_path, state_path, start_over, lock)
+        with ExclusiveLock(directory / (name + ".part.lock"), f"downloading {target}") as lock:
+            _Download(self, session, obj, target, lock).run(start_over)
 
-    def _attempt_locked(
+
+class _Download:
+    """One attempt at one file, under its lock: the named steps of a download."""
+
+    def __init__(
         self,
+        job: DownloadJob,
+        session: TransferSession,
         obj: DrsObject,
         target: Path,
-        part_path: Path,
-        state_path: Path,
-        start_over: bool,
         lock: ExclusiveLock,
-    ) -> str:
-        options = self.options
-        directory = options.output_dir
-        self.summary.update(output=str(target), bytes=obj.size)
-        if target.is_dir():
-            raise UsageError(f"{target} is a directory", "choose another --output-dir")
-        if target.exists() and not options.overwrite:
-            raise ConflictError(
-                f"{target} already exists", "use --overwrite or choose another --output-dir"
-            )
-        chosen = choose_checksum(obj.checksums)
+    ) -> None:
+        self.job = job
+        self.session = session
+        self.obj = obj
+        self.target = target
+        self.lock = lock
+        self.part_path = target.with_name(target.name + ".part")
+        self.state_path = target.with_name(target.name + ".part.json")
+        self.log = session.log_for(job)
+        self.summary = job.summary
+
+    def run(self, start_over: bool) -> None:
+        self.summary.update(output=str(self.target), bytes=self.obj.size)
+        drs_type, algorithm, expected = self._checksum()
+        self.summary["checksum_type"] = drs_type
+        if self._already_there(algorithm, expected, drs_type):
+            return
+        state = self._state(f"{drs_type}:{expected}", start_over)
+        pieces = state.pieces()
+        done_bytes = sum(pieces[i][1] for i in state.done)
+        check_free_space(
+            self.job.options.output_dir,
+            self.obj.size - allocated_bytes(self.part_path, done_bytes),
+        )
+        if not self.part_path.exists():
+            with self.part_path.open("wb") as handle:
+                handle.truncate(self.obj.size)
+        state.save(force=True)
+        digest = self._transfer(state, pieces, algorithm, done_bytes)
+        self._verify_and_rename(state, digest, drs_type, expected)
+
+    def _checksum(self) -> tuple[str, str, str]:
+        """The checksum to verify with: a saved state's type (resume), else the cheapest."""
+        saved = DownloadState.peek_checksum(self.state_path) if self.part_path.is_file() else None
+        keep = saved.partition(":")[0] if saved else None
+        chosen = choose_checksum(self.obj.checksums, keep=keep)
         if chosen is None:
             raise IntegrityError(
-                f"file {options.file_id} has no checksum this client can verify "
-                f"(got: {', '.join(obj.checksums) or 'none'})",
+                f"file {self.job.file_id} has no checksum this client can verify "
+                f"(got: {', '.join(self.obj.checksums) or 'none'})",
                 "contact the helpdesk",
             )
-        drs_type, algorithm, expected = chosen
-        checksum_key = f"{drs_type}:{expected}"
+        return chosen
 
+    def _already_there(self, algorithm: str, expected: str, drs_type: str) -> bool:
+        """Whether the target exists: an error, unless --overwrite or a batch finds it verified."""
+        if self.target.is_dir():
+            raise UsageError(f"{self.target} is a directory", "choose another --output-dir")
+        if not self.target.exists() or self.job.options.overwrite:
+            return False
+        if self.job.options.keep_verified and self.target.stat().st_size == self.obj.size:
+            digest = file_digest(self.target, algorithm)
+            if digest == expected:
+                self.log(f"{self.target} is already there and verified ({drs_type})")
+                self.summary.update(status_note="already present", bytes_transferred=0)
+                self.summary[drs_type] = digest
+                if self.session.progress is not None:
+                    self.session.progress.add_skipped(self.obj.size)
+                return True
+            raise ConflictError(
+                f"{self.target} exists and differs from file {self.job.file_id}",
+                "use --overwrite or choose another --output-dir",
+            )
+        raise ConflictError(
+            f"{self.target} already exists", "use --overwrite or choose another --output-dir"
+        )
+
+    def _state(self, checksum_key: str, start_over: bool) -> DownloadState:
         state = None
-        if not start_over and part_path.is_file():
-            state = DownloadState.load(state_path, options.file_id, obj.size, checksum_key)
-            if state is not None and part_path.stat().st_size != obj.size:
+        size = self.obj.size
+        if not start_over and self.part_path.is_file():
+            state = DownloadState.load(self.state_path, self.job.file_id, size, checksum_key)
+            if state is not None and self.part_path.stat().st_size != size:
                 state = None
         if state is None:
             state = DownloadState(
-                state_path,
-                object_id=options.file_id,
-                size=obj.size,
+                self.state_path,
+                object_id=self.job.file_id,
+                size=size,
                 checksum=checksum_key,
-                range_size=max(1, options.range_size),
+                range_size=range_size_for(size, max(1, self.job.options.range_size)),
+                tail=self.session.options.parallel,
             )
             with contextlib.suppress(FileNotFoundError):
-                part_path.unlink()
+                self.part_path.unlink()
         elif state.done:
-            self._log(f"resuming: {len(state.done)} ranges already downloaded")
-        pieces = plan_parts(obj.size, state.range_size)
-        done_bytes = sum(pieces[i][1] for i in state.done)
-        check_free_space(directory, obj.size - allocated_bytes(part_path, done_bytes))
-        if not part_path.exists():
-            with part_path.open("wb") as handle:
-                handle.truncate(obj.size)
-        state.save(force=True)
+            self.log(f"resuming: {len(state.done)} ranges already downloaded")
+        return state
 
-        hasher = PrefixHasher(part_path, pieces, algorithm)
+    def _transfer(
+        self, state: DownloadState, pieces: list[tuple[int, int]], algorithm: str, done: int
+    ) -> str:
+        """Move the missing ranges while the prefix hasher follows; the whole file's digest."""
+        hasher = PrefixHasher(self.part_path, pieces, algorithm)
         for index in state.done:
             hasher.mark(index)
         transfer = DownloadTransfer(
-            obj,
-            part_path,
-            state,
-            pieces,
-            hasher,
-            refresh=lambda: self.drs.get_object(options.file_id, options.wait_timeout),
+            self.obj, self.part_path, state, pieces, hasher, refresh=self._refresher()
         )
         self.summary.update(parts=len(pieces), parts_skipped=len(state.done))
-        progress = self._progress_factory(obj.size) if self._progress_factory else None
-        if progress is not None:
-            progress.set_baseline(done_bytes)
-        engine = Engine(
-            parallel=options.parallel,
-            policy=RetryPolicy(retries=options.retries),
-            stall_timeout=options.stall_timeout,
-            progress=progress,
-            log=self._log,
-        )
-        interrupt = InterruptFlag()
-        engine.interrupt = interrupt
-        started = self._clock()
+        self.job.stats = transfer.stats
+        if self.session.progress is not None:
+            self.session.progress.add_skipped(done)
+        started = time.monotonic()
         hasher.start()
         try:
-            with interrupt_guard(interrupt):
-                self.stats = engine.run(transfer)
+            self.session.transfer(transfer)
         except BaseException:
-            transfer.close()
             hasher.stop()
             state.save(force=True)
             raise
         finally:
-            if progress is not None:
-                progress.finish()
-            elapsed = self._clock() - started
-            moved = transfer.bytes_done() - done_bytes
+            elapsed = time.monotonic() - started
+            moved = transfer.bytes_moved()
             self.summary.update(
                 seconds=round(elapsed, 3),
                 bytes_transferred=moved,
                 mib_per_s=round(moved / (1024 * 1024) / elapsed, 2) if elapsed > 0 else None,
-                retries=engine.stats.retries,
+                retries=transfer.stats.retries,
             )
-        transfer.close()
         state.save(force=True)
         digest = hasher.result()
-        actual_size = part_path.stat().st_size
-        if actual_size != obj.size or digest != expected:
+        if transfer.last_byte_at is not None and hasher.finished_at is not None:
+            self.summary["hash_tail_seconds"] = round(
+                max(0.0, hasher.finished_at - transfer.last_byte_at), 3
+            )
+        return digest
+
+    def _refresher(self) -> Callable[[], tuple[str, list[str]]]:
+        """How the engine gets a fresh URL: the access route, else the whole object again."""
+        api, obj, options = self.job.api, self.obj, self.job.options
+
+        def refresh() -> tuple[str, list[str]]:
+            if obj.access_id:
+                return api.drs().get_access_url(
+                    options.file_id, obj.access_id, options.wait_timeout
+                )
+            fresh = api.drs().get_object(options.file_id, options.wait_timeout)
+            if fresh.size != obj.size or fresh.checksums != obj.checksums:
+                raise ObjectChanged("the file changed in storage during the download")
+            return fresh.url, fresh.headers
+
+        return refresh
+
+    def _verify_and_rename(
+        self, state: DownloadState, digest: str, drs_type: str, expected: str
+    ) -> None:
+        actual_size = self.part_path.stat().st_size
+        if actual_size != self.obj.size or digest != expected:
             state.delete()
             with contextlib.suppress(FileNotFoundError):
-                part_path.unlink()
+                self.part_path.unlink()
             what = (
-                f"size {actual_size} instead of {obj.size}"
-                if actual_size != obj.size
+                f"size {actual_size} instead of {self.obj.size}"
+                if actual_size != self.obj.size
                 else f"{drs_type} {digest} instead of {expected}"
             )
             raise IntegrityError(
@@ -549,7 +692,100 @@ class Downloader:
         # State first: a crash between the two steps then leaves a .part without state (a rerun
         # starts over) rather than the final file next to a stale .part.json.
         state.delete()
-        lock.remove_file()
-        os.replace(part_path, target)
+        self.lock.remove_file()
+        os.replace(self.part_path, self.target)
         self.summary[drs_type] = digest
-        return str(target)
+
+
+def staging_waiter(session: TransferSession) -> StagingWaiter:
+    """The session's one staging waiter (created on first use)."""
+    with _waiter_lock:
+        waiter = getattr(session, "_staging_waiter", None)
+        if waiter is None:
+            waiter = StagingWaiter(session)
+            session._staging_waiter = waiter  # type: ignore[attr-defined]
+            session.add_waiter(waiter)
+    return waiter
+
+
+_waiter_lock = threading.Lock()
+
+
+class StagingWaiter(Waiter):
+    """Asks DRS for the objects of waiting downloads; hands staged ones to the workers.
+
+    Each object is asked for again after the ``Retry-After`` its last answer named.
+    """
+
+    def __init__(self, session: TransferSession, clock: Callable[[], float] = time.monotonic):
+        self.session = session
+        self._clock = clock
+        self._entries: list[WaitEntry] = []
+        self._lock = threading.Lock()
+
+    def add(self, job: DownloadJob, timeout: float, delay: float = 0.0) -> None:
+        now = self._clock()
+        entry = WaitEntry(
+            job=job, due=now + delay, interval=0.0, deadline=now + timeout, last_progress=now
+        )
+        with self._lock:
+            self._entries.append(entry)
+        self.session.wake_waiters()
+
+    def poll(self) -> float:
+        now = self._clock()
+        with self._lock:
+            due = [e for e in self._entries if e.due <= now]
+        if due:
+            self._ask(due, now)
+        with self._lock:
+            if not self._entries:
+                return float("inf")
+            return max(0.0, min(e.due for e in self._entries) - self._clock())
+
+    def _ask(self, due: list[WaitEntry], now: float) -> None:
+        """One request for all due objects (a bulk request for several, else a single GET)."""
+        drs = due[0].job.api.drs()
+        try:
+            if len(due) > 1:
+                answers = drs.lookup_objects([e.job.options.file_id for e in due])
+            else:
+                answers = {
+                    due[0].job.options.file_id: drs.request_object(due[0].job.options.file_id)
+                }
+        except CliError as exc:  # the request itself failed (after its retries): all fail
+            for entry in due:
+                self._remove(entry)
+                self.session.finish(entry.job, error=exc)
+            return
+        for entry in due:
+            self._answered(entry, answers[entry.job.options.file_id], now)
+
+    def _answered(self, entry: WaitEntry, answer: Any, now: float) -> None:
+        job: DownloadJob = entry.job
+        if isinstance(answer, Staging):
+            remaining = (entry.deadline or now) - now
+            if remaining > 0:
+                wait = min(answer.retry_after, remaining)
+                if not self.session.batch or not entry.extra.get("said"):
+                    # One line per file in a batch (thousands may wait), every wait otherwise.
+                    entry.extra["said"] = True
+                    self.session.log_for(job)(
+                        f"waiting for the file to be staged (retry in {wait:.0f} s)"
+                    )
+                entry.due = now + wait
+                return
+            answer = WaitTimeout(
+                f"file {job.file_id} is still being staged for download "
+                f"after waiting {job.options.wait_timeout:.0f} s"
+            )
+        self._remove(entry)
+        if isinstance(answer, CliError):
+            self.session.finish(job, error=answer)
+        else:
+            job.resolved(self.session, answer)
+
+    def _remove(self, entry: WaitEntry) -> None:
+        with self._lock:
+            if entry in self._entries:
+                self._entries.remove(entry)

@@ -1,18 +1,28 @@
-"""The transfer engine shared by uploads and downloads.
+"""The transfer engine shared by uploads and downloads, for one file or many at once.
 
 One ``pycurl.CurlMulti`` drives up to N easy handles from a single loop in the calling thread;
 each handle moves one part (upload) or one byte range (download) at a time and is reused for
-the next one, so connections stay pooled in the multi handle. What is moved, and how an answer
-is checked, is the business of a :class:`Transfer` (``uploads.py``, ``downloads.py``); the engine
-owns scheduling, retries, stall detection, progress and interruption:
+the next one, so connections stay pooled in the multi handle. N is the whole budget of storage
+connections, however many files are in flight: the engine takes its work from a
+:class:`TransferQueue` that file jobs (running in other threads) add :class:`Transfer` objects to
+while it runs. What is moved, and how an answer is checked, is the business of each transfer
+(``uploads.py``, ``downloads.py``); the engine owns scheduling, retries, stall detection,
+progress sampling and interruption:
 
+- Parts are taken from the oldest transfer that has one ready, so files finish in the order they
+  started (the server can validate or the client verify the first one while the next moves).
 - A part that fails with a connection error, a timeout, 5xx, 408, 429 (``Retry-After`` honoured)
   or 403 (an expired presigned URL: the transfer is asked for a fresh URL) is retried after an
-  exponential backoff with jitter, at most ``retries`` times; then the run fails.
+  exponential backoff with jitter, at most ``retries`` times; then its *transfer* fails (its
+  other parts are dropped, its outcome carries the error) and the other transfers go on.
 - Stalls: libcurl aborts a transfer that moved less than 1 KiB/s for ``stall_timeout`` seconds
   (``LOW_SPEED_LIMIT``/``LOW_SPEED_TIME``); that is a retryable timeout.
-- Ctrl+C sets a flag (SIGINT works on Windows too); the loop stops at the next turn, the caller
-  saves resume state, and :class:`Interrupted` (exit 130) is raised.
+- Ctrl+C sets a flag (SIGINT works on Windows too); the loop stops at its next turn, every
+  unfinished transfer's outcome becomes :class:`Interrupted` and the engine raises it (exit 130).
+
+Each transfer's :attr:`Transfer.outcome` (a ``Future``) is resolved by the engine: with the
+transfer's :class:`EngineStats` once every part is done, or with the error that ended it; the
+file job waiting on it then confirms (upload) or verifies (download) the file.
 
 Progress is sampled with ``getinfo(SIZE_UPLOAD_T / SIZE_DOWNLOAD_T)`` on the running handles,
 so no per-chunk Python callback exists on the data path.
@@ -27,8 +37,9 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar, Generic, TypeVar
 
 from ghga_cli.curl import HeaderCollector, apply_common_options, pycurl_module
 from ghga_cli.errors import (
@@ -37,6 +48,7 @@ from ghga_cli.errors import (
     EXIT_USAGE,
     CliError,
     Interrupted,
+    LocalIOError,
 )
 from ghga_cli.progress import Progress
 from ghga_cli.retry import FATAL_CURL_ERRORS, RETRYABLE_STATUSES, RetryPolicy, parse_retry_after
@@ -45,36 +57,51 @@ from ghga_cli.retry import FATAL_CURL_ERRORS, RETRYABLE_STATUSES, RetryPolicy, p
 MAX_PARTS = 10_000
 
 
+def part_count(total_size: int, part_size: int) -> int:
+    """Number of ``part_size`` pieces of ``total_size`` bytes (0 for an empty file).
+
+    Arithmetic only: callers check the count against their limit *before* planning, so an
+    absurd size or part size from a server can never make the client build a huge list.
+    """
+    if part_size <= 0:
+        raise ValueError("part size must be positive")
+    if total_size < 0:
+        raise ValueError("size must not be negative")
+    return -(-total_size // part_size)
+
+
 def plan_parts(total_size: int, part_size: int) -> list[tuple[int, int]]:
     """Split ``total_size`` bytes into ``(offset, size)`` pieces of ``part_size`` (last shorter).
 
     An empty file has no pieces; callers that need one (an S3 multipart upload needs one part,
     which may be empty) add it themselves.
     """
-    if part_size <= 0:
-        raise ValueError("part size must be positive")
-    if total_size < 0:
-        raise ValueError("size must not be negative")
+    part_count(total_size, part_size)  # validates the arguments
     return [(off, min(part_size, total_size - off)) for off in range(0, total_size, part_size)]
 
 
 @dataclass
 class Part:
-    """One unit of work: a part of an upload or a byte range of a download."""
+    """One unit of work: a part of an upload or a byte range of a download.
 
+    The direction-specific state lives in subclasses (``uploads.UploadPart``,
+    ``downloads.RangePart``); the engine only uses these fields.
+    """
+
+    transfer: Transfer[Any] = field(repr=False)
     index: int  # 0-based position in the plan
     offset: int
     size: int
     attempts: int = 0  # failed attempts so far
-    payload: Any = None  # upload: the part's bytes (read once, reused by retries)
-    digest: Any = None  # upload: the part's MD5 (hex str or a Future of it)
     refresh_url: bool = False  # the last attempt got 403: ask for a fresh URL
-    url_generation: int = 0  # which URL the attempt used (download: avoid duplicate refreshes)
 
     @property
     def number(self) -> int:
         """1-based part number (S3's ``partNumber``)."""
         return self.index + 1
+
+
+PartT = TypeVar("PartT", bound=Part)
 
 
 class PartError(Exception):
@@ -111,50 +138,14 @@ class PartError(Exception):
 
 
 class Slot:
-    """An easy handle and what belongs to it between parts."""
+    """An easy handle and what belongs to it while it moves one part."""
 
     def __init__(self, curl: Any, index: int):
         self.curl = curl
         self.index = index
         self.headers = HeaderCollector()
         self.part: Part | None = None
-        self.resource: Any = None  # upload: response body buffer; download: output file
-        self.upload_body: Any = None  # upload: the part's bytes as the handle reads them
         self.started = 0.0
-
-
-class Transfer:
-    """What the engine needs from an upload or a download (override all methods)."""
-
-    direction = "upload"  # or "download": which byte counter to sample for progress
-
-    def next_part(self, timeout: float) -> Part | None:
-        """A part ready to start, waiting at most ``timeout`` s; None if none is ready."""
-        raise NotImplementedError
-
-    def exhausted(self) -> bool:
-        """True when ``next_part`` will never return another part."""
-        raise NotImplementedError
-
-    def configure(self, slot: Slot, part: Part) -> None:
-        """Set URL, method, headers and data source/sink of ``slot.curl`` for ``part``."""
-        raise NotImplementedError
-
-    def check(self, slot: Slot, part: Part) -> None:
-        """Verify a 2xx answer (raise PartError if it is wrong)."""
-        raise NotImplementedError
-
-    def part_done(self, slot: Slot, part: Part) -> None:
-        """Record a verified part."""
-        raise NotImplementedError
-
-    def bytes_done(self) -> int:
-        """Bytes of parts that are finished (including ones done before this run)."""
-        raise NotImplementedError
-
-    def describe_http_error(self, slot: Slot, part: Part, status: int) -> PartError:
-        """A non-retryable HTTP status; transfers may add detail (e.g. S3's error code)."""
-        return PartError(f"the storage answered HTTP {status}", retryable=False)
 
 
 @dataclass
@@ -165,15 +156,140 @@ class EngineStats:
     url_refreshes: int = 0
     retry_reasons: list[str] = field(default_factory=list)
 
+    def note_retry(self, reason: str) -> None:
+        self.retries += 1
+        self.retry_reasons = [*self.retry_reasons[-19:], reason]
+
+
+class Transfer(Generic[PartT]):
+    """What the engine needs from the upload or the download of one file.
+
+    Subclasses implement the abstract methods; the engine calls all of them from its own
+    thread. ``outcome`` is resolved by the engine (see the module docstring).
+    """
+
+    direction: ClassVar[str] = "upload"  # or "download": which byte counter to sample
+
+    def __init__(self, label: str) -> None:
+        self.label = label  # the file id, for messages
+        self.outcome: Future[EngineStats] = Future()
+        self.stats = EngineStats()
+
+    def next_part(self) -> PartT | None:
+        """A part ready to start now, or None (none ready yet, or none left)."""
+        raise NotImplementedError
+
+    def exhausted(self) -> bool:
+        """True when ``next_part`` will never return another part."""
+        raise NotImplementedError
+
+    def configure(self, slot: Slot, part: PartT) -> None:
+        """Set URL, method, headers and data source/sink of ``slot.curl`` for ``part``."""
+        raise NotImplementedError
+
+    def check(self, slot: Slot, part: PartT) -> None:
+        """Verify a 2xx answer (raise PartError if it is wrong)."""
+        raise NotImplementedError
+
+    def part_done(self, slot: Slot, part: PartT) -> None:
+        """Record a verified part."""
+        raise NotImplementedError
+
+    def bytes_moved(self) -> int:
+        """Bytes of the parts this run finished (not those done by an earlier run)."""
+        raise NotImplementedError
+
+    def describe_http_error(self, slot: Slot, part: PartT, status: int) -> PartError:
+        """A non-retryable HTTP status; transfers may add detail (e.g. S3's error code)."""
+        return PartError(f"the storage answered HTTP {status}", retryable=False)
+
+    def close(self) -> None:
+        """Release what the transfer holds (files, buffers); called once when it ends."""
+
+
+class TransferQueue:
+    """The transfers the engine serves, oldest first; thread-safe.
+
+    File jobs :meth:`add` transfers while the engine runs; :meth:`close` says no more will
+    come, and the engine returns once every transfer has ended.
+    """
+
+    def __init__(self, transfers: list[Transfer[Any]] | None = None) -> None:
+        self._transfers: list[Transfer[Any]] = list(transfers or [])
+        self._closed = False
+        self._cond = threading.Condition()
+
+    def add(self, transfer: Transfer[Any]) -> None:
+        with self._cond:
+            if self._closed:
+                raise RuntimeError("the transfer queue is closed")
+            self._transfers.append(transfer)
+            self._cond.notify_all()
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    def live(self) -> list[Transfer[Any]]:
+        with self._cond:
+            return list(self._transfers)
+
+    def remove(self, transfer: Transfer[Any]) -> None:
+        with self._cond:
+            if transfer in self._transfers:
+                self._transfers.remove(transfer)
+
+    def drained(self) -> bool:
+        with self._cond:
+            return self._closed and not self._transfers
+
+    def next_part(self, timeout: float) -> Part | None:
+        """The next part of the oldest transfer that has one; wait up to ``timeout`` s."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                for transfer in self._transfers:
+                    part = transfer.next_part()
+                    if part is not None:
+                        return part
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or (self._closed and not self._transfers):
+                    return None
+                # Transfers that produce parts from other threads (an upload's hashing of
+                # stored parts) do not notify: poll at a short interval.
+                self._cond.wait(min(remaining, 0.02))
+
+    def wake(self) -> None:
+        with self._cond:
+            self._cond.notify_all()
+
 
 class InterruptFlag:
-    """Set by Ctrl+C while the engine runs; a second Ctrl+C raises KeyboardInterrupt."""
+    """Set by Ctrl+C while a session runs; a second Ctrl+C raises KeyboardInterrupt.
+
+    Threads that wait (for validation, staging, a retry) wait on it, so an interrupt ends
+    their waits at once.
+    """
 
     def __init__(self) -> None:
-        self.is_set = False
+        self._event = threading.Event()
+
+    @property
+    def is_set(self) -> bool:
+        return self._event.is_set()
 
     def set(self) -> None:
-        self.is_set = True
+        self._event.set()
+
+    def wait(self, seconds: float) -> bool:
+        """Sleep up to ``seconds``; True if interrupted meanwhile."""
+        return self._event.wait(max(0.0, seconds))
+
+    def sleep(self, seconds: float) -> None:
+        """Sleep ``seconds``, raising :class:`Interrupted` if interrupted meanwhile."""
+        if self.wait(seconds):
+            raise Interrupted()
 
 
 @contextlib.contextmanager
@@ -197,7 +313,7 @@ def interrupt_guard(flag: InterruptFlag) -> Iterator[None]:
 
 
 class Engine:
-    """Runs one :class:`Transfer` to completion with ``parallel`` handles."""
+    """Runs transfers to completion with ``parallel`` handles in all."""
 
     SELECT_TIMEOUT = 0.05
 
@@ -222,9 +338,23 @@ class Engine:
         self.stats = EngineStats()
         self._seq = itertools.count()
         self._next_tick = 0.0
+        self._finished_bytes = 0  # bytes moved by transfers that have ended
+        # Per running transfer: parts in flight or waiting for a retry.
+        self._outstanding: dict[Transfer[Any], int] = {}
 
-    def run(self, transfer: Transfer) -> EngineStats:
-        """Move every part of ``transfer``; raise CliError/Interrupted on failure."""
+    def run(self, transfer: Transfer[Any]) -> EngineStats:
+        """Move every part of one ``transfer``; raise its failure (CliError, Interrupted)."""
+        queue = TransferQueue([transfer])
+        queue.close()
+        self.run_queue(queue)
+        return transfer.outcome.result()
+
+    def run_queue(self, queue: TransferQueue) -> None:
+        """Serve ``queue`` until it is closed and every transfer in it has ended.
+
+        Failures of single transfers go to their outcomes; only an interruption (and a bug in
+        the engine itself) is raised from here, after every unfinished outcome was resolved.
+        """
         pycurl = pycurl_module()
         multi = pycurl.CurlMulti()
         slots = [Slot(pycurl.Curl(), i) for i in range(self.parallel)]
@@ -240,22 +370,31 @@ class Engine:
                 while free:
                     if delayed and delayed[0][0] <= now:
                         part = heapq.heappop(delayed)[2]
+                        if part.transfer.outcome.done():
+                            continue  # its transfer failed meanwhile
                     elif len(active) + len(delayed) >= self.parallel:
-                        break  # parts waiting to be retried count against the window (memory)
+                        break  # parts waiting to be retried count against the window
                     else:
                         wait = 0.0 if active or delayed else self.SELECT_TIMEOUT
-                        part = transfer.next_part(wait)
+                        part = queue.next_part(wait)
                         if part is None:
                             break
+                        self._outstanding[part.transfer] = (
+                            self._outstanding.get(part.transfer, 0) + 1
+                        )
                     slot = free.pop()
-                    self._start(multi, slot, part, transfer)
-                    active[id(slot.curl)] = slot
+                    if self._start(multi, slot, part):
+                        active[id(slot.curl)] = slot
+                    else:
+                        free.append(slot)
+                        self._fail_transfer(part.transfer, multi, active, free, delayed, queue)
+                self._finish_idle_transfers(queue)
                 if not active:
-                    if not delayed and transfer.exhausted():
+                    if not delayed and queue.drained():
                         break
                     if delayed:
                         time.sleep(max(0.0, min(self.SELECT_TIMEOUT, delayed[0][0] - now)))
-                    self._tick(transfer, active)
+                    self._tick(queue, active)
                     continue
                 # 2. Let libcurl work, then collect finished handles.
                 while True:
@@ -268,18 +407,26 @@ class Engine:
                         (c, (errno, msg)) for c, errno, msg in err_list
                     ]
                     for curl, error in finished:
-                        slot = active.pop(id(curl))
+                        slot = active.pop(id(curl), None)
+                        if slot is None:
+                            continue  # removed with its failed transfer
                         multi.remove_handle(curl)
                         part = slot.part
                         slot.part = None
                         assert part is not None
                         free.append(slot)
-                        self._finish(slot, part, error, transfer, delayed)
+                        if not self._finish(slot, part, error, delayed):
+                            self._fail_transfer(part.transfer, multi, active, free, delayed, queue)
                     if not queued:
                         break
-                self._tick(transfer, active)
+                self._tick(queue, active)
                 if active and multi.select(self.SELECT_TIMEOUT) < 0:
                     time.sleep(0.005)
+        except BaseException as exc:
+            failure = exc if isinstance(exc, CliError) else Interrupted()
+            for transfer in queue.live():
+                self._end(transfer, queue, error=failure)
+            raise
         finally:
             for slot in active.values():
                 with contextlib.suppress(Exception):
@@ -287,12 +434,12 @@ class Engine:
             for slot in slots:
                 slot.curl.close()
             multi.close()
-        self._tick(transfer, {}, force=True)
-        return self.stats
+        self._tick(queue, {}, force=True)
 
     # -- internals -------------------------------------------------------------------------
 
-    def _start(self, multi: Any, slot: Slot, part: Part, transfer: Transfer) -> None:
+    def _start(self, multi: Any, slot: Slot, part: Part) -> bool:
+        """Configure and add the handle; False when the transfer cannot go on (its error set)."""
         pycurl = pycurl_module()
         curl = slot.curl
         curl.reset()
@@ -303,42 +450,64 @@ class Engine:
         slot.headers.on_complete = None
         curl.setopt(pycurl.HEADERFUNCTION, slot.headers)
         slot.part = part
-        transfer.configure(slot, part)  # may call the API for a fresh URL
+        try:
+            part.transfer.configure(slot, part)  # may call the API for a fresh URL
+        except Exception as exc:  # the transfer's failure, not the engine's
+            slot.part = None
+            self._pending_error = _as_cli_error(exc)
+            return False
         part.refresh_url = False
         slot.started = self._clock()
         self.stats.requests += 1
+        part.transfer.stats.requests += 1
         multi.add_handle(curl)
+        return True
+
+    _pending_error: CliError | None = None
 
     def _finish(
         self,
         slot: Slot,
         part: Part,
         error: tuple[int, str] | None,
-        transfer: Transfer,
         delayed: list[tuple[float, int, Part]],
-    ) -> None:
+    ) -> bool:
+        """Account for one finished attempt; False when it ended its transfer."""
+        transfer = part.transfer
         try:
-            self._classify(slot, part, error, transfer)
+            self._classify(slot, part, error)
         except PartError as failure:
             part.attempts += 1
             if not failure.retryable or not self.policy.can_retry(part.attempts):
-                raise failure.to_cli_error(part, part.attempts) from None
+                self._pending_error = failure.to_cli_error(part, part.attempts)
+                return False
             if failure.refresh_url:
                 part.refresh_url = True
                 self.stats.url_refreshes += 1
+                transfer.stats.url_refreshes += 1
             wait = self.policy.delay(part.attempts, failure.retry_after)
-            self.stats.retries += 1
-            self.stats.retry_reasons = [*self.stats.retry_reasons[-19:], failure.message]
-            self._log(f"part {part.number}: {failure.message}; retrying in {wait:.1f} s")
+            self.stats.note_retry(failure.message)
+            transfer.stats.note_retry(failure.message)
+            self._log(
+                f"{transfer.label}: part {part.number}: {failure.message}; retrying in {wait:.1f} s"
+            )
             heapq.heappush(delayed, (self._clock() + wait, next(self._seq), part))
-            return
+            return True
+        except CliError as exc:  # a transfer-level verdict (e.g. the object changed)
+            self._pending_error = exc
+            return False
         self.stats.parts_done += 1
-        transfer.part_done(slot, part)
+        transfer.stats.parts_done += 1
+        self._outstanding[transfer] -= 1
+        try:
+            transfer.part_done(slot, part)
+        except Exception as exc:
+            self._pending_error = _as_cli_error(exc)
+            return False
+        return True
 
-    def _classify(
-        self, slot: Slot, part: Part, error: tuple[int, str] | None, transfer: Transfer
-    ) -> None:
-        """Raise PartError unless the attempt succeeded and ``transfer.check`` accepts it."""
+    def _classify(self, slot: Slot, part: Part, error: tuple[int, str] | None) -> None:
+        """Raise PartError unless the attempt succeeded and the transfer's check accepts it."""
         headers = slot.headers
         status = headers.status if headers.complete else None
         if error is not None and (status is None or (_ok(status) and not headers.abort_reason)):
@@ -359,7 +528,7 @@ class Engine:
         if status is None:
             raise PartError("no HTTP answer", retryable=True)
         if _ok(status):
-            transfer.check(slot, part)
+            part.transfer.check(slot, part)
             return
         retry_after = parse_retry_after(headers.get("retry-after"))
         if status == 403:
@@ -375,9 +544,56 @@ class Engine:
             raise PartError(
                 f"the storage answered HTTP {status}", retryable=True, retry_after=retry_after
             )
-        raise transfer.describe_http_error(slot, part, status)
+        raise part.transfer.describe_http_error(slot, part, status)
 
-    def _tick(self, transfer: Transfer, active: dict[int, Slot], force: bool = False) -> None:
+    def _fail_transfer(
+        self,
+        transfer: Transfer[Any],
+        multi: Any,
+        active: dict[int, Slot],
+        free: list[Slot],
+        delayed: list[tuple[float, int, Part]],
+        queue: TransferQueue,
+    ) -> None:
+        """End ``transfer`` with the pending error: abort its parts, keep the others going."""
+        error = self._pending_error or CliError("the transfer failed")
+        self._pending_error = None
+        for key, slot in list(active.items()):
+            if slot.part is not None and slot.part.transfer is transfer:
+                with contextlib.suppress(Exception):
+                    multi.remove_handle(slot.curl)
+                slot.part = None
+                del active[key]
+                free.append(slot)
+        delayed[:] = [entry for entry in delayed if entry[2].transfer is not transfer]
+        heapq.heapify(delayed)
+        self._end(transfer, queue, error=error)
+
+    def _finish_idle_transfers(self, queue: TransferQueue) -> None:
+        """Resolve the outcome of every transfer whose parts are all done."""
+        for transfer in queue.live():
+            if self._outstanding.get(transfer, 0) == 0 and transfer.exhausted():
+                self._end(transfer, queue)
+
+    def _end(
+        self, transfer: Transfer[Any], queue: TransferQueue, error: BaseException | None = None
+    ) -> None:
+        queue.remove(transfer)
+        self._outstanding.pop(transfer, None)
+        if transfer.outcome.done():
+            return
+        with contextlib.suppress(Exception):
+            self._finished_bytes += transfer.bytes_moved()
+        try:
+            transfer.close()
+        except Exception as exc:
+            error = error or _as_cli_error(exc)
+        if error is None:
+            transfer.outcome.set_result(transfer.stats)
+        else:
+            transfer.outcome.set_exception(error)
+
+    def _tick(self, queue: TransferQueue, active: dict[int, Slot], force: bool = False) -> None:
         if self.progress is None:
             return
         now = self._clock()
@@ -385,14 +601,32 @@ class Engine:
             return  # the loop turns on every socket event; sample progress 5 times a second
         self._next_tick = now + 0.2
         pycurl = pycurl_module()
-        name = "SIZE_UPLOAD" if transfer.direction == "upload" else "SIZE_DOWNLOAD"
-        info = getattr(pycurl, name + "_T", None) or getattr(pycurl, name)
         moving = 0
         for slot in active.values():
+            if slot.part is None:
+                continue
+            name = "SIZE_UPLOAD" if slot.part.transfer.direction == "upload" else "SIZE_DOWNLOAD"
+            info = getattr(pycurl, name + "_T", None) or getattr(pycurl, name)
             with contextlib.suppress(Exception):
                 moving += int(slot.curl.getinfo(info))
-        self.progress.update(transfer.bytes_done() + moving, force=force)
+        moved = self._finished_bytes + moving
+        for transfer in queue.live():
+            with contextlib.suppress(Exception):
+                moved += transfer.bytes_moved()
+        self.progress.update_moved(moved, force=force)
 
 
 def _ok(status: int) -> bool:
     return 200 <= status < 300
+
+
+def _as_cli_error(exc: BaseException) -> CliError:
+    """The error a failed transfer reports: CliErrors as they are, local I/O errors mapped."""
+    if isinstance(exc, CliError):
+        return exc
+    if isinstance(exc, OSError):
+        return LocalIOError.from_os_error(exc)
+    return CliError(
+        f"unexpected internal error: {type(exc).__name__}: {exc}",
+        "rerun with GHGA_CLI_DEBUG=1 for details and report it",
+    )

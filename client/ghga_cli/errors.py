@@ -18,6 +18,7 @@ EXIT_NOT_FOUND = 4
 EXIT_INTEGRITY = 5
 EXIT_NETWORK = 6
 EXIT_TIMEOUT = 7
+EXIT_PROTOCOL = 8
 EXIT_INTERRUPTED = 130
 
 EXIT_CODES_HELP = """\
@@ -35,6 +36,8 @@ exit codes:
   6    network failure after all retries, or the API is unreachable
   7    timed out waiting for validation (upload) or staging (download); rerun the
        same command to keep waiting
+  8    protocol error: the server sent a value outside what S3 and the API allow
+       (e.g. an absurd size, part size or part count); nothing was allocated for it
   130  interrupted (Ctrl+C); rerun the same command to resume"""
 
 
@@ -108,6 +111,13 @@ class RejectedError(CliError):
 class NetworkError(CliError):
     exit_code = EXIT_NETWORK
     default_hint = "check the network, proxy settings and --api-url, then rerun to resume"
+
+
+class ProtocolError(CliError):
+    """The server's answer is outside what S3 and the API allow (checked before any use)."""
+
+    exit_code = EXIT_PROTOCOL
+    default_hint = "the service misbehaves; contact the helpdesk"
 
 
 class WaitTimeout(CliError):

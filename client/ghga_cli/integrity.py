@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import time
 from pathlib import Path
 from typing import Any
 
-#: DRS checksum types we can verify, in order of preference -> hashlib name.
+#: DRS checksum types we can verify -> hashlib name. All are strong enough to catch damage;
+#: which one a download uses is decided by speed on this machine (:func:`choose_checksum`).
 SUPPORTED_CHECKSUMS = (("md5", "md5"), ("sha-256", "sha256"), ("sha256", "sha256"))
 
 READ_BLOCK = 8 * 1024 * 1024
+#: Buffer timed per algorithm at start-up (a few milliseconds in all).
+_PROBE_BYTES = 4 * 1024 * 1024
 
 
 def normalise_etag(value: str | None) -> str:
@@ -22,12 +27,39 @@ def normalise_etag(value: str | None) -> str:
     return value.strip('"').strip().lower()
 
 
-def choose_checksum(checksums: dict[str, str]) -> tuple[str, str, str] | None:
-    """(DRS type, hashlib name, expected hex) of the best checksum we can verify, or None."""
-    for drs_type, hashlib_name in SUPPORTED_CHECKSUMS:
-        if checksums.get(drs_type):
-            return drs_type, hashlib_name, checksums[drs_type].lower()
-    return None
+@functools.cache
+def hash_speed(name: str) -> float:
+    """Bytes per second of ``name`` on this machine, from hashing a 4 MiB buffer (best of 3)."""
+    data = bytes(_PROBE_BYTES)
+    best = float("inf")
+    for _ in range(3):
+        start = time.perf_counter()
+        new_hash(name).update(data)
+        best = min(best, time.perf_counter() - start)
+    return _PROBE_BYTES / max(best, 1e-9)
+
+
+def choose_checksum(
+    checksums: dict[str, str], keep: str | None = None
+) -> tuple[str, str, str] | None:
+    """(DRS type, hashlib name, expected hex) of the checksum to verify with, or None.
+
+    Among the offered types this client can verify, the fastest here (SHA-256 with the CPU's
+    SHA extensions runs at ~1.8 GB/s, MD5 at ~0.7 GB/s; without them MD5 wins). ``keep`` (the
+    type a partial download was started with) wins when still offered, so a resume never
+    changes the checksum under its saved state.
+    """
+    offered = [
+        (drs_type, name, checksums[drs_type].lower())
+        for drs_type, name in SUPPORTED_CHECKSUMS
+        if checksums.get(drs_type)
+    ]
+    if not offered:
+        return None
+    for entry in offered:
+        if entry[0] == keep:
+            return entry
+    return max(offered, key=lambda entry: hash_speed(entry[1]))
 
 
 def new_hash(name: str) -> Any:

@@ -8,6 +8,7 @@ calls :meth:`Progress.update` as often as it likes; throttling happens here.
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from typing import Callable, TextIO
 
@@ -43,18 +44,30 @@ def format_rate(bytes_per_s: float) -> str:
     return f"{bytes_per_s / MIB:.1f} MiB/s"
 
 
-def progress_line(done: int, total: int, elapsed: float, rate: float) -> str:
-    """One status line, e.g. ``1.0 GiB / 4.0 GiB  25.0%  112.3 MiB/s  ETA 27s``."""
+def progress_line(
+    done: int, total: int, elapsed: float, rate: float, files: tuple[int, int] | None = None
+) -> str:
+    """One status line, e.g. ``1.0 GiB / 4.0 GiB  25.0%  112.3 MiB/s  ETA 27s``.
+
+    ``files`` (done, total) prefixes the line of a batch: ``files 3/50  ...``.
+    """
     pct = 100.0 if total <= 0 else min(100.0, 100.0 * done / total)
     eta = (total - done) / rate if rate > 0 else None
+    prefix = f"files {files[0]}/{files[1]}  " if files is not None else ""
     return (
-        f"{format_bytes(done)} / {format_bytes(total)}  {pct:5.1f}%  "
+        f"{prefix}{format_bytes(done)} / {format_bytes(total)}  {pct:5.1f}%  "
         f"{format_rate(rate)}  ETA {format_duration(eta)}"
     )
 
 
 class Progress:
-    """Throttled progress output to ``stream`` (stderr by default)."""
+    """Throttled progress output to ``stream`` (stderr by default).
+
+    Counts bytes of one file or of a whole batch: ``total`` grows as files join
+    (:meth:`add_total`), bytes done by an earlier run are added with :meth:`add_skipped` (they
+    count in %, not in the rate), and the engine reports the bytes moved by this run with
+    :meth:`update_moved`.
+    """
 
     TTY_INTERVAL = 0.25
     LOG_INTERVAL = 5.0
@@ -81,23 +94,50 @@ class Progress:
         self.start = clock()
         self.done = 0
         self.baseline = 0  # bytes already present before this run (resume)
+        self.files: tuple[int, int] | None = None  # (done, total) in a batch
         # A terminal shows the line at once; logs get their first line after LOG_INTERVAL, so
         # short transfers do not clutter them.
         self._last_draw = -1e9 if tty else self.start
         self._lines = 0
-        self._samples: list[tuple[float, int]] = [(self.start, 0)]
+        self._samples: list[tuple[float, int]] = [(self.start, 0)]  # (time, bytes moved)
         self._drawn = False
+        # The engine updates from its thread, file jobs add totals and messages from theirs.
+        self._lock = threading.RLock()
 
     def set_baseline(self, already_done: int) -> None:
         """Bytes that were done before this run: counted in %, not in the rate."""
         self.baseline = already_done
-        self.done = already_done
-        self._samples = [(self._clock(), already_done)]
+        self.done = max(self.done, already_done)
+
+    def add_skipped(self, nbytes: int) -> None:
+        """More bytes done by an earlier run (a resumed file joined the batch)."""
+        with self._lock:
+            self.baseline += nbytes
+
+    def add_total(self, nbytes: int) -> None:
+        """A file joined the batch (or its size became known)."""
+        with self._lock:
+            self.total += nbytes
+
+    def set_files(self, done: int, total: int) -> None:
+        """Files finished / in the batch, shown at the start of the line."""
+        self.files = (done, total)
+
+    def update_moved(self, moved: int, force: bool = False) -> None:
+        """Bytes moved by this run so far (the engine's figure)."""
+        self.update(self.baseline + moved, force=force)
 
     def update(self, done: int, force: bool = False) -> None:
+        """Bytes done in all (earlier runs included)."""
+        with self._lock:
+            self._update(done, force)
+
+    def _update(self, done: int, force: bool) -> None:
         self.done = done
         if self.quiet:
             return
+        if self.total <= 0:
+            return  # no file's size is known yet: nothing to show
         now = self._clock()
         interval = self.TTY_INTERVAL if self.tty else self.LOG_INTERVAL
         if not force and now - self._last_draw < interval:
@@ -105,8 +145,8 @@ class Progress:
         if force and not self.tty and self._lines == 0:
             return  # nothing was logged during the transfer: the summary line suffices
         self._last_draw = now
-        rate = self._rate(now, done)
-        line = progress_line(done, self.total, now - self.start, rate)
+        rate = self._rate(now, max(0, done - self.baseline))
+        line = progress_line(done, self.total, now - self.start, rate, self.files)
         if self.label:
             line = f"{self.label} {line}"
         if self.tty:
@@ -117,20 +157,24 @@ class Progress:
         self._lines += 1
         self.stream.flush()
 
-    def _rate(self, now: float, done: int) -> float:
+    def _rate(self, now: float, moved: int) -> float:
         """Rate over the last ~10 s (smooths bursts, follows changes)."""
-        self._samples.append((now, done))
+        self._samples.append((now, moved))
         while len(self._samples) > 2 and now - self._samples[0][0] > 10.0:
             self._samples.pop(0)
         t0, d0 = self._samples[0]
         if now - t0 <= 0:
             return 0.0
-        return max(0.0, (done - d0) / (now - t0))
+        return max(0.0, (moved - d0) / (now - t0))
 
     def finish(self) -> None:
         """End the live line so that following messages start on a fresh line."""
         if self.quiet:
             return
+        with self._lock:
+            self._finish()
+
+    def _finish(self) -> None:
         if self.tty and self._drawn:
             self.stream.write("\n")
             self.stream.flush()
@@ -140,6 +184,10 @@ class Progress:
         """An informational line (not an error); suppressed by --quiet."""
         if self.quiet:
             return
+        with self._lock:
+            self._message(text)
+
+    def _message(self, text: str) -> None:
         if self.tty and self._drawn:
             self.stream.write("\r\x1b[K")
             self._drawn = False

@@ -26,6 +26,8 @@ class FakeFile:
     current_upload_id: str | None = None
     staging_polls: int = 0  # DRS: how many 202 answers before 200
     object_key: str | None = None  # set once accepted (or seeded for downloads)
+    sha256: str | None = None  # DRS: offered as a sha-256 checksum when set
+    md5_offered: bool = True  # DRS: whether the md5 checksum is offered
 
 
 @dataclass
@@ -53,6 +55,15 @@ class FakeServices:
         self.reject_next = False
         self.fail_completion = False
         self.validate_after_polls = 2
+        self.server_verifies = False  # advertise that the server verifies whole files
+        self.patches: list[dict[str, Any]] = []  # PATCH bodies, as the client sent them
+        # Answers a hostile or broken server would give: field -> value, merged into answers.
+        self.bad_upload_fields: dict[str, Any] = {}
+        self.bad_object_fields: dict[str, Any] = {}
+        self.bad_parts: list[dict[str, Any]] | None = None
+        self.retry_after = "1"
+        self.access_ids = False  # DRS access methods carry an access_id (and the route works)
+        self.access_calls = 0
         self.lock = threading.Lock()
         services = self
 
@@ -144,6 +155,7 @@ class FakeServices:
                     "creation_date": "2026-01-01T00:00:00Z",
                     "update_date": "2026-01-01T00:00:00Z",
                     "current_upload_id": f.current_upload_id,
+                    **({"server_verifies": True} if self.server_verifies else {}),
                 },
                 {},
             )
@@ -191,7 +203,14 @@ class FakeServices:
                 {"part_no": p["PartNumber"], "size": p["Size"], "etag": p["ETag"].strip('"')}
                 for p in listed.get("Parts", [])
             ]
-            return 200, {"parts": parts}, {}
+            return 200, {"parts": parts if self.bad_parts is None else self.bad_parts}, {}
+        m = re.fullmatch(r"/ga4gh/drs/v1/objects/([^/]+)/access/([^/]+)", path)
+        if m and method == "GET":
+            f = self.files.get(m[1])
+            if f is None or f.object_key is None or m[2] != "s3":
+                return 404, _err("noSuchObject", "no such access method", object_id=m[1]), {}
+            self.access_calls += 1
+            return 200, {"url": self._object_url(f), "headers": []}, {}
         m = re.fullmatch(r"/ga4gh/drs/v1/objects/([^/]+)", path)
         if m and method == "GET":
             f = self.files.get(m[1])
@@ -199,10 +218,13 @@ class FakeServices:
                 return 404, _err("noSuchObject", "no such object", object_id=m[1]), {}
             if f.staging_polls > 0:
                 f.staging_polls -= 1
-                return 202, None, {"Retry-After": "1"}
-            url = self.s3.generate_presigned_url(
-                "get_object", Params={"Bucket": self.bucket, "Key": f.object_key}, ExpiresIn=900
-            )
+                return 202, None, {"Retry-After": self.retry_after}
+            checksums = [{"type": "md5", "checksum": f.md5}] if f.md5_offered else []
+            if f.sha256:
+                checksums.append({"type": "sha-256", "checksum": f.sha256})
+            method = {"type": "s3", "access_url": {"url": self._object_url(f), "headers": []}}
+            if self.access_ids:
+                method["access_id"] = "s3"
             return (
                 200,
                 {
@@ -211,21 +233,33 @@ class FakeServices:
                     "self_uri": f"drs://localhost/{f.file_id}",
                     "size": f.size,
                     "created_time": "2026-01-01T00:00:00Z",
-                    "checksums": [{"type": "md5", "checksum": f.md5}],
-                    "access_methods": [{"type": "s3", "access_url": {"url": url, "headers": []}}],
+                    "checksums": checksums,
+                    "access_methods": [method],
+                    **self.bad_object_fields,
                 },
                 {},
             )
         return 404, _err("notFound", "no such route"), {}
 
+    def _object_url(self, f: FakeFile) -> str:
+        return self.s3.generate_presigned_url(
+            "get_object", Params={"Bucket": self.bucket, "Key": f.object_key}, ExpiresIn=900
+        )
+
     def _details(self, u: FakeUpload) -> dict[str, Any]:
-        return {
+        details = {
             "upload_id": u.upload_id,
             "file_id": u.file_id,
             "part_size": u.part_size,
             "upload_status": u.status,
             "status_reason": u.status_reason,
+            **self.bad_upload_fields,
         }
+        if self.server_verifies:
+            f = self.files[u.file_id]
+            verified = min(f.size, u.polls_after_confirm * f.size // self.validate_after_polls)
+            details.update(server_verifies=True, verified_bytes=verified)
+        return details
 
     def _create(self, file_id: str | None) -> tuple[int, Any, dict[str, str]]:
         f = self.files.get(file_id or "")
@@ -294,6 +328,7 @@ class FakeServices:
             Bucket=self.bucket, Key=u.key, UploadId=u.s3_upload_id, MultipartUpload={"Parts": parts}
         )
         u.checksums = body.get("checksums") or {}
+        self.patches.append(body)
         u.status = "uploaded"
         return 204, None, {}
 

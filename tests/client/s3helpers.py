@@ -6,11 +6,12 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
-from ghga_cli.api import DrsObject, PartInfo
-from ghga_cli.downloads import Downloader, DownloadOptions
+from ghga_cli.api import DrsObject, PartInfo, Staging
+from ghga_cli.downloads import DownloadJob, DownloadOptions
 from ghga_cli.engine import Engine, EngineStats, plan_parts
 from ghga_cli.retry import RetryPolicy
-from ghga_cli.uploads import PartReader, UploadTransfer, UrlProvider
+from ghga_cli.session import SessionOptions, TransferSession
+from ghga_cli.uploads import UploadTransfer, UrlProvider, WholeFileHasher
 
 
 class Presigner:
@@ -42,6 +43,20 @@ class Presigner:
         return urls, float(self.expires)
 
 
+class UploadRun:
+    """What an engine upload produced: the transfer (part MD5s, skipped parts) and the
+    whole-file MD5 computed beside it in one sequential pass."""
+
+    def __init__(self, transfer: UploadTransfer, whole: WholeFileHasher):
+        self.transfer = transfer
+        self.part_md5s = transfer.part_md5s
+        self.skipped = transfer.skipped
+        self._whole = whole
+
+    def whole_md5(self) -> str:
+        return self._whole.result()
+
+
 def engine_upload(
     s3: Any,
     bucket: str,
@@ -54,22 +69,21 @@ def engine_upload(
     s3_upload_id: str | None = None,
     existing: dict[int, PartInfo] | None = None,
     complete: bool = True,
-) -> tuple[PartReader, EngineStats, Presigner]:
+) -> tuple[UploadRun, EngineStats, Presigner]:
     """Upload ``path`` as a multipart upload through the engine; complete it with boto3."""
     if s3_upload_id is None:
         s3_upload_id = s3.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
     size = path.stat().st_size
     pieces = plan_parts(size, part_size) or [(0, 0)]
     presigner = Presigner(s3, bucket, key, s3_upload_id)
-    reader = PartReader(path, pieces, existing or {})
-    urls = UrlProvider(presigner, "upload-1", len(pieces), set(existing or {}), min_batch=4)
-    transfer = UploadTransfer(reader, urls)
+    urls = UrlProvider(
+        presigner.presign_parts, "upload-1", len(pieces), set(existing or {}), min_batch=4
+    )
+    transfer = UploadTransfer("file-1", path, pieces, urls, existing=existing)
+    whole = WholeFileHasher(path, size)
     engine = Engine(parallel=parallel, policy=RetryPolicy(retries=retries, base=0.01, cap=0.1))
-    reader.start()
-    try:
-        stats = engine.run(transfer)
-    finally:
-        reader.stop()
+    whole.start()
+    stats = engine.run(transfer)
     if complete:
         listed = s3.list_parts(Bucket=bucket, Key=key, UploadId=s3_upload_id).get("Parts", [])
         s3.complete_multipart_upload(
@@ -80,7 +94,7 @@ def engine_upload(
                 "Parts": [{"PartNumber": p["PartNumber"], "ETag": p["ETag"]} for p in listed]
             },
         )
-    return reader, stats, presigner
+    return UploadRun(transfer, whole), stats, presigner
 
 
 class FakeDrs:
@@ -93,6 +107,9 @@ class FakeDrs:
         self.name = name
         self.calls = 0
         self.url_override: str | None = None
+
+    def request_object(self, object_id: str) -> DrsObject | Staging:
+        return self.get_object(object_id, 0)
 
     def get_object(self, object_id: str, wait_timeout: float) -> DrsObject:
         self.calls += 1
@@ -111,20 +128,57 @@ class FakeDrs:
         )
 
 
-def engine_download(
-    drs: Any, out_dir: Path, *, range_size: int, parallel: int = 4, retries: int = 2, **kw: Any
-) -> Downloader:
-    options = DownloadOptions(
-        file_id="file-1",
-        output_dir=out_dir,
-        parallel=parallel,
-        retries=retries,
-        range_size=range_size,
-        **kw,
+class FakeApi:
+    """Stands in for session.ApiAccess: every thread gets the same DRS stand-in."""
+
+    interrupt = None
+    retries = 0
+
+    def __init__(self, drs: Any):
+        self._drs = drs
+
+    def drs(self) -> Any:
+        return self._drs
+
+
+def run_download(
+    drs: Any,
+    options: DownloadOptions,
+    *,
+    parallel: int = 4,
+    retries: int = 2,
+    stall_timeout: float = 60.0,
+) -> DownloadJob:
+    """Download one file through a session, as the CLI does; raise its error if it failed."""
+    api = FakeApi(drs)
+    session = TransferSession(
+        SessionOptions(
+            parallel=parallel, retries=retries, files_in_flight=1, stall_timeout=stall_timeout
+        ),
+        api,  # type: ignore[arg-type]
+        policy=RetryPolicy(retries=retries, base=0.01, cap=0.1),
     )
-    downloader = Downloader(drs, options)
-    downloader.download()
-    return downloader
+    job = DownloadJob(options, api)  # type: ignore[arg-type]
+    (result,) = session.run([job])
+    if result.error is not None:
+        raise result.error
+    return job
+
+
+def engine_download(
+    drs: Any,
+    out_dir: Path,
+    *,
+    range_size: int,
+    parallel: int = 4,
+    retries: int = 2,
+    stall_timeout: float = 60.0,
+    **kw: Any,
+) -> DownloadJob:
+    options = DownloadOptions(file_id="file-1", output_dir=out_dir, range_size=range_size, **kw)
+    return run_download(
+        drs, options, parallel=parallel, retries=retries, stall_timeout=stall_timeout
+    )
 
 
 def md5(data: bytes) -> str:

@@ -320,24 +320,19 @@ def test_upload_validation_timeout_then_rerun_waits(
     assert len([r for r in services.requests if r[0] == "POST"]) == puts_before  # no new upload
 
 
-@pytest.mark.parametrize(
-    ("max_memory", "message"),
-    [
-        ("4K", "below what one transfer of this upload needs (192.0 KiB: 3 buffers of 64.0 KiB"),
-        ("320K", "using 3 parallel transfers instead of 8"),  # 5 buffers of 64K: 3 + 2 spare
-    ],
-)
-def test_max_memory_lowers_parallelism_and_says_so(
-    tmp_path: Path, services: FakeServices, capsys: Any, max_memory: str, message: str
+def test_max_memory_is_obsolete_and_says_so(
+    tmp_path: Path, services: FakeServices, capsys: Any
 ) -> None:
+    """Parts stream from the file: an old --max-memory neither fails nor lowers --parallel."""
     data = os.urandom(3 * PART)
     src = tmp_path / "src.bin"
     src.write_bytes(data)
     services.register(data, "GHGAF9")
-    argv = upload_args(services, "GHGAF9", src, "--max-memory", max_memory)
-    code, _, err = run(capsys, *argv)
+    argv = upload_args(services, "GHGAF9", src, "--max-memory", "4K", "--json")
+    code, out, err = run(capsys, *argv)
     assert code == 0, err
-    assert message in err
+    assert "--max-memory is no longer needed and is ignored" in err
+    assert json.loads(out)["parallel"] == 8
 
 
 def test_a_second_download_of_the_same_file_stops_at_once(
@@ -361,3 +356,38 @@ def test_a_second_download_of_the_same_file_stops_at_once(
     assert code == 0, err
     assert sorted(p.name for p in out_dir.iterdir()) == ["twice.bam"]
     assert (out_dir / "twice.bam").read_bytes() == data
+
+
+def test_drs_uris_name_the_file_when_their_host_is_the_api(
+    tmp_path: Path, services: FakeServices, capsys: Any
+) -> None:
+    data = os.urandom(2 * PART)
+    services.publish(data, "GHGAF20", name="uri.bin")
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    host = services.url.split("://", 1)[1]
+    argv = ["download-by-id", "--api-url", services.url, "--output-dir", str(out_dir)]
+    code, _, err = run(capsys, *argv, "--file-id", f"drs://{host}/GHGAF20")
+    assert code == 0, err
+    assert (out_dir / "uri.bin").read_bytes() == data
+    code, _, err = run(capsys, *argv, "--file-id", "drs://elsewhere.example/GHGAF20")
+    assert code == 2
+    assert "names host elsewhere.example" in err and "--api-url" in err
+
+
+def test_resolve_file_id_derives_the_api_from_a_drs_uri() -> None:
+    from ghga_cli.api import resolve_file_id
+    from ghga_cli.errors import UsageError
+
+    assert resolve_file_id("drs://drs.example.org/F1", None) == ("F1", "https://drs.example.org")
+    assert resolve_file_id("drs://drs.example.org/F1", "https://drs.example.org/") == (
+        "F1",
+        "https://drs.example.org/",
+    )
+    assert resolve_file_id("drs://h:8443/F1", "https://h:8443") == ("F1", "https://h:8443")
+    assert resolve_file_id("F1", "http://x") == ("F1", "http://x")
+    for bad in ("drs://h", "drs:///F1", "drs://h/a/b"):
+        with pytest.raises(UsageError):
+            resolve_file_id(bad, "http://h")
+    with pytest.raises(UsageError):
+        resolve_file_id("drs://h:1/F1", "https://h:2")

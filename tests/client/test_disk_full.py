@@ -32,9 +32,8 @@ def test_libcurl_write_failure_is_a_local_error_not_a_network_one(
     configure = DownloadTransfer.configure
 
     def onto_a_full_disk(self: DownloadTransfer, slot: Any, part: Any) -> None:
-        if slot.resource is None:
-            slot.resource = DEV_FULL.open("wb", buffering=0)
-            self._files.append(slot.resource)
+        if slot.index not in self._files:
+            self._files[slot.index] = DEV_FULL.open("wb", buffering=0)
         configure(self, slot, part)
 
     monkeypatch.setattr(DownloadTransfer, "configure", onto_a_full_disk)

@@ -16,7 +16,7 @@ from s3helpers import FakeDrs, engine_download, engine_upload, md5
 from ghga_cli.engine import Engine, Part, plan_parts
 from ghga_cli.errors import EXIT_INTEGRITY, EXIT_NETWORK, CliError, IntegrityError
 from ghga_cli.retry import RetryPolicy
-from ghga_cli.uploads import PartReader, UploadTransfer, UrlProvider
+from ghga_cli.uploads import UploadTransfer, UrlProvider
 
 faultproxy = pytest.importorskip("faultproxy")
 PART = 64 * 1024
@@ -181,17 +181,15 @@ def test_upload_etag_mismatch_fails_with_exit_5(tmp_path: Path) -> None:
     try:
         src, _ = _src(tmp_path, 1000)
         pieces = plan_parts(1000, PART)
-        reader = PartReader(src, pieces, {})
         urls = UrlProvider(
-            _StaticUrls(f"http://127.0.0.1:{server.server_port}"), "u", len(pieces), set()
+            _StaticUrls(f"http://127.0.0.1:{server.server_port}").presign_parts,
+            "u",
+            len(pieces),
+            set(),
         )
         engine = Engine(parallel=2, policy=RetryPolicy(retries=1, base=0.01))
-        reader.start()
-        try:
-            with pytest.raises(CliError) as info:
-                engine.run(UploadTransfer(reader, urls))
-        finally:
-            reader.stop()
+        with pytest.raises(CliError) as info:
+            engine.run(UploadTransfer("u", src, pieces, urls))
         assert info.value.exit_code == EXIT_INTEGRITY
         assert "ETag" in info.value.message
         assert _WrongEtagHandler.puts == 2
@@ -201,4 +199,4 @@ def test_upload_etag_mismatch_fails_with_exit_5(tmp_path: Path) -> None:
 
 
 def test_part_numbers_are_one_based() -> None:
-    assert Part(index=0, offset=0, size=1).number == 1
+    assert Part(None, index=0, offset=0, size=1).number == 1  # type: ignore[arg-type]

@@ -8,16 +8,21 @@ from pathlib import Path
 import pytest
 
 from ghga_cli.api import drs_base, parse_drs_object
-from ghga_cli.cli import build_parser, parse_size, read_token
+from ghga_cli.cli import build_parser, main, parse_size, read_token
 from ghga_cli.curl import HeaderCollector, redact_url
-from ghga_cli.downloads import DownloadState, parse_content_range
+from ghga_cli.downloads import (
+    MAX_RANGES,
+    DownloadState,
+    parse_content_range,
+    plan_ranges,
+    range_size_for,
+)
 from ghga_cli.engine import plan_parts
 from ghga_cli.errors import ApiError, CliError, NetworkError, UsageError
 from ghga_cli.files import sanitise_name
-from ghga_cli.integrity import choose_checksum, file_digest, normalise_etag
+from ghga_cli.integrity import choose_checksum, file_digest, hash_speed, normalise_etag
 from ghga_cli.progress import Progress, format_bytes, format_duration, progress_line
 from ghga_cli.retry import RetryPolicy, parse_retry_after
-from ghga_cli.uploads import effective_parallel
 
 MIB = 1024 * 1024
 
@@ -52,10 +57,24 @@ def test_plan_parts_rejects_bad_input() -> None:
         plan_parts(-1, 10)
 
 
-def test_effective_parallel_bounds_memory() -> None:
-    assert effective_parallel(8, 16 * MIB, 1024 * MIB) == 8
-    assert effective_parallel(8, 128 * MIB, 1024 * MIB) == 6  # 6 in flight + 2 = 8 buffers
-    assert effective_parallel(8, 600 * MIB, 1024 * MIB) == 1
+@pytest.mark.parametrize("size", [0, 1, 100 * MIB, 1024 * MIB + 7, 4096 * MIB - 1])
+def test_plan_ranges_covers_the_file_and_shrinks_at_the_end(size: int) -> None:
+    ranges = plan_ranges(size, 32 * MIB, tail=8)
+    assert sum(n for _, n in ranges) == size
+    assert all(off == prev_off + prev_n for (prev_off, prev_n), (off, _) in zip(ranges, ranges[1:]))
+    if size >= 1024 * MIB:
+        last = [n for _, n in ranges[-16:]]
+        assert last == sorted(last, reverse=True) and last[-1] < 4 * MIB
+        assert len(ranges) <= size // (32 * MIB) + 16
+    else:
+        assert ranges == plan_parts(size, 32 * MIB)  # small files: equal ranges
+
+
+def test_range_size_grows_so_the_plan_stays_bounded() -> None:
+    five_tib = 5 * 1024**4
+    size = range_size_for(five_tib, 64 * 1024)
+    assert size % MIB == 0 and -(-five_tib // size) <= MAX_RANGES
+    assert range_size_for(10 * MIB, 64 * 1024) == 64 * 1024
 
 
 # -- parsing ----------------------------------------------------------------------------
@@ -135,7 +154,12 @@ def test_parse_drs_object() -> None:
     )
     assert obj.size == 5 and obj.name == "a.bam" and obj.url == "https://s3/x?sig=1"
     assert obj.headers == ["A: b"]
-    assert choose_checksum(obj.checksums) == ("md5", "md5", "abc")
+    faster = max(("md5", "sha256"), key=hash_speed)
+    offered = {"md5": ("md5", "md5", "abc"), "sha256": ("sha-256", "sha256", "d")}
+    assert choose_checksum(obj.checksums) == offered[faster]  # the cheaper one on this machine
+    assert choose_checksum(obj.checksums, keep="md5") == ("md5", "md5", "abc")  # a resume's
+    assert choose_checksum(obj.checksums, keep="sha-256") == ("sha-256", "sha256", "d")
+    assert choose_checksum({"md5": "abc"}, keep="sha-256") == ("md5", "md5", "abc")
     assert choose_checksum({"sha-256": "d"}) == ("sha-256", "sha256", "d")
     assert choose_checksum({"crc32c": "x"}) is None
     with pytest.raises(NetworkError):
@@ -323,13 +347,27 @@ def test_aliases_and_defaults() -> None:
     args = parser.parse_args(
         ["download-by-id", "--api_url", "http://x", "--file_id", "F", "--output_dir", "d"]
     )
-    assert args.file_id == "F"
+    assert args.file_ids == ["F"]
+    two = ["download-by-id", "--api-url", "http://x", "--file-id", "F", "--file-id", "G"]
+    args = parser.parse_args([*two, "--output-dir", "d"])
+    assert args.file_ids == ["F", "G"] and args.parallel_files == 4
+
+
+def test_api_url_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    monkeypatch.setenv("GHGA_CLI_API_URL", "http://env-api:1")
+    args = build_parser().parse_args(["upload-by-id", "--file-id", "F", "--file-path", "p"])
+    assert args.api_url == "http://env-api:1"
+    monkeypatch.delenv("GHGA_CLI_API_URL")
+    assert main(["upload-by-id", "--file-id", "F", "--file-path", "p"]) == 2
+    err = capsys.readouterr().err
+    assert "--api-url is required" in err and "GHGA_CLI_API_URL" in err
 
 
 @pytest.mark.parametrize(
     "argv",
     [
-        ["upload-by-id", "--file-id", "F", "--file-path", "p"],  # no --api-url
         ["download-by-id", "--api-url", "u", "--file-id", "F"],  # no --output-dir
         ["upload-by-id", "--api-url", "u", "--file-id", "F", "--parallel", "0"],
         ["upload-by-id", "--api-url", "u", "--file-id", "F", "--retries", "x"],

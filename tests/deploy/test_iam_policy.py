@@ -42,6 +42,10 @@ S3_ACTIONS = {
     "UploadPartCopy": {"s3:GetObject", "s3:PutObject"},
     "ListObjectsV2": {"s3:ListBucket"},
 }
+#: Operations of other services whose IAM action is not <service>:<OperationName>.
+BATCH_ACTIONS = {
+    ("sqs", "SendMessageBatch"): "sqs:SendMessage",  # SQS authorises batches as SendMessage
+}
 #: pynamodb method -> DynamoDB action (models, instances, indexes, transactions).
 PYNAMODB_ACTIONS = {
     "get": "GetItem",
@@ -236,7 +240,7 @@ def code_actions() -> set[str]:
             assert op in S3_ACTIONS, f"map S3 operation {op} to IAM actions in S3_ACTIONS"
             actions |= S3_ACTIONS[op]
         else:
-            actions.add(f"{svc}:{op}")
+            actions.add(BATCH_ACTIONS.get((svc, op), f"{svc}:{op}"))
             if (svc, op) == ("ssm", "GetParameter"):
                 actions.add("kms:Decrypt")  # SecureString, WithDecryption=True
     for method in pynamodb_operations(modules):

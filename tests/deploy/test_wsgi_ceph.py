@@ -110,6 +110,7 @@ def test_gunicorn_serves_an_upload(
         "UCS_OUTBOX_BUCKET": f"outbox-{run}",
         "UCS_JOB_QUEUE": f"jobs-{run}",
         "UCS_TOKEN_KEYS": KEY,
+        "UCS_DRS_HOSTNAME": "drs.example.org",  # a deployment must name it (wsgi.py)
         "UCS_STACK_FILE": str(tmp_path / "no-stack.json"),
     }
     payload = os.urandom(300_000)

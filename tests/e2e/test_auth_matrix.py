@@ -97,6 +97,8 @@ def routes(world: dict[str, Any]) -> list[tuple[str, str, dict | None]]:
         ("POST", f"/uploads/{u}/signed_urls", {"part_numbers": [1, 2]}),
         ("GET", f"/uploads/{u}/parts", None),
         ("GET", f"/ga4gh/drs/v1/objects/{a}", None),
+        ("GET", f"/ga4gh/drs/v1/objects/{a}/access/s3", None),
+        ("POST", "/ga4gh/drs/v1/objects", {"bulk_object_ids": [a]}),
         ("GET", "/ga4gh/drs/v1/service-info", None),
     ]
 
@@ -195,6 +197,13 @@ def test_users_without_rights_get_403_and_change_nothing(
         status, answer = call(method, url, stranger, body)
         if path.endswith("service-info"):
             assert status == 200
+            continue
+        if path.endswith("/objects"):  # bulk: a 403 per object, nothing else about it
+            assert status == 200, answer
+            assert answer["resolved_drs_object"] == [] and answer["staging_drs_objects"] == []
+            assert answer["unresolved_drs_objects"] == [
+                {"error_code": 403, "object_ids": [world["accepted_file"]]}
+            ]
             continue
         assert status == 403, (method, path, status, answer)
         assert answer["exception_id"] == "noFileAccess"

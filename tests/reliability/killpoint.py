@@ -58,10 +58,10 @@ def install(point: str) -> None:
         api.UcsClient.confirm_uploaded = confirm
     elif point == "wait":
 
-        def wait(self, upload_id):
+        def wait(self, entry, now):
             _die()
 
-        uploads.Uploader._wait_for_validation = wait
+        uploads.ValidationWaiter._poll_one = wait
     else:
         raise SystemExit(f"unknown kill point {point!r}")
 

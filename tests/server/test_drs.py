@@ -70,21 +70,27 @@ def test_staging_then_object(api: Api) -> None:
     assert get(api).status_code == 202  # still staging: no second job
     assert run_jobs() == [{"job": "stage", "file_id": "F1"}]
     assert keys("t-outbox") == ["F1"]
-    r = get(api, headers={"Host": "drs.example.org"})
+    r = get(api, headers={"Host": "drs.example.org"})  # never trusted (issue 11)
     assert r.status_code == 200
     obj = r.json_body
     url = obj["access_methods"][0]["access_url"]["url"]
     assert obj == {
         "id": "F1",
         "name": "F1.bin",
-        "self_uri": "drs://drs.example.org/F1",
+        "self_uri": "drs://127.0.0.1/F1",  # the local default: UCS_DRS_HOSTNAME is unset
         "size": len(DATA),
         "created_time": obj["created_time"],
         "checksums": [
             {"type": "md5", "checksum": md5(DATA)},
             {"type": "sha-256", "checksum": hashlib.sha256(DATA).hexdigest()},
         ],
-        "access_methods": [{"type": "s3", "access_url": {"url": url, "headers": []}}],
+        "access_methods": [
+            {
+                "type": "s3",
+                "access_id": "s3",
+                "access_url": {"url": url, "headers": ["Accept: */*"]},
+            }
+        ],
     }
     assert obj["created_time"].endswith("Z")
     q = parse_qs(urlparse(url).query)
@@ -235,13 +241,16 @@ def test_deleted_outbox_object_is_staged_again(api: Api) -> None:
     assert run_jobs() == [{"job": "stage", "file_id": "F1"}]
 
 
-def test_service_info(api: Api) -> None:
-    r = get(api, "/ga4gh/drs/v1/service-info", headers={"Host": "drs.example.org"})
+def test_service_info(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("UCS_DRS_HOSTNAME", "drs.example.org")
+    monkeypatch.setenv("UCS_DRS_MAX_BULK_OBJECTS", "7")
+    r = get(api, "/ga4gh/drs/v1/service-info", headers={"Host": "evil.example:1"})
     assert r.status_code == 200
     info = r.json_body
-    assert info["type"] == {"group": "org.ga4gh", "artifact": "drs", "version": "1.1.0"}
+    assert info["type"] == {"group": "org.ga4gh", "artifact": "drs", "version": "1.4.0"}
     assert info["organization"] == {"name": "GHGA", "url": "https://www.ghga.de"}
     assert info["id"] == "org.example.drs.drs" and info["name"] and info["version"]
+    assert info["maxBulkRequestLength"] == 7 and info["drs"] == {"maxBulkRequestLength": 7}
     assert get(api, "/ga4gh/drs/v1/service-info", user=None).status_code == 401
 
 

@@ -379,6 +379,8 @@ def test_every_api_route_needs_a_token(api: Api) -> None:
         ("POST", f"/uploads/{uid}/signed_urls"),
         ("GET", f"/uploads/{uid}/parts"),
         ("GET", "/ga4gh/drs/v1/objects/F1"),
+        ("GET", "/ga4gh/drs/v1/objects/F1/access/s3"),
+        ("POST", "/ga4gh/drs/v1/objects"),
         ("GET", "/ga4gh/drs/v1/service-info"),
     ]:
         r = api.call(method, path, {"file_id": "F1"}, user=None)
@@ -407,8 +409,8 @@ def test_missing_token_keys_is_a_json_500(api: Api, monkeypatch: pytest.MonkeyPa
         ("GET", "/uploads/x/y"),
         ("GET", "/uploads/x/parts/1"),
         ("DELETE", "/a/b/c/d/e/f/g"),
-        ("GET", "/ga4gh/drs/v1/objects"),
         ("GET", "/ga4gh/drs/v1/objects/x/access"),
+        ("GET", "/ga4gh/drs/v1/objects/x/access/y/z"),
     ],
 )
 def test_unknown_routes_are_json_404(api: Api, method: str, path: str) -> None:
@@ -429,6 +431,8 @@ def test_unknown_routes_are_json_404(api: Api, method: str, path: str) -> None:
         ("GET", "/uploads/x/parts/1/signed_urls"),
         ("PATCH", "/openapi.yaml"),
         ("POST", "/ga4gh/drs/v1/objects/x"),
+        ("GET", "/ga4gh/drs/v1/objects"),
+        ("POST", "/ga4gh/drs/v1/objects/x/access/s3"),
     ],
 )
 def test_wrong_methods_are_json_405(api: Api, method: str, path: str) -> None:
@@ -466,7 +470,8 @@ def test_presigned_part_urls_work(api: Api) -> None:
     [
         ("PUT", "/uploads", "POST"),
         ("DELETE", "/uploads/u1", "GET, PATCH"),
-        ("POST", "/ga4gh/drs/v1/objects/x", "GET"),
+        ("POST", "/ga4gh/drs/v1/objects/x", "GET, OPTIONS"),
+        ("GET", "/ga4gh/drs/v1/objects", "POST"),
     ],
 )
 def test_405_names_the_allowed_methods(api: Api, method: str, path: str, allow: str) -> None:

@@ -241,6 +241,18 @@ class Repository:
         except FileItem.DoesNotExist:
             return None
 
+    def get_files(self, file_ids: list[str]) -> dict[str, FileRecord]:
+        """Many files by id with ``BatchGetItem`` (100 keys per call); missing ids are absent.
+
+        Strongly consistent like :meth:`get_file`, so a bulk DRS request sees the same state
+        as the single-object route. pynamodb retries keys DynamoDB leaves unprocessed.
+        """
+        unique = list(dict.fromkeys(file_ids))
+        return {
+            item.file_id: _file_record(item)
+            for item in FileItem.batch_get(unique, consistent_read=True)
+        }
+
     def register_file(self, record: FileRecord) -> None:
         """Create a file item; raises :class:`ConditionLost` when the id is already taken."""
         item = FileItem(

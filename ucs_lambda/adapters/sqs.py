@@ -1,14 +1,12 @@
 """The job queue (SQS): send jobs, and receive/delete them for the local worker.
 
-SQS's error answers are raised as :class:`QueueError`, so botocore's types stay in here.
+Jobs that cannot be queued raise :class:`JobQueueError`, so botocore's types stay in here.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -16,23 +14,19 @@ from botocore.exceptions import ClientError
 from ..config import Settings
 from . import aws
 
-
-class QueueError(Exception):
-    """SQS answered a call with an error (``"<code>: <message>"``)."""
-
-
-@contextlib.contextmanager
-def _sqs_errors() -> Iterator[None]:
-    try:
-        yield
-    except ClientError as exc:
-        err = exc.response.get("Error", {})
-        code, message = err.get("Code") or "error", err.get("Message")
-        raise QueueError(f"{code}: {message}" if message else code) from exc
-
+#: SQS's limit of messages per ``SendMessageBatch`` call.
+SEND_BATCH_LIMIT = 10
 
 _urls: dict[tuple[str, str, Any], str] = {}
 _lock = threading.Lock()
+
+
+class JobQueueError(Exception):
+    """Jobs could not be queued; ``unsent`` holds their bodies (the others were queued)."""
+
+    def __init__(self, message: str, unsent: list[dict[str, Any]]) -> None:
+        super().__init__(message)
+        self.unsent = unsent
 
 
 class JobQueue:
@@ -47,16 +41,41 @@ class JobQueue:
         key = (self.settings.job_queue, self.settings.region, self.settings.sqs_endpoint)
         url = _urls.get(key)
         if url is None:
-            with _sqs_errors():
-                url = str(self.client.get_queue_url(QueueName=self.settings.job_queue)["QueueUrl"])
+            url = str(self.client.get_queue_url(QueueName=self.settings.job_queue)["QueueUrl"])
             with _lock:
                 _urls[key] = url
         return url
 
     def send(self, body: dict[str, Any]) -> None:
-        url = self.url
-        with _sqs_errors():
-            self.client.send_message(QueueUrl=url, MessageBody=json.dumps(body))
+        try:
+            self.client.send_message(QueueUrl=self.url, MessageBody=json.dumps(body))
+        except ClientError as exc:
+            raise JobQueueError(f"job not queued: {exc}", [body]) from exc
+
+    def send_many(self, bodies: list[dict[str, Any]]) -> None:
+        """Queue many jobs with ``SendMessageBatch`` (10 per call instead of one call each).
+
+        Raises :class:`JobQueueError` naming the bodies that were *not* queued when SQS refused
+        some entries or a call failed; every other body was queued.
+        """
+        unsent: list[dict[str, Any]] = []
+        error: str | None = None
+        for start in range(0, len(bodies), SEND_BATCH_LIMIT):
+            chunk = bodies[start : start + SEND_BATCH_LIMIT]
+            entries = [
+                {"Id": str(i), "MessageBody": json.dumps(body)} for i, body in enumerate(chunk)
+            ]
+            try:
+                resp = self.client.send_message_batch(QueueUrl=self.url, Entries=entries)
+            except ClientError as exc:
+                unsent.extend(chunk)
+                error = str(exc)
+                continue
+            for failed in resp.get("Failed", []):
+                unsent.append(chunk[int(failed["Id"])])
+                error = str(failed.get("Message") or failed.get("Code"))
+        if unsent:
+            raise JobQueueError(f"{len(unsent)} of {len(bodies)} jobs not queued: {error}", unsent)
 
     def receive(self, wait_seconds: int = 1, max_messages: int = 10) -> list[dict[str, Any]]:
         resp = self.client.receive_message(

@@ -6,7 +6,7 @@ operator) may download. Authentication (is the token valid?) happens before, in 
 
 from __future__ import annotations
 
-from .errors import NoFileAccess
+from .errors import NoFileAccess, NoSuchObject
 from .models import FileRecord
 
 
@@ -20,3 +20,19 @@ def require_reader(file: FileRecord, user_id: str) -> None:
     """Raise ``noFileAccess`` unless ``user_id`` has been granted download access."""
     if user_id not in file.readers:
         raise NoFileAccess(file.file_id)
+
+
+def require_downloadable(file: FileRecord | None, object_id: str, user_id: str) -> FileRecord:
+    """The DRS rule for one object, shared by the single, access and bulk routes.
+
+    Unknown ids are ``noSuchObject``; a user who is not a reader gets ``noFileAccess`` (the
+    status codes drs3.yaml prescribes); a file without an accepted upload has no bytes to hand
+    out, so it is not found either. The order of the checks is part of the rule: a non-reader
+    learns nothing about the file's upload state.
+    """
+    if file is None:
+        raise NoSuchObject(object_id)
+    require_reader(file, user_id)
+    if not file.accepted_upload_id:
+        raise NoSuchObject(object_id)
+    return file

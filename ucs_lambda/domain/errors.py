@@ -109,3 +109,27 @@ class NoSuchObject(DomainError):
         super().__init__(
             f"The DRS object with ID {object_id!r} does not exist.", {"object_id": object_id}
         )
+
+
+class NoSuchAccess(DomainError):
+    """DRS: the object exists and may be read, but has no access method with this id."""
+
+    exception_id = "noSuchAccess"
+
+    def __init__(self, object_id: str, access_id: str) -> None:
+        super().__init__(
+            f"The DRS object {object_id!r} has no access method with ID {access_id!r}.",
+            {"object_id": object_id, "access_id": access_id},
+        )
+
+
+class BulkRequestTooLarge(DomainError):
+    """DRS bulk request: more object ids than ``UCS_DRS_MAX_BULK_OBJECTS`` (413)."""
+
+    exception_id = "bulkRequestTooLarge"
+
+    def __init__(self, requested: int, limit: int) -> None:
+        super().__init__(
+            f"A bulk request may name at most {limit} objects, this one names {requested}.",
+            {"limit": limit, "requested": requested},
+        )

@@ -1,28 +1,44 @@
-"""GA4GH DRS 1.1 routes under ``/ga4gh/drs/v1`` (reference/drs3.yaml).
+"""GA4GH DRS 1.4 routes under ``/ga4gh/drs/v1`` (reference/drs3.yaml plus the DRS 1.4 additions).
 
 Errors follow DRS's ``{msg, status_code}`` shape; they also carry this project's
 ``exception_id``/``description``/``data`` fields, because drs3.yaml's 404 schema
 (``HttpObjectNotFoundError``) requires them and one client can then read every error alike.
+
+The hostname in ``self_uri`` and service-info comes from configuration only
+(``Settings.drs_host``), never from the request's ``Host`` header.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 from chalice import Blueprint, Response
 from chalice.app import Request
 
-from ..domain.errors import DomainError
-from ..services.downloads import DownloadService
-from .common import JSON_HEADERS, STATUS_BY_ID, Endpoint, json_response
+from ..domain.errors import DomainError, InvalidRequest
+from ..services.downloads import AUTHORIZATIONS, BulkAnswer, DownloadService
+from .common import JSON_HEADERS, STATUS_BY_ID, Endpoint, json_response, read_json_object
 
 URL_PREFIX = "/ga4gh/drs/v1"
 
 bp = Blueprint(__name__)
 
+#: Statuses of the DRS-only exception ids (the shared table in ``common`` has the others).
+DRS_STATUSES = {"noSuchAccess": 404, "bulkRequestTooLarge": 413}
+
+
+def _status(error: DomainError) -> int:
+    return (
+        getattr(error, "status", None)
+        or DRS_STATUSES.get(error.exception_id)
+        or STATUS_BY_ID.get(error.exception_id, 400)
+    )
+
 
 def drs_error_response(
     error: DomainError, status: int | None = None, headers: dict | None = None
 ) -> Response:
-    code = status or getattr(error, "status", None) or STATUS_BY_ID.get(error.exception_id, 400)
+    code = status or _status(error)
     body = {"msg": error.description, "status_code": code, **error.to_body()}
     all_headers = dict(JSON_HEADERS)
     if code == 401:
@@ -34,24 +50,105 @@ def drs_error_response(
 endpoint = Endpoint(bp, render_error=drs_error_response)
 
 
-def _host(request: Request) -> str:
-    return str(request.headers.get("host") or "localhost")
+def _accepted(retry_after: int) -> Response:
+    """202 while the object is being staged: retry the same request after ``retry_after`` s."""
+    return Response(
+        body="",
+        status_code=202,
+        headers={"Retry-After": str(retry_after), "Cache-Control": "no-store"},
+    )
 
 
 @bp.route("/objects/{object_id}", methods=["GET"])
 @endpoint()
 def get_object(request: Request, user: str, object_id: str) -> Response:
-    answer = DownloadService.from_env().get_object(user, object_id, _host(request))
+    answer = DownloadService.for_requests().get_object(user, object_id)
     if answer.drs_object is None:
-        return Response(
-            body="",
-            status_code=202,
-            headers={"Retry-After": str(answer.retry_after), "Cache-Control": "no-store"},
-        )
+        return _accepted(answer.retry_after)
     return json_response(answer.drs_object)
+
+
+@bp.route("/objects/{object_id}", methods=["OPTIONS"])
+@endpoint(public=True)
+def options_object(request: Request, user: str, object_id: str) -> Response:
+    """DRS 1.3 ``Authorizations``: public and the same for every id, so it reveals nothing."""
+    return json_response(AUTHORIZATIONS)
+
+
+@bp.route("/objects/{object_id}/access/{access_id}", methods=["GET"])
+@endpoint()
+def get_access_url(request: Request, user: str, object_id: str, access_id: str) -> Response:
+    answer = DownloadService.for_requests().get_access_url(user, object_id, access_id)
+    if answer.access_url is None:
+        return _accepted(answer.retry_after)
+    return json_response(answer.access_url)
+
+
+@bp.route("/objects", methods=["POST"])
+@endpoint()
+def get_bulk_objects(request: Request, user: str) -> Response:
+    ids = bulk_object_ids(read_json_object(request))
+    return json_response(bulk_body(DownloadService.for_requests().get_objects(user, ids)))
 
 
 @bp.route("/service-info", methods=["GET"])
 @endpoint()
 def service_info(request: Request, user: str) -> Response:
-    return json_response(DownloadService.from_env().service_info(_host(request)))
+    return json_response(DownloadService.for_requests().service_info())
+
+
+def bulk_object_ids(body: dict[str, Any]) -> list[str]:
+    """``bulk_object_ids`` of a DRS 1.4 bulk request: a non-empty list of non-empty strings.
+
+    DRS's optional ``passports`` are not supported (bearer tokens only) and refused rather
+    than silently ignored, so a caller relying on them learns it at once.
+    """
+    if "passports" in body:
+        raise InvalidRequest("Passports are not supported; send a bearer token.", {})
+    ids = body.get("bulk_object_ids")
+    if not isinstance(ids, list) or not ids:
+        raise InvalidRequest(
+            "'bulk_object_ids' must be a non-empty list of object ids.",
+            {"field": "bulk_object_ids"},
+        )
+    if not all(isinstance(i, str) and i for i in ids):
+        raise InvalidRequest(
+            "Every entry of 'bulk_object_ids' must be a non-empty string.",
+            {"field": "bulk_object_ids"},
+        )
+    return ids
+
+
+def bulk_body(answer: BulkAnswer) -> dict[str, Any]:
+    """The DRS 1.4 bulk answer plus ``staging_drs_objects`` (see ucs_lambda/openapi.yaml).
+
+    Objects still being staged are unresolved with ``error_code`` 202, like the 202 the
+    single-object route answers; ``staging_drs_objects`` adds when to ask again for each.
+    Other unresolved objects carry the status the single-object route would answer.
+    """
+    groups: dict[int, list[str]] = {}
+    if answer.staging:
+        groups[202] = list(answer.staging)
+    for object_id, error in answer.refused.items():
+        groups.setdefault(_status(error), []).append(object_id)
+    unresolved = answer.requested - len(answer.resolved)
+    return {
+        "summary": {
+            "requested": answer.requested,
+            "resolved": len(answer.resolved),
+            "unresolved": unresolved,
+        },
+        "resolved_drs_object": answer.resolved,
+        "unresolved_drs_objects": [
+            {"error_code": code, "object_ids": ids} for code, ids in sorted(groups.items())
+        ],
+        "staging_drs_objects": [
+            {
+                "object_id": object_id,
+                "retry_after": seconds,
+                "name": answer.staging_files[object_id][0],
+                "size": answer.staging_files[object_id][1],
+            }
+            for object_id, seconds in answer.staging.items()
+        ],
+    }

@@ -1,31 +1,56 @@
-"""DRS3 use cases: resolve an object, stage it into the outbox, clean the outbox up.
+"""DRS3 use cases: resolve objects (one or many), hand out access URLs, stage, clean up.
 
 Staging is asynchronous: a request for an object that is not in the outbox makes sure exactly
 one staging job exists (a conditional write on the file item decides which request enqueues
 it) and tells the client when to retry. The staging marker expires, so a crashed job does not
-block the file forever.
+block the file forever. The single-object, access and bulk routes share one rule for who may
+read what (``domain.access.require_downloadable``) and one staging step (:meth:`_ensure_staged`),
+so they cannot drift apart.
 """
 
 from __future__ import annotations
 
+import enum
 import logging
 import math
 import time
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..adapters.dynamo import Repository
 from ..adapters.s3 import Storage
-from ..adapters.sqs import JobQueue, QueueError
+from ..adapters.sqs import JobQueue, JobQueueError
 from ..config import Settings, get_settings
 from ..domain import access
-from ..domain.errors import NoSuchObject
+from ..domain.errors import BulkRequestTooLarge, DomainError, NoSuchAccess
 from ..domain.models import FileRecord, iso
 
 log = logging.getLogger(__name__)
 
 MIN_RETRY_AFTER = 2
 MAX_RETRY_AFTER = 300
+
+#: The DRS version whose routes this service implements (bulk objects, access, OPTIONS).
+DRS_VERSION = "1.4.0"
+
+#: The one access method of every object: a presigned GET URL on the outbox bucket. Opaque to
+#: clients; unique within an object, as DRS requires.
+ACCESS_ID = "s3"
+
+#: DRS 1.3 ``Authorizations``: how to authorise requests for any object (the same answer for
+#: every id, so that it says nothing about whether an object exists).
+AUTHORIZATIONS: dict[str, Any] = {"supported_types": ["BearerAuth"]}
+
+#: ``headers`` of every ``AccessURL``: a harmless header a client sends with the presigned GET.
+#: Never empty, because a client may take an empty list as "send my DRS credentials instead":
+#: ga4gh-drs-client 0.1.7 then sends the caller's bearer token to the storage, which leaks
+#: the token and makes S3 and Ceph RGW refuse the request (a presigned URL and an
+#: Authorization header are two auth mechanisms). ``*/*`` is what clients send by default.
+ACCESS_URL_HEADERS = ("Accept: */*",)
+
+#: Objects of one bulk request probed in parallel (outbox HEAD + staging claim each).
+BULK_PROBE_WORKERS = 16
 
 
 @dataclass(frozen=True)
@@ -36,6 +61,39 @@ class ObjectAnswer:
     retry_after: int = 0
 
 
+@dataclass(frozen=True)
+class AccessAnswer:
+    """Either a fresh DRS ``AccessURL`` or "retry after N seconds" while staging."""
+
+    access_url: dict[str, Any] | None = None
+    retry_after: int = 0
+
+
+@dataclass
+class BulkAnswer:
+    """Per-object results of one bulk request, each distinct id in exactly one of the three.
+
+    ``resolved`` holds ready ``DrsObject``s and ``staging`` the seconds to wait per object,
+    both in request order; ``refused`` the domain error the single-object route would have
+    answered for that id (not found, no access).
+    """
+
+    requested: int
+    resolved: list[dict[str, Any]] = field(default_factory=list)
+    staging: dict[str, int] = field(default_factory=dict)
+    refused: dict[str, DomainError] = field(default_factory=dict)
+    #: Name and size of each staging object (the caller may read it; a batch checks names).
+    staging_files: dict[str, tuple[str, int]] = field(default_factory=dict)
+
+
+class _Outbox(enum.Enum):
+    """Where a file stands after :meth:`DownloadService._probe`."""
+
+    HOLDS = "holds"  # the outbox has the copy: hand out URLs
+    STAGING = "staging"  # another request's staging job is running
+    CLAIMED = "claimed"  # this request won the claim and must enqueue the job
+
+
 def retry_after_for(size: int, bytes_per_second: int) -> int:
     """Estimated seconds until a copy of ``size`` bytes is staged, within 2..300."""
     estimate = math.ceil(size / max(bytes_per_second, 1)) + 1
@@ -43,7 +101,7 @@ def retry_after_for(size: int, bytes_per_second: int) -> int:
 
 
 class DownloadService:
-    """GA4GH DRS 1.1 over the permanent and outbox buckets."""
+    """GA4GH DRS over the permanent and outbox buckets."""
 
     def __init__(
         self, settings: Settings, repo: Repository, storage: Storage, queue: JobQueue
@@ -61,64 +119,154 @@ class DownloadService:
     def from_env(cls) -> DownloadService:
         return cls.from_settings(get_settings())
 
-    def service_info(self, host: str) -> dict[str, Any]:
-        """GA4GH service-info for this DRS."""
+    @classmethod
+    def for_requests(cls) -> DownloadService:
+        """The service behind the DRS routes: refuses to serve anything (ConfigError) in a
+        deployment without a usable ``UCS_DRS_HOSTNAME``, before doing any work."""
+        service = cls.from_env()
+        _ = service.settings.drs_host
+        return service
+
+    def service_info(self) -> dict[str, Any]:
+        """GA4GH service-info with DRS 1.4's bulk limit (also in 1.5's ``drs`` block)."""
         s = self.settings
+        limit = s.drs_max_bulk_objects
         return {
-            "id": f"{_reverse(s.drs_hostname or host)}.drs",
+            "id": f"{_reverse(s.drs_host)}.drs",
             "name": "GHGA DRS3",
-            "type": {"group": "org.ga4gh", "artifact": "drs", "version": "1.1.0"},
+            "type": {"group": "org.ga4gh", "artifact": "drs", "version": DRS_VERSION},
             "description": "Download API of the GHGA file services (DRS on S3).",
             "organization": {"name": s.organization_name, "url": s.organization_url},
             "version": "1.0.0",
+            "maxBulkRequestLength": limit,
+            "drs": {"maxBulkRequestLength": limit},
         }
 
     def _readable_file(self, user_id: str, object_id: str) -> FileRecord:
         file = self.repo.get_file(object_id)
-        if file is None:
-            raise NoSuchObject(object_id)
-        access.require_reader(file, user_id)
-        if not file.accepted_upload_id:
-            raise NoSuchObject(object_id)  # registered, but no accepted upload yet
-        return file
+        return access.require_downloadable(file, object_id, user_id)
 
-    def get_object(self, user_id: str, object_id: str, host: str) -> ObjectAnswer:
+    def get_object(self, user_id: str, object_id: str) -> ObjectAnswer:
         """200 data when the outbox holds the object; else ensure staging and say when to retry."""
         file = self._readable_file(user_id, object_id)
-        s = self.settings
-        info = self.storage.head(s.outbox_bucket, file.file_id)
-        if info is not None and info.size == file.size:
-            return ObjectAnswer(drs_object=self._drs_object(file, host))
-        now = time.time()
-        if self.repo.claim_staging(file.file_id, now, s.staging_timeout_seconds):
-            # The claim is free again once a job has *finished* staging (it copies, then ends
-            # its claim): a request that looked at the outbox just before the copy landed then
-            # wins a claim it does not need. Look again before starting a redundant job.
-            info = self.storage.head(s.outbox_bucket, file.file_id)
-            if info is not None and info.size == file.size:
-                self.repo.mark_staged(file.file_id, now)
-                return ObjectAnswer(drs_object=self._drs_object(file, host))
-            try:
-                self.queue.send({"job": "stage", "file_id": file.file_id})
-            except QueueError:
-                self.repo.reset_staging(file.file_id)  # let the next request try again
-                raise
-            log.info("drs: staging of %s requested", file.file_id)
-        return ObjectAnswer(retry_after=retry_after_for(file.size, s.staging_bytes_per_second))
+        waiting = self._ensure_staged([file])
+        if file.file_id in waiting:
+            return ObjectAnswer(retry_after=waiting[file.file_id])
+        return ObjectAnswer(drs_object=self._drs_object(file))
 
-    def _drs_object(self, file: FileRecord, host: str) -> dict[str, Any]:
+    def get_access_url(self, user_id: str, object_id: str, access_id: str) -> AccessAnswer:
+        """A freshly presigned URL for an access method (``access_id``) of a readable object.
+
+        The same rules as :meth:`get_object`: while the outbox copy is missing (never staged,
+        or expired and removed), staging is requested and the caller is told when to retry.
+        """
+        file = self._readable_file(user_id, object_id)
+        if access_id != ACCESS_ID:
+            raise NoSuchAccess(object_id, access_id)
+        waiting = self._ensure_staged([file])
+        if file.file_id in waiting:
+            return AccessAnswer(retry_after=waiting[file.file_id])
+        return AccessAnswer(access_url=self._access_url(file))
+
+    def get_objects(self, user_id: str, object_ids: list[str]) -> BulkAnswer:
+        """Resolve many objects at once; staging of every readable one missing is requested.
+
+        One ``BatchGetItem`` reads the files, the outbox checks and staging claims run in
+        parallel, and the staging jobs go out in ``SendMessageBatch`` calls, so N objects do
+        not cost N sequential round trips. Each distinct id is resolved once.
+        """
+        limit = self.settings.drs_max_bulk_objects
+        if len(object_ids) > limit:
+            raise BulkRequestTooLarge(len(object_ids), limit)
+        ids = list(dict.fromkeys(object_ids))
+        found = self.repo.get_files(ids)
+        answer = BulkAnswer(requested=len(ids))
+        readable: list[FileRecord] = []
+        for object_id in ids:
+            try:
+                readable.append(
+                    access.require_downloadable(found.get(object_id), object_id, user_id)
+                )
+            except DomainError as exc:
+                answer.refused[object_id] = exc
+        waiting = self._ensure_staged(readable)
+        for file in readable:
+            if file.file_id in waiting:
+                answer.staging[file.file_id] = waiting[file.file_id]
+                answer.staging_files[file.file_id] = (file.file_name, file.size)
+            else:
+                answer.resolved.append(self._drs_object(file))
+        return answer
+
+    def _ensure_staged(self, files: list[FileRecord]) -> dict[str, int]:
+        """Seconds to wait per file the outbox lacks, after requesting staging for each.
+
+        Files the outbox holds are absent from the result.
+        """
+        now = time.time()
+        if len(files) <= 1:
+            states = [self._probe(f, now) for f in files]
+        else:
+            with ThreadPoolExecutor(max_workers=min(BULK_PROBE_WORKERS, len(files))) as pool:
+                states = list(pool.map(lambda f: self._probe(f, now), files))
+        self._enqueue([f for f, state in zip(files, states) if state is _Outbox.CLAIMED])
+        bps = self.settings.staging_bytes_per_second
+        return {
+            f.file_id: retry_after_for(f.size, bps)
+            for f, state in zip(files, states)
+            if state is not _Outbox.HOLDS
+        }
+
+    def _in_outbox(self, file: FileRecord) -> bool:
+        info = self.storage.head(self.settings.outbox_bucket, file.file_id)
+        return info is not None and info.size == file.size
+
+    def _probe(self, file: FileRecord, now: float) -> _Outbox:
+        """Check the outbox and, when the copy is missing, try to claim its staging."""
+        if self._in_outbox(file):
+            return _Outbox.HOLDS
+        if not self.repo.claim_staging(file.file_id, now, self.settings.staging_timeout_seconds):
+            return _Outbox.STAGING
+        # The claim is free again once a job has *finished* staging (it copies, then ends
+        # its claim): a request that looked at the outbox just before the copy landed then
+        # wins a claim it does not need. Look again before starting a redundant job.
+        if self._in_outbox(file):
+            self.repo.mark_staged(file.file_id, now)
+            return _Outbox.HOLDS
+        return _Outbox.CLAIMED
+
+    def _enqueue(self, files: list[FileRecord]) -> None:
+        """Queue one staging job per claimed file; a job that could not be queued frees its
+        claim again, so the next request retries instead of waiting for the claim to expire."""
+        if not files:
+            return
+        try:
+            self.queue.send_many([{"job": "stage", "file_id": f.file_id} for f in files])
+        except JobQueueError as exc:
+            for body in exc.unsent:
+                self.repo.reset_staging(body["file_id"])
+            raise
+        for f in files:
+            log.info("drs: staging of %s requested", f.file_id)
+
+    def _access_url(self, file: FileRecord) -> dict[str, Any]:
         url = self.storage.presign_get(self.settings.outbox_bucket, file.file_id)
+        return {"url": url, "headers": list(ACCESS_URL_HEADERS)}
+
+    def _drs_object(self, file: FileRecord) -> dict[str, Any]:
         checksums = [{"type": "md5", "checksum": file.md5_checksum}]
         if file.sha256_checksum:  # recorded by the validation job (not on older files)
             checksums.append({"type": "sha-256", "checksum": file.sha256_checksum})
         return {
             "id": file.file_id,
             "name": file.file_name,
-            "self_uri": f"drs://{self.settings.drs_hostname or host}/{file.file_id}",
+            "self_uri": f"drs://{self.settings.drs_host}/{file.file_id}",
             "size": file.size,
             "created_time": iso(file.accepted_at or file.creation_date),
             "checksums": checksums,
-            "access_methods": [{"type": "s3", "access_url": {"url": url, "headers": []}}],
+            "access_methods": [
+                {"type": "s3", "access_id": ACCESS_ID, "access_url": self._access_url(file)}
+            ],
         }
 
     def stage(self, file_id: str) -> bool:

@@ -17,7 +17,7 @@ from typing import Any
 
 from ..adapters.dynamo import ConditionLost, Repository, utcnow
 from ..adapters.s3 import ObjectMissing, Part, Storage, StorageError
-from ..adapters.sqs import JobQueue, QueueError
+from ..adapters.sqs import JobQueue, JobQueueError
 from ..config import Settings, get_settings
 from ..domain import access
 from ..domain.errors import (
@@ -350,7 +350,7 @@ class UploadService:
         """Ask the worker/Lambda to validate; a lost message is re-sent by the sweep."""
         try:
             self.queue.send({"job": "validate", "upload_id": upload_id})
-        except QueueError:
+        except JobQueueError:
             log.exception("could not enqueue validation of upload %s", upload_id)
 
     def sweep_stale(self, now: datetime) -> dict[str, int]:

@@ -1,0 +1,351 @@
+"""Many files in one run: the checks before any byte moves, and the batch's verdict.
+
+``plan_uploads`` and ``plan_downloads`` turn manifest entries into file jobs, after checking
+everything that can be checked up front with few API calls (one batch lookup of the files'
+metadata for uploads, DRS bulk requests for downloads): every problem is listed with its line
+number and nothing is transferred. :func:`batch_exit_code` is the documented rule for a batch
+whose files ended differently.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Callable
+
+from ghga_cli.api import DrsObject, Staging, resolve_file_id
+from ghga_cli.downloads import DownloadJob, DownloadOptions, NameClaims
+from ghga_cli.errors import (
+    EXIT_AUTH,
+    EXIT_FAILURE,
+    EXIT_INTEGRITY,
+    EXIT_INTERRUPTED,
+    EXIT_NETWORK,
+    EXIT_NOT_FOUND,
+    EXIT_OK,
+    EXIT_PROTOCOL,
+    EXIT_TIMEOUT,
+    EXIT_USAGE,
+    CliError,
+    UsageError,
+)
+from ghga_cli.files import sanitise_name
+from ghga_cli.manifest import Entry, ManifestError
+from ghga_cli.progress import Progress, format_bytes
+from ghga_cli.session import ApiAccess, FileResult
+from ghga_cli.uploads import LocalFile, UploadJob, UploadOptions
+
+#: Which exit code a batch with differently failed files ends with: the first of these that any
+#: file ended with. Failures a rerun cannot fix come first; Ctrl+C (130) next; network failures
+#: and timeouts, which a rerun resumes, only when nothing worse happened.
+EXIT_PRIORITY = (
+    EXIT_INTEGRITY,
+    EXIT_AUTH,
+    EXIT_PROTOCOL,
+    EXIT_USAGE,
+    EXIT_NOT_FOUND,
+    EXIT_FAILURE,
+    EXIT_INTERRUPTED,
+    EXIT_NETWORK,
+    EXIT_TIMEOUT,
+)
+
+EXIT_RULE_HELP = """\
+many files (--manifest, repeated --file-id):
+  The exit code is 0 only if every file succeeded. Otherwise it is the code of the
+  failed files; if they failed differently, the first of 5, 3, 8, 2, 4, 1, 130, 6, 7
+  that occurred (what a rerun cannot fix comes before what it resumes). With
+  --fail-fast it is the code of the first failure. Problems found by the checks
+  before the transfer (missing file, wrong size, no access, duplicates) are listed
+  with their line numbers and end the run with 2 before any byte moves."""
+
+
+def batch_exit_code(results: Sequence[FileResult], stop_reason: CliError | None = None) -> int:
+    """The exit code of a batch (see :data:`EXIT_RULE_HELP`)."""
+    codes = {r.error.exit_code for r in results if r.error is not None}
+    if not codes:
+        return EXIT_OK
+    if stop_reason is not None:
+        return stop_reason.exit_code
+    for code in EXIT_PRIORITY:
+        if code in codes:
+            return code
+    return max(codes)
+
+
+def plan_uploads(
+    entries: list[Entry],
+    api: ApiAccess,
+    template: UploadOptions,
+    source: str,
+    problems: list[str] | None = None,
+) -> list[UploadJob]:
+    """Check every entry (local file, registration, access, size) and make its job.
+
+    ``problems`` (of the manifest's syntax) are reported together with those found here.
+    """
+    problems = list(problems or [])
+    locals_: dict[int, LocalFile] = {}
+    for entry in entries:
+        assert entry.path is not None
+        try:
+            locals_[entry.line] = LocalFile.inspect(entry.path)
+        except UsageError as exc:
+            problems.append(f"line {entry.line}: {exc.message}")
+    lookups = api.ucs().lookup_files([e.file_id for e in entries])
+    jobs = []
+    for entry, lookup in zip(entries, lookups):
+        local = locals_.get(entry.line)
+        if lookup.error is not None:
+            problems.append(f"line {entry.line}: file {entry.file_id}: {_reason(lookup.error)}")
+            continue
+        meta = lookup.metadata
+        assert meta is not None
+        if local is not None and meta.size != local.size:
+            problems.append(
+                f"line {entry.line}: {entry.path} has {local.size} bytes, but file "
+                f"{entry.file_id} is registered with {meta.size} bytes"
+            )
+            continue
+        options = UploadOptions(
+            file_id=entry.file_id,
+            path=entry.path or Path(),
+            check_parts=template.check_parts,
+            local_md5=template.local_md5,
+            wait_timeout=template.wait_timeout,
+            skip_accepted=True,
+        )
+        job = UploadJob(options, api, lookup=lookup, local=local)
+        job.summary["line"] = entry.line
+        jobs.append(job)
+    if problems:
+        raise ManifestError(source, problems)
+    return jobs
+
+
+def describe_upload_plan(jobs: list[UploadJob]) -> list[str]:
+    """One line per file for ``--dry-run``: what a real run would do."""
+    lines = []
+    for job in jobs:
+        current = job.lookup.current_upload if job.lookup else None
+        status = current.upload_status if current else None
+        what = {
+            "accepted": "already accepted: skipped",
+            "pending": f"resume upload {current.upload_id if current else ''}",
+            "uploaded": "uploaded, waiting for validation",
+        }.get(status or "", "new upload")
+        size = job.local.size if job.local else 0
+        lines.append(
+            f"line {job.summary.get('line')}: {job.file_id} <- {job.options.path} "
+            f"({format_bytes(size)}): {what}"
+        )
+    return lines
+
+
+def plan_downloads(
+    values: list[Entry],
+    api_url: str | None,
+    source: str,
+    problems: list[str] | None = None,
+) -> tuple[str, list[tuple[Entry, str]]]:
+    """The API URL and (entry, file id) pairs, from plain ids and ``drs://`` URIs."""
+    problems = list(problems or [])
+    resolved: list[tuple[Entry, str]] = []
+    urls = set()
+    for entry in values:
+        try:
+            file_id, url = resolve_file_id(entry.file_id, api_url)
+        except UsageError as exc:
+            problems.append(f"{_where(entry)}{exc.message}")
+            continue
+        urls.add(url.rstrip("/"))
+        resolved.append((entry, file_id))
+    seen: dict[str, Entry] = {}
+    for entry, file_id in resolved:
+        if file_id in seen:
+            problems.append(f"{_where(entry)}file {file_id} is listed twice")
+        seen[file_id] = entry
+    if len(urls) > 1:
+        problems.append(f"the files name {len(urls)} different DRS servers: {', '.join(urls)}")
+    if problems:
+        raise ManifestError(source, problems)
+    return (urls.pop() if urls else api_url or ""), resolved
+
+
+def preflight_downloads(
+    pairs: list[tuple[Entry, str]], api: ApiAccess, source: str
+) -> dict[str, DrsObject | Staging]:
+    """Ask DRS for every file once (this also requests their staging) and check the answers.
+
+    Files the user may not read, unknown ids, and two files with the same name (they would
+    overwrite each other in --output-dir) are problems listed before anything is written.
+    Names of files still being staged are checked when they become known, before writing.
+    """
+    drs = api.drs()
+    answers = drs.lookup_objects([file_id for _, file_id in pairs])
+    problems = []
+    names: dict[str, Entry] = {}
+    found: dict[str, DrsObject | Staging] = {}
+    for entry, file_id in pairs:
+        answer = answers[file_id]
+        if isinstance(answer, CliError):
+            problems.append(f"{_where(entry)}file {file_id}: {_download_reason(answer)}")
+            continue
+        found[file_id] = answer
+        if not answer.name:
+            continue
+        key = sanitise_name(answer.name, file_id).lower()  # case-insensitive file systems
+        first = names.get(key)
+        if first is not None:
+            where = f" (line {first.line})" if first.line else ""
+            problems.append(
+                f"{_where(entry)}file {file_id} has the same name ({answer.name}) as file "
+                f"{first.file_id}{where}: both would be written to one output file"
+            )
+        else:
+            names[key] = Entry(entry.line, file_id)
+    if problems:
+        raise ManifestError(source, problems, "fix or remove these files, then rerun")
+    return found
+
+
+def _download_reason(error: CliError) -> str:
+    status = getattr(error, "status", None)
+    if status == 403:
+        return "you may not download it (HTTP 403)"
+    if status == 404:
+        return "no such file, or it has not been uploaded yet (HTTP 404)"
+    return error.message
+
+
+def make_download_jobs(
+    pairs: list[tuple[Entry, str]],
+    api: ApiAccess,
+    template: DownloadOptions,
+    known: dict[str, DrsObject | Staging] | None = None,
+) -> list[DownloadJob]:
+    jobs = []
+    claims = NameClaims()
+    for entry, file_id in pairs:
+        options = DownloadOptions(
+            file_id=file_id,
+            output_dir=template.output_dir,
+            overwrite=template.overwrite,
+            range_size=template.range_size,
+            wait_timeout=template.wait_timeout,
+            keep_verified=True,
+        )
+        job = DownloadJob(options, api, known=(known or {}).get(file_id), names=claims)
+        if entry.line:
+            job.summary["line"] = entry.line
+        jobs.append(job)
+    return jobs
+
+
+def _where(entry: Entry) -> str:
+    return f"line {entry.line}: " if entry.line else ""
+
+
+def _reason(error: CliError) -> str:
+    status = getattr(error, "status", None)
+    exception_id = getattr(error, "exception_id", None)
+    if status == 403:
+        return f"you may not upload it ({exception_id or 'HTTP 403'})"
+    if status == 404 or exception_id == "fileNotRegistered":
+        return f"not registered ({exception_id or 'HTTP 404'})"
+    return getattr(error, "description", None) or error.message
+
+
+class BatchReport:
+    """What a batch tells while it runs (a line per finished file, the files count of the
+    progress line) and at its end (a table, the ``--json`` summary, the exit code)."""
+
+    def __init__(self, total: int, progress: Progress, log: Callable[[str], None]) -> None:
+        self.total = total
+        self.done = 0
+        self.progress = progress
+        self.log = log
+        progress.set_files(0, total)
+
+    def file_ended(self, result: FileResult) -> None:
+        self.done += 1
+        self.progress.set_files(self.done, self.total)
+        self.log(result_line(result, self.done, self.total))
+
+    @staticmethod
+    def exit_code(results: Sequence[FileResult], stop_reason: CliError | None) -> int:
+        return batch_exit_code(results, stop_reason)
+
+    @staticmethod
+    def table(results: Sequence[FileResult]) -> list[str]:
+        return summary_table(results)
+
+    @staticmethod
+    def summary(
+        results: Sequence[FileResult], code: int, stop_reason: CliError | None
+    ) -> dict[str, Any]:
+        """The ``--json`` object of a batch: one entry per file, and the totals."""
+        files = []
+        for result in results:
+            entry = dict(result.job.summary)
+            entry["status"] = result.status or (
+                "interrupted" if result.error and result.error.exit_code == 130 else "error"
+            )
+            entry["exit_code"] = result.error.exit_code if result.error else 0
+            if result.error is not None:
+                entry["error"] = {"message": result.error.message, "hint": result.error.hint}
+            files.append(entry)
+        summary: dict[str, Any] = {
+            "files": files,
+            "files_total": len(results),
+            "files_ok": sum(1 for r in results if r.ok),
+            "files_failed": sum(1 for r in results if not r.ok),
+            "bytes": sum(r.job.summary.get("bytes") or 0 for r in results),
+            "bytes_transferred": sum(r.job.summary.get("bytes_transferred") or 0 for r in results),
+            "status": "ok" if code == 0 else "failed",
+        }
+        if stop_reason is not None:
+            summary["stopped_by"] = {"message": stop_reason.message}
+        return summary
+
+
+def result_line(result: FileResult, done: int, total: int) -> str:
+    """The line printed when one file of a batch has ended."""
+    summary: dict[str, Any] = result.job.summary
+    prefix = f"[{done}/{total}] {result.job.file_id}"
+    if result.error is not None:
+        return f"{prefix}: failed (exit {result.error.exit_code}): {result.error.message}"
+    note = summary.get("status_note")
+    moved = summary.get("bytes_transferred")
+    detail = f"{format_bytes(moved)} moved" if moved else "nothing moved"
+    rate = summary.get("mib_per_s")
+    if rate and moved:
+        detail += f", {rate:.1f} MiB/s"
+    what = f"{result.status} ({note})" if note else result.status
+    return f"{prefix}: {what} ({detail})"
+
+
+def summary_table(results: Sequence[FileResult]) -> list[str]:
+    """The table printed at the end of a batch (one row per file) and a totals line."""
+    rows = [("file id", "status", "size", "moved", "exit")]
+    for result in results:
+        summary = result.job.summary
+        status = result.status or "failed"
+        if result.error is not None and result.error.exit_code == EXIT_INTERRUPTED:
+            status = "interrupted"
+        rows.append(
+            (
+                result.job.file_id,
+                status + (f" ({summary['status_note']})" if summary.get("status_note") else ""),
+                format_bytes(summary.get("bytes") or 0),
+                format_bytes(summary.get("bytes_transferred") or 0),
+                str(result.error.exit_code if result.error else 0),
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows
+    ]
+    ok = sum(1 for r in results if r.ok)
+    lines.append(f"{len(results)} files: {ok} succeeded, {len(results) - ok} failed")
+    return lines

@@ -1,0 +1,133 @@
+"""Uploads with large parts stream from the file: a part broken mid-body is read again from the
+file, and a killed upload resumes sending only the parts S3 lacks.
+
+A stack of its own with 8 MiB parts (the session's stack uses 256 KiB ones): a 40 MiB file has
+5 parts, each far larger than libcurl's 2 MiB read block, so a part really is streamed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import stacklib
+from tests.e2e.test_faults_and_resume import (
+    kill_when,
+    part_number,
+    run_client,
+    s3_records,
+)
+from tests.faultproxy import FaultProxy, Rule
+from tests.support import run_admin, s3_client
+
+pytestmark = pytest.mark.e2e
+
+PART = 8 * 1024 * 1024
+SIZE = 5 * PART - 12345  # 5 parts, the last one shorter
+
+
+@pytest.fixture(scope="module")
+def big_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    env = {
+        "S3_UPLOAD_PART_MIN_SIZE": str(PART),
+        "UCS_PART_SIZE": str(PART),
+        "UCS_MIN_PART_SIZE": str(PART),
+        "UCS_COPY_PART_SIZE": str(2 * PART),
+    }
+    with stacklib.launch(tmp_path_factory.mktemp("big-stack"), extra_env=env) as info:
+        yield info
+
+
+@pytest.fixture(scope="module")
+def big_env(big_stack: dict[str, Any]) -> dict[str, str]:
+    return {**os.environ, **big_stack["env"]}
+
+
+def _registered_file(big_env: dict[str, str], tmp_path: Path, user: str) -> tuple[str, Path, bytes]:
+    data = os.urandom(SIZE)
+    path = tmp_path / "big.bin"
+    path.write_bytes(data)
+    file_id = f"big-{uuid.uuid4().hex[:10]}"
+    run_admin(
+        big_env,
+        "register-file",
+        "--file-id",
+        file_id,
+        "--file-name",
+        "big.bin",
+        "--size",
+        str(SIZE),
+        "--md5",
+        hashlib.md5(data).hexdigest(),
+        "--submitter",
+        user,
+    )
+    return file_id, path, data
+
+
+def _args(stack: dict[str, Any], file_id: str, path: Path, *extra: str) -> list[str]:
+    args = ["upload-by-id", "--api-url", stack["ucs_url"], "--file-id", file_id]
+    return [*args, "--file-path", str(path), "--json", *extra]
+
+
+def _stored(stack: dict[str, Any], file_id: str) -> bytes:
+    return s3_client(stack).get_object(Bucket=stack["permanent_bucket"], Key=file_id)["Body"].read()
+
+
+def test_a_part_reset_mid_body_is_sent_again_from_the_file(
+    tmp_path: Path, big_stack: dict[str, Any], big_env: dict[str, str], ghga_cli: list[str]
+) -> None:
+    user = f"big-{uuid.uuid4().hex[:6]}"
+    token = run_admin(big_env, "mint-token", "--user", user)
+    file_id, path, data = _registered_file(big_env, tmp_path, user)
+    with FaultProxy() as proxy:
+        # Part 2 is cut after 3 MiB of its body: more than one read block went out already.
+        proxy.add_rule(
+            Rule("reset", method="PUT", url=r"partNumber=2(&|$)", nth=1, after_bytes=3 << 20)
+        )
+        result = run_client(ghga_cli, token, proxy, _args(big_stack, file_id, path))
+        part2 = [r for r in s3_records(proxy, big_stack, "PUT") if part_number(r) == 2]
+    summary = json.loads(result.stdout)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert summary["status"] == "accepted" and summary["retries"] >= 1
+    assert len(part2) >= 2  # the reset attempt and the retry, read again from the file
+    assert _stored(big_stack, file_id) == data
+
+
+def test_a_killed_upload_with_large_parts_sends_only_the_missing_ones(
+    tmp_path: Path, big_stack: dict[str, Any], big_env: dict[str, str], ghga_cli: list[str]
+) -> None:
+    user = f"big-{uuid.uuid4().hex[:6]}"
+    token = run_admin(big_env, "mint-token", "--user", user)
+    file_id, path, data = _registered_file(big_env, tmp_path, user)
+    args = _args(big_stack, file_id, path, "--parallel", "1")
+    with FaultProxy(throttle_bps=16 * 1024 * 1024) as proxy:
+        kill_when(
+            ghga_cli,
+            token,
+            proxy,
+            args,
+            tmp_path / "killed",
+            lambda: len([r for r in s3_records(proxy, big_stack, "PUT") if r.status == 200]) >= 2,
+        )
+        stored_before = {
+            part_number(r) for r in s3_records(proxy, big_stack, "PUT") if r.status == 200
+        }
+        proxy.set_throttle(None)
+        proxy.reset_log()
+        result = run_client(ghga_cli, token, proxy, args)
+        sent_after = [part_number(r) for r in s3_records(proxy, big_stack, "PUT")]
+    summary = json.loads(result.stdout)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert summary["parts_skipped"] >= len(stored_before) >= 2
+    assert not stored_before & set(sent_after)  # no stored part was sent again
+    assert sorted(set(sent_after) | stored_before) == [1, 2, 3, 4, 5]
+    assert summary["bytes_transferred"] <= SIZE - len(stored_before) * PART + PART
+    assert _stored(big_stack, file_id) == data
