@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from botocore.exceptions import ClientError
 
+from ..concurrency import bounded_map
 from ..config import Settings
 from ..domain.integrity import unquote_etag
 from ..domain.parts import MAX_PART_SIZE, part_ranges, part_size_for
@@ -176,13 +176,15 @@ class Storage:
         """Bytes ``first..last`` (inclusive) of the object whose ETag is ``etag``.
 
         ``If-Match`` makes S3 refuse (:class:`ObjectChanged`) instead of answering from
-        another object stored under the key meanwhile. The answer must be exactly the range
-        asked for (a server ignoring ``Range`` would hand out other bytes: a wrong verdict).
+        another object stored under the key meanwhile (skipped for an empty ETag, which some
+        stores report). The answer must be exactly the range asked for: a server ignoring
+        ``Range`` would hand out other bytes, and the verdict would be wrong.
         """
         want = last - first + 1
+        condition = {"IfMatch": f'"{etag}"'} if etag else {}
         with _s3_errors():
             resp = self.client.get_object(
-                Bucket=bucket, Key=key, Range=f"bytes={first}-{last}", IfMatch=f'"{etag}"'
+                Bucket=bucket, Key=key, Range=f"bytes={first}-{last}", **condition
             )
             data: bytes = resp["Body"].read()
         answered = str(resp.get("ContentRange") or "")
@@ -318,42 +320,3 @@ class ListedObject:
     key: str
     size: int
     last_modified: datetime
-
-
-def bounded_map(
-    pool: ThreadPoolExecutor,
-    func: Callable[[Any], Any],
-    items: Iterable[Any],
-    window: int,
-    keep_going: Callable[[], bool] = lambda: True,
-) -> Iterator[Any]:
-    """``func`` over ``items`` on ``pool``, results in order, at most ``window`` in flight.
-
-    Memory stays at ``window`` results however many items there are (``pool.map`` would
-    submit them all at once). No item is started once ``keep_going()`` is false; the ones in
-    flight are still yielded. An exception of one item is raised after the others in flight
-    have ended.
-    """
-    pending: deque[Future[Any]] = deque()
-    source = iter(items)
-
-    def fill() -> None:
-        while len(pending) < window and keep_going():
-            item = next(source, _END)
-            if item is _END:
-                return
-            pending.append(pool.submit(func, item))
-
-    fill()
-    try:
-        while pending:
-            future = pending.popleft()
-            fill()  # keep the window full while the caller works on this result
-            yield future.result()
-    finally:
-        for future in pending:
-            future.cancel()
-        wait(pending)  # running ones cannot be cancelled: let them end before returning
-
-
-_END = object()

@@ -33,8 +33,9 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 from ..adapters.dynamo import Repository
-from ..adapters.s3 import ObjectMissing, Part, Storage, StorageError, bounded_map
+from ..adapters.s3 import ObjectMissing, Part, Storage, StorageError
 from ..adapters.sqs import JobQueue
+from ..concurrency import bounded_map
 from ..config import ConfigError, Settings, get_settings
 from ..domain.digests import MD5, SHA256, ResumableHash, StateMismatch, pack, unpack
 from ..domain.integrity import Evidence, judge_digest, precheck
@@ -192,7 +193,7 @@ class ValidationService:
         md5, sha256 = hashes
         end = size if not s.validate_budget_bytes else min(size, offset + s.validate_budget_bytes)
         step = s.validate_range_size
-        ranges = [(first, min(first + step, end) - 1) for first in range(offset, end, step)]
+        ranges = ((first, min(first + step, end) - 1) for first in range(offset, end, step))
         saved, last_save = progress.offset, time.monotonic()
 
         def read(rng: tuple[int, int]) -> bytes:
