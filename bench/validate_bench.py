@@ -43,6 +43,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "build"))
+
+import stack as stacklib  # noqa: E402
 
 GiB = 1024**3
 MiB = 1024**2
@@ -236,21 +239,14 @@ def _drain_queue(sqs: Any, name: str) -> None:
     sqs.purge_queue(QueueUrl=url)
 
 
-def cleanup(backend: str) -> None:
+def cleanup() -> None:
     """Empty and delete this run's buckets (the Ceph cluster outlives the script)."""
     from ucs_lambda.adapters import aws
     from ucs_lambda.config import get_settings
 
     s = get_settings()
-    s3 = aws.client("s3", s)
-    for bucket in (s.inbox_bucket, s.permanent_bucket, s.outbox_bucket):
-        with contextlib.suppress(Exception):
-            for up in s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []):
-                s3.abort_multipart_upload(Bucket=bucket, Key=up["Key"], UploadId=up["UploadId"])
-            for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
-                for obj in page.get("Contents", []):
-                    s3.delete_object(Bucket=bucket, Key=obj["Key"])
-            s3.delete_bucket(Bucket=bucket)
+    buckets = [s.inbox_bucket, s.permanent_bucket, s.outbox_bucket]
+    stacklib.remove_buckets(aws.client("s3", s), buckets)
     aws.reset()
 
 
@@ -330,7 +326,7 @@ def main() -> int:
                     report["results"].append(row)
                     print_row(row)
             finally:
-                cleanup(backend)
+                cleanup()
     report["loadavg_after"] = Path("/proc/loadavg").read_text().split()[:3] if load else []
     print(f"load average before {' '.join(load)}, after {' '.join(report['loadavg_after'])}")
     if args.json:

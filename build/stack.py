@@ -227,6 +227,22 @@ def ceph_settings() -> dict[str, str]:
     }
 
 
+def remove_buckets(s3: Any, buckets: list[str]) -> None:
+    """Abort the unfinished multipart uploads, delete the objects, then each bucket itself.
+
+    For the buckets a run made on a Ceph cluster that outlives it (tests, benchmarks); best
+    effort: a bucket already gone or not emptied is skipped.
+    """
+    for bucket in buckets:
+        with contextlib.suppress(Exception):
+            for up in s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []):
+                s3.abort_multipart_upload(Bucket=bucket, Key=up["Key"], UploadId=up["UploadId"])
+            for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+                for obj in page.get("Contents", []):
+                    s3.delete_object(Bucket=bucket, Key=obj["Key"])
+            s3.delete_bucket(Bucket=bucket)
+
+
 def start(state_dir: Path, s3_backend: str, ports: dict[str, int], demo_size: int) -> Stack:
     """Start every service and write ``stack.json``; on failure stop what was started."""
     state_dir.mkdir(parents=True, exist_ok=True)

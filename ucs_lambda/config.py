@@ -13,8 +13,10 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 MiB = 1024 * 1024
 
@@ -30,24 +32,25 @@ class ConfigError(Exception):
     """A configuration value is missing or malformed (operator error, not client error)."""
 
 
-def _int(name: str, default: int) -> int:
+_N = TypeVar("_N", int, float)
+
+
+def _number(name: str, default: _N, kind: Callable[[str], _N], what: str) -> _N:
     raw = os.environ.get(name)
     if raw is None or raw.strip() == "":
         return default
     try:
-        return int(raw)
+        return kind(raw)
     except ValueError:
-        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+        raise ConfigError(f"{name} must be {what}, got {raw!r}") from None
+
+
+def _int(name: str, default: int) -> int:
+    return _number(name, default, int, "an integer")
 
 
 def _float(name: str, default: float) -> float:
-    raw = os.environ.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    try:
-        return float(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+    return _number(name, default, float, "a number")
 
 
 def _positive(name: str, default: int) -> int:

@@ -21,7 +21,8 @@ import pytest
 from tests.conftest import CEPH_PART_SIZE, launch_on_ceph
 from tests.e2e.test_download_cli import download
 from tests.e2e.test_faults_and_resume import staged, stored_bytes
-from tests.e2e.test_races import put_part, wait_for
+from tests.e2e.test_server_verification import part_md5s, plain_upload, settled
+from tests.e2e.test_ucs_http import register
 from tests.e2e.test_upload_cli import summary_of, upload
 from tests.support import call, run_admin
 
@@ -50,32 +51,13 @@ def user(cstack: dict[str, Any]) -> dict[str, str]:
     return {"user": name, "token": run_admin(cstack["full_env"], "mint-token", "--user", name)}
 
 
-def register(cstack: dict[str, Any], user: dict[str, str], size: int, md5: str) -> str:
-    file_id = f"cv-{uuid.uuid4().hex[:10]}"
-    run_admin(
-        cstack["full_env"],
-        "register-file",
-        "--file-id",
-        file_id,
-        "--file-name",
-        f"{file_id}.bin",
-        "--size",
-        str(size),
-        "--md5",
-        md5,
-        "--submitter",
-        user["user"],
-    )
-    return file_id
-
-
 def test_ghga_cli_upload_on_ceph_is_read_back_over_many_jobs(
     ghga_cli: list[str], cstack: dict[str, Any], user: dict[str, str], tmp_path: Path
 ) -> None:
     data = os.urandom(3 * CEPH_PART_SIZE + 7)  # 8 ranges of 2 MiB; 3 copy parts of 6 MiB
     source = tmp_path / "data.bin"
     source.write_bytes(data)
-    file_id = register(cstack, user, len(data), hashlib.md5(data).hexdigest())
+    file_id = register(cstack["full_env"], len(data), hashlib.md5(data).hexdigest(), user["user"])
     result = upload(ghga_cli, cstack, user["token"], file_id, source, "--json")
     assert result.returncode == 0, result.stderr
     upload_id = summary_of(result)["upload_id"]
@@ -103,29 +85,14 @@ def test_other_bytes_of_the_registered_size_on_ceph_are_rejected(
 ) -> None:
     registered = os.urandom(2 * CEPH_PART_SIZE + 3)
     wrong = os.urandom(len(registered))
-    file_id = register(cstack, user, len(registered), hashlib.md5(registered).hexdigest())
-    token, ucs = user["token"], cstack["ucs_url"]
-    status, created = call("POST", f"{ucs}/uploads", token, {"file_id": file_id})
-    assert status == 200, created
-    upload_id, part_size = created["upload_id"], created["part_size"]
-    chunks = [wrong[i : i + part_size] for i in range(0, len(wrong), part_size)]
-    for n, chunk in enumerate(chunks, 1):
-        put_part(cstack, token, upload_id, n, chunk)
-    body: dict[str, Any] = {"upload_status": "uploaded"}
+    md5 = hashlib.md5(registered).hexdigest()
+    file_id = register(cstack["full_env"], len(registered), md5, user["user"])
+    checksums = None
     if evidence != "none":
-        body["checksums"] = {
-            "md5": hashlib.md5(registered).hexdigest(),
-            "part_md5s": [hashlib.md5(c).hexdigest() for c in chunks],
-        }
-    status, answer = call("PATCH", f"{ucs}/uploads/{upload_id}", token, body)
-    assert status == 204, answer
-
-    def decided() -> dict[str, Any] | None:
-        details = call("GET", f"{ucs}/uploads/{upload_id}", token)[1]
-        return details if details["upload_status"] != "uploaded" else None
-
-    details = wait_for(decided, "the validation", 120)
+        checksums = {"md5": md5, "part_md5s": part_md5s(wrong, CEPH_PART_SIZE)}
+    upload_id = plain_upload(cstack, user, file_id, wrong, checksums)
+    details = settled(cstack, user["token"], upload_id, 120)
     assert details["upload_status"] == "rejected", details
     assert hashlib.md5(wrong).hexdigest() in details["status_reason"]
-    assert hashlib.md5(registered).hexdigest() in details["status_reason"]
+    assert md5 in details["status_reason"]
     assert details["verified_bytes"] == len(wrong)

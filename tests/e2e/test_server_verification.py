@@ -26,6 +26,7 @@ from tests.conftest import E2E_ENV, E2E_PART_SIZE
 from tests.e2e.test_download_cli import download
 from tests.e2e.test_faults_and_resume import staged, stored_bytes
 from tests.e2e.test_races import put_part, run_jobs_in_parallel, send_jobs, wait_for
+from tests.e2e.test_ucs_http import register
 from tests.e2e.test_upload_cli import summary_of, upload
 from tests.invariants import check_files
 from tests.reliability import harness
@@ -69,25 +70,6 @@ def new_user(stack: dict[str, Any]) -> dict[str, str]:
     return harness.new_user(stack["full_env"], "verify")
 
 
-def register(stack: dict[str, Any], user: dict[str, str], size: int, md5: str) -> str:
-    file_id = f"verify-{os.urandom(6).hex()}"
-    run_admin(
-        stack["full_env"],
-        "register-file",
-        "--file-id",
-        file_id,
-        "--file-name",
-        f"{file_id}.bin",
-        "--size",
-        str(size),
-        "--md5",
-        md5,
-        "--submitter",
-        user["user"],
-    )
-    return file_id
-
-
 def plain_upload(
     stack: dict[str, Any], user: dict[str, str], file_id: str, data: bytes, checksums: Any
 ) -> str:
@@ -107,10 +89,9 @@ def plain_upload(
     return str(upload_id)
 
 
-def part_md5s(data: bytes) -> list[str]:
+def part_md5s(data: bytes, part_size: int = E2E_PART_SIZE) -> list[str]:
     return [
-        hashlib.md5(data[i : i + E2E_PART_SIZE]).hexdigest()
-        for i in range(0, len(data), E2E_PART_SIZE)
+        hashlib.md5(data[i : i + part_size]).hexdigest() for i in range(0, len(data), part_size)
     ]
 
 
@@ -140,7 +121,7 @@ def test_other_bytes_of_the_registered_size_are_rejected(
     user = new_user(vstack)
     registered = os.urandom(size)
     wrong = os.urandom(size)
-    file_id = register(vstack, user, size, hashlib.md5(registered).hexdigest())
+    file_id = register(vstack["full_env"], size, hashlib.md5(registered).hexdigest(), user["user"])
     checksums = None
     if evidence != "none":
         checksums = {"md5": hashlib.md5(registered).hexdigest(), "part_md5s": part_md5s(wrong)}
@@ -173,7 +154,7 @@ def test_ghga_cli_round_trip_over_many_validation_jobs(
     data = os.urandom(13 * MiB + 5)  # 4 validation jobs of 4 MiB
     source = tmp_path / "data.bin"
     source.write_bytes(data)
-    file_id = register(vstack, user, len(data), hashlib.md5(data).hexdigest())
+    file_id = register(vstack["full_env"], len(data), hashlib.md5(data).hexdigest(), user["user"])
     result = upload(ghga_cli, vstack, user["token"], file_id, source, "--json")
     assert result.returncode == 0, result.stderr
     summary = summary_of(result)
@@ -207,7 +188,7 @@ def watch_until_midway(stack: dict[str, Any], token: str, upload_id: str, size: 
 def slow_upload(stack: dict[str, Any]) -> tuple[dict[str, str], str, str, bytes]:
     user = new_user(stack)
     data = os.urandom(12 * MiB)
-    file_id = register(stack, user, len(data), hashlib.md5(data).hexdigest())
+    file_id = register(stack["full_env"], len(data), hashlib.md5(data).hexdigest(), user["user"])
     upload_id = plain_upload(stack, user, file_id, data, None)
     return user, file_id, upload_id, data
 

@@ -12,12 +12,13 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from ucs_lambda import jobs
-from ucs_lambda.adapters import aws, dynamo
+from ucs_lambda.adapters import dynamo
 from ucs_lambda.adapters.dynamo import Repository
 from ucs_lambda.adapters.s3 import Storage, StorageError
 from ucs_lambda.adapters.sqs import JobQueue
@@ -27,25 +28,31 @@ from ucs_lambda.domain.models import UploadStatus
 from ucs_lambda.services.validation import ValidationService
 
 from .conftest import PART, Api, md5, payload, queued_jobs, register
+from .test_jobs import keys, repo, s3
 
 MiB = 1024 * 1024
-
-
-def repo() -> Repository:
-    return Repository(get_settings())
-
-
-def s3() -> Any:
-    return aws.client("s3", get_settings())
-
-
-def keys(bucket: str) -> list[str]:
-    return [o["Key"] for o in s3().list_objects_v2(Bucket=bucket).get("Contents", [])]
 
 
 def other_bytes(data: bytes) -> bytes:
     """Bytes of the same size that differ from ``data`` everywhere."""
     return bytes(b ^ 0x5A for b in data)
+
+
+def on_read(
+    monkeypatch: pytest.MonkeyPatch, before: Callable[[int], None] = lambda n: None
+) -> list[int]:
+    """Record the first byte of every ranged read of the validation; ``before(n)`` runs
+    before the n-th read (1-based) and may act (cancel, deliver a duplicate) or raise."""
+    firsts: list[int] = []
+    real = Storage.read_range
+
+    def read(self: Storage, bucket: str, key: str, first: int, last: int, etag: str) -> bytes:
+        firsts.append(first)
+        before(len(firsts))
+        return real(self, bucket, key, first, last, etag)
+
+    monkeypatch.setattr(Storage, "read_range", read)
+    return firsts
 
 
 def upload(api: Api, registered: bytes, stored: bytes, evidence: str, file_id: str = "F1") -> str:
@@ -281,16 +288,21 @@ def test_the_accept_copy_continues_across_invocations(
     assert s3().list_multipart_uploads(Bucket="t-permanent").get("Uploads", []) == []
 
 
+@pytest.fixture
+def range_by_range(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One 64 KiB range at a time and a checkpoint after each: every step can be watched."""
+    monkeypatch.setenv("UCS_VALIDATE_RANGE_SIZE", str(PART))
+    monkeypatch.setenv("UCS_VALIDATE_CONCURRENCY", "1")
+    monkeypatch.setenv("UCS_VALIDATE_CHECKPOINT_SECONDS", "0")
+
+
 # ---- progress ---------------------------------------------------------------------------------
 
 
 def test_progress_is_visible_while_the_server_verifies(
-    api: Api, monkeypatch: pytest.MonkeyPatch
+    api: Api, monkeypatch: pytest.MonkeyPatch, range_by_range: None
 ) -> None:
     """``verified_bytes`` in GET /uploads/{id} grows during one slow validation run."""
-    monkeypatch.setenv("UCS_VALIDATE_RANGE_SIZE", str(PART))
-    monkeypatch.setenv("UCS_VALIDATE_CONCURRENCY", "1")
-    monkeypatch.setenv("UCS_VALIDATE_CHECKPOINT_SECONDS", "0")  # save after every range
     data = payload(5 * PART, seed=12)
     uid = upload(api, data, data, "none")
     observed: list[tuple[str, int]] = []
@@ -344,14 +356,12 @@ def test_duplicated_continuation_messages_give_one_verdict(
     uid = upload(api, data, data, "none")
     message = {"job": "validate", "upload_id": uid}
     duplicate_during_run: list[Any] = []
-    real = Storage.read_range
 
-    def read_and_deliver_a_duplicate(self: Storage, *a: Any) -> bytes:
+    def deliver_a_duplicate(n: int) -> None:
         if not duplicate_during_run:  # a second delivery while the first run holds the lease
             duplicate_during_run.append(ValidationService.from_env().validate(uid))
-        return real(self, *a)
 
-    monkeypatch.setattr(Storage, "read_range", read_and_deliver_a_duplicate)
+    on_read(monkeypatch, deliver_a_duplicate)
     assert queued_jobs() == [message]
     jobs.handle_message(message)
     # (every reader thread may have delivered one) each left the work to the lease holder
@@ -377,25 +387,19 @@ class Crash(BaseException):
 
 
 def test_a_run_that_died_is_continued_from_its_last_checkpoint(
-    api: Api, monkeypatch: pytest.MonkeyPatch
+    api: Api, monkeypatch: pytest.MonkeyPatch, range_by_range: None
 ) -> None:
-    monkeypatch.setenv("UCS_VALIDATE_RANGE_SIZE", str(PART))
-    monkeypatch.setenv("UCS_VALIDATE_CONCURRENCY", "1")
-    monkeypatch.setenv("UCS_VALIDATE_CHECKPOINT_SECONDS", "0")
     monkeypatch.setenv("UCS_VALIDATE_LEASE_SECONDS", "0.3")
     data = payload(6 * PART, seed=14)
     uid = upload(api, data, data, "none")
     message = queued_jobs()[0]
-    real_read, real_release = Storage.read_range, ValidationService._release
-    reads: list[int] = []
+    real_release = ValidationService._release
 
-    def read(self: Storage, bucket: str, key: str, first: int, last: int, etag: str) -> bytes:
-        reads.append(first)
-        if len(reads) == 4:
+    def die_at_the_4th(n: int) -> None:
+        if n == 4:
             raise Crash  # dies while reading the 4th range, after 3 checkpoints
-        return real_read(self, bucket, key, first, last, etag)
 
-    monkeypatch.setattr(Storage, "read_range", read)
+    reads = on_read(monkeypatch, die_at_the_4th)
     monkeypatch.setattr(ValidationService, "_release", lambda *a: None)  # no clean exit
     with pytest.raises(Crash):
         jobs.handle_message(message)
@@ -413,25 +417,18 @@ def test_a_run_that_died_is_continued_from_its_last_checkpoint(
 
 
 def test_a_failing_read_leaves_the_upload_to_the_retry(
-    api: Api, monkeypatch: pytest.MonkeyPatch
+    api: Api, monkeypatch: pytest.MonkeyPatch, range_by_range: None
 ) -> None:
     """An S3 error mid-way: the job raises (SQS redelivers), the lease is freed at once."""
-    monkeypatch.setenv("UCS_VALIDATE_RANGE_SIZE", str(PART))
-    monkeypatch.setenv("UCS_VALIDATE_CHECKPOINT_SECONDS", "0")
-    monkeypatch.setenv("UCS_VALIDATE_CONCURRENCY", "1")
     data = payload(4 * PART, seed=15)
     uid = upload(api, data, data, "none")
     message = queued_jobs()[0]
-    real = Storage.read_range
-    calls: list[int] = []
 
-    def flaky(self: Storage, *a: Any) -> bytes:
-        calls.append(1)
-        if len(calls) == 2:
+    def fail_the_2nd(n: int) -> None:
+        if n == 2:
             raise StorageError("InternalError", "boom")
-        return real(self, *a)
 
-    monkeypatch.setattr(Storage, "read_range", flaky)
+    on_read(monkeypatch, fail_the_2nd)
     with pytest.raises(StorageError, match="boom"):
         jobs.handle_message(message)
     assert details(api, uid)["upload_status"] == "uploaded"
@@ -461,25 +458,18 @@ def test_a_cancel_between_invocations_ends_cancelled(
 
 
 def test_a_cancel_during_a_run_stops_it_without_a_verdict(
-    api: Api, monkeypatch: pytest.MonkeyPatch
+    api: Api, monkeypatch: pytest.MonkeyPatch, range_by_range: None
 ) -> None:
-    monkeypatch.setenv("UCS_VALIDATE_RANGE_SIZE", str(PART))
-    monkeypatch.setenv("UCS_VALIDATE_CONCURRENCY", "1")
-    monkeypatch.setenv("UCS_VALIDATE_CHECKPOINT_SECONDS", "0")
     verdicts = count_verdicts(monkeypatch)
     data = payload(5 * PART, seed=17)
     uid = upload(api, data, data, "none")
-    real = Storage.read_range
-    reads: list[int] = []
 
-    def read_then_cancel(self: Storage, *a: Any) -> bytes:
-        reads.append(1)
-        if len(reads) == 3:
+    def cancel_at_the_3rd(n: int) -> None:
+        if n == 3:
             r = api.call("PATCH", f"/uploads/{uid}", {"upload_status": "cancelled"})
             assert r.status_code == 204
-        return real(self, *a)
 
-    monkeypatch.setattr(Storage, "read_range", read_then_cancel)
+    on_read(monkeypatch, cancel_at_the_3rd)
     run_jobs()
     body = details(api, uid)
     assert body["upload_status"] == "cancelled" and verdicts == []
@@ -538,14 +528,7 @@ def test_saved_state_not_matching_the_object_is_hashed_again_from_byte_0(
         item.update(actions=[dynamo.UploadItem.verify_etag.set("0" * 32 + "-3")])
     else:  # a state that covers other bytes than verified_bytes says
         item.update(actions=[dynamo.UploadItem.verified_bytes.set(PART + 1)])
-    reads: list[int] = []
-    real = Storage.read_range
-
-    def spy(self: Storage, bucket: str, key: str, first: int, last: int, etag: str) -> bytes:
-        reads.append(first)
-        return real(self, bucket, key, first, last, etag)
-
-    monkeypatch.setattr(Storage, "read_range", spy)
+    reads = on_read(monkeypatch)
     run_jobs()
     assert reads[0] == 0 and sorted(reads) == reads
     body = details(api, uid)
