@@ -13,6 +13,7 @@ import hashlib
 import json
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -575,3 +576,24 @@ def test_settings_that_cannot_work_are_refused(
         monkeypatch.setenv(name, value)
     with pytest.raises(ConfigError):
         ValidationService.from_env()
+
+
+def test_the_worker_refuses_to_start_without_a_trustworthy_hash(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], env: dict[str, str]
+) -> None:
+    from ucs_lambda import worker
+
+    monkeypatch.setattr(digests, "_verified", None)
+    monkeypatch.setattr(digests, "_failure", digests.DigestUnavailable("self-test failed: x"))
+    assert worker.main(["--sweep-seconds", "0"]) == 3
+    assert "cannot validate uploads here: self-test failed" in capsys.readouterr().err
+
+
+def test_the_default_budget_fits_the_job_functions_lambda_timeout() -> None:
+    """600 s of reading leave 300 s of the 900 s timeout for the ranges and copy parts in
+    flight, the last checkpoint and the continuation message (docs/CONTRACTS.md)."""
+    config = json.loads((Path(__file__).parents[2] / ".chalice" / "config.json").read_text())
+    for name, stage in config["stages"].items():
+        timeout = stage["lambda_functions"]["on_job_message"]["lambda_timeout"]
+        budget = float(stage["environment_variables"].get("UCS_VALIDATE_BUDGET_SECONDS", 600))
+        assert budget + 300 <= timeout, (name, budget, timeout)
