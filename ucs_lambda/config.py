@@ -79,6 +79,7 @@ class Settings:
     stale_upload_seconds: int
     revalidate_seconds: int
     max_batch_urls: int
+    max_batch_files: int
     validate_read_max: int
     max_body_bytes: int
     outbox_max_age_seconds: int
@@ -170,6 +171,7 @@ def get_settings() -> Settings:
         stale_upload_seconds=_int("UCS_STALE_UPLOAD_SECONDS", 7 * 24 * 3600),
         revalidate_seconds=_int("UCS_REVALIDATE_SECONDS", 3600),
         max_batch_urls=_int("UCS_MAX_BATCH_URLS", 1000),
+        max_batch_files=_positive("UCS_MAX_BATCH_FILES", 1000),
         validate_read_max=_int("UCS_VALIDATE_READ_MAX", 1024 * MiB),
         max_body_bytes=_int("UCS_MAX_BODY_BYTES", 1 * MiB),
         outbox_max_age_seconds=_int("UCS_OUTBOX_MAX_AGE_SECONDS", 7 * 24 * 3600),

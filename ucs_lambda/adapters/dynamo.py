@@ -281,6 +281,14 @@ class Repository:
         except UploadItem.DoesNotExist:
             return None
 
+    def get_uploads(self, upload_ids: list[str]) -> dict[str, UploadRecord]:
+        """Many uploads by id with ``BatchGetItem`` (strongly consistent); missing are absent."""
+        unique = list(dict.fromkeys(upload_ids))
+        return {
+            item.upload_id: _upload_record(item)
+            for item in UploadItem.batch_get(unique, consistent_read=True)
+        }
+
     def uploads_for_file(self, file_id: str) -> list[UploadRecord]:
         """All attempts for a file via the GSI (eventually consistent), oldest first."""
         items = [_upload_record(i) for i in UploadItem.file_id_index.query(file_id)]

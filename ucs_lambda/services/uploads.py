@@ -22,6 +22,8 @@ from ..adapters.sqs import JobQueue
 from ..config import Settings, get_settings
 from ..domain import access
 from ..domain.errors import (
+    BulkRequestTooLarge,
+    DomainError,
     ExistingActiveUpload,
     FileNotRegistered,
     InvalidRequest,
@@ -125,6 +127,44 @@ class UploadService:
         return upload
 
     # ---- operations --------------------------------------------------------------------
+
+    def lookup_files(self, user_id: str, file_ids: list[str]) -> list[dict[str, Any]]:
+        """Batch ``GET /files/{id}`` plus each file's current upload (extension, one call).
+
+        A client uploading a study checks every file before any byte moves; per file the
+        answer is what the single routes would say: metadata and the current upload's details,
+        or the error (404 ``fileNotRegistered``, 403 ``noFileAccess``). Two ``BatchGetItem``
+        reads, not two calls per file.
+        """
+        limit = self.settings.max_batch_files
+        if len(file_ids) > limit:
+            raise BulkRequestTooLarge(len(file_ids), limit)
+        ids = list(dict.fromkeys(file_ids))
+        files = self.repo.get_files(ids)
+        allowed: dict[str, FileRecord] = {}
+        results: dict[str, dict[str, Any]] = {}
+        for file_id in ids:
+            file = files.get(file_id)
+            try:
+                if file is None:
+                    raise FileNotRegistered(file_id)
+                access.require_submitter(file, user_id)
+            except DomainError as exc:
+                status = 404 if isinstance(exc, FileNotRegistered) else 403
+                results[file_id] = {"file_id": file_id, "status": status, "error": exc.to_body()}
+                continue
+            allowed[file_id] = file
+        current = [f.current_upload_id for f in allowed.values() if f.current_upload_id]
+        uploads = self.repo.get_uploads(current) if current else {}
+        for file_id, file in allowed.items():
+            upload = uploads.get(file.current_upload_id or "")
+            results[file_id] = {
+                "file_id": file_id,
+                "status": 200,
+                "metadata": file.metadata(),
+                "current_upload": upload.details() if upload else None,
+            }
+        return [results[file_id] for file_id in ids]
 
     def get_file_metadata(self, user_id: str, file_id: str) -> dict[str, Any]:
         return self._file_for_submitter(user_id, file_id).metadata()
