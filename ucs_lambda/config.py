@@ -17,6 +17,10 @@ from pathlib import Path
 
 MiB = 1024 * 1024
 
+#: Longest token lifetime (``exp - iat``) accepted by default: a day bounds what a leaked token
+#: is worth, and covers an overnight batch (the client re-reads ``--token-file`` after a 401).
+DEFAULT_TOKEN_MAX_TTL = 24 * 3600
+
 
 class ConfigError(Exception):
     """A configuration value is missing or malformed (operator error, not client error)."""
@@ -30,6 +34,15 @@ def _int(name: str, default: int) -> int:
         return int(raw)
     except ValueError:
         raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+
+
+def _int_in(name: str, default: int, low: int, high: int | None = None) -> int:
+    """An integer setting with a range (limits, lifetimes, windows make no sense outside it)."""
+    value = _int(name, default)
+    if value < low or (high is not None and value > high):
+        wanted = f"between {low} and {high}" if high is not None else f"at least {low}"
+        raise ConfigError(f"{name} must be {wanted}, got {value}")
+    return value
 
 
 def _str(name: str, default: str) -> str:
@@ -72,6 +85,12 @@ class Settings:
     drs_hostname: str | None
     organization_name: str
     organization_url: str
+    token_max_ttl: int
+    token_leeway: int
+    token_audience: str | None
+    token_issuer: str | None
+    upload_attempts_per_window: int
+    upload_attempt_window_seconds: int
 
     @property
     def s3_addressing_style(self) -> str:
@@ -108,6 +127,12 @@ def get_settings() -> Settings:
         drs_hostname=_opt("UCS_DRS_HOSTNAME"),
         organization_name=_str("UCS_ORGANIZATION_NAME", "GHGA"),
         organization_url=_str("UCS_ORGANIZATION_URL", "https://www.ghga.de"),
+        token_max_ttl=_int_in("UCS_TOKEN_MAX_TTL", DEFAULT_TOKEN_MAX_TTL, 1),
+        token_leeway=_int_in("UCS_TOKEN_LEEWAY_SECONDS", 60, 0, 300),
+        token_audience=_opt("UCS_TOKEN_AUDIENCE"),
+        token_issuer=_opt("UCS_TOKEN_ISSUER"),
+        upload_attempts_per_window=_int_in("UCS_UPLOAD_ATTEMPTS_PER_WINDOW", 10, 1),
+        upload_attempt_window_seconds=_int_in("UCS_UPLOAD_ATTEMPT_WINDOW_SECONDS", 3600, 1),
     )
 
 

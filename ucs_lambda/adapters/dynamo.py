@@ -29,7 +29,7 @@ from pynamodb.attributes import (
 )
 from pynamodb.connection import Connection
 from pynamodb.exceptions import PutError, TransactWriteError, UpdateError
-from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
+from pynamodb.indexes import AllProjection, GlobalSecondaryIndex, KeysOnlyProjection
 from pynamodb.models import Model
 from pynamodb.transactions import TransactWrite
 
@@ -38,6 +38,7 @@ from ..domain.models import FileRecord, UploadRecord, UploadStatus
 from ..domain.status import allowed_sources
 
 FILE_ID_INDEX = "file_id-index"
+STATUS_INDEX = "upload_status-index"
 
 
 class ConditionLost(Exception):
@@ -73,6 +74,9 @@ class FileItem(Model):
     # DRS staging: epoch seconds when the running staging job was claimed / finished.
     staging_started = NumberAttribute(null=True)
     staged_at = NumberAttribute(null=True)
+    # Upload churn: start (epoch seconds) of the current attempt window and attempts in it.
+    attempt_window_start = NumberAttribute(null=True)
+    attempt_count = NumberAttribute(null=True)
 
 
 class FileIdIndex(GlobalSecondaryIndex):
@@ -83,6 +87,21 @@ class FileIdIndex(GlobalSecondaryIndex):
         projection = AllProjection()
 
     file_id = UnicodeAttribute(hash_key=True)
+
+
+class StatusIndex(GlobalSecondaryIndex):
+    """Uploads by status and last change (``upload_status-index``), for the sweeps.
+
+    Keys only: the sweeps find few candidates and read each one again consistently, and the
+    index stays small (no copies of the part-ETag blobs of accepted uploads).
+    """
+
+    class Meta:
+        index_name = STATUS_INDEX
+        projection = KeysOnlyProjection()
+
+    upload_status = UnicodeAttribute(hash_key=True)
+    updated = UTCDateTimeAttribute(range_key=True)
 
 
 class UploadItem(Model):
@@ -113,6 +132,7 @@ class UploadItem(Model):
     status_reason = UnicodeAttribute(null=True)
 
     file_id_index = FileIdIndex()
+    status_index = StatusIndex()
 
 
 _bind_lock = threading.Lock()
@@ -418,12 +438,61 @@ class Repository:
     def uploads_in_status(
         self, status: UploadStatus, updated_before: datetime
     ) -> Iterator[UploadRecord]:
-        """Uploads in ``status`` not updated since ``updated_before`` (a scan: sweeps only)."""
-        condition = (UploadItem.upload_status == status.value) & (
-            UploadItem.updated < updated_before
+        """Uploads in ``status`` not updated since ``updated_before``, oldest first (sweeps).
+
+        A query of ``upload_status-index`` reads only the candidates, not the whole table. The
+        index is eventually consistent and holds keys only, so every hit is read again and
+        yielded only while it still qualifies.
+        """
+        hits = UploadItem.status_index.query(
+            status.value, range_key_condition=UploadItem.updated < updated_before
         )
-        for item in UploadItem.scan(filter_condition=condition):
-            yield _upload_record(item)
+        for hit in hits:
+            upload = self.get_upload(hit.upload_id)
+            if (
+                upload is not None
+                and upload.upload_status is status
+                and upload.updated < updated_before
+            ):
+                yield upload
+
+    # ---- upload churn ------------------------------------------------------------------
+
+    def charge_upload_attempt(self, file_id: str, now: int, limit: int, window: int) -> int | None:
+        """Count one new upload of the file in its current fixed window of ``window`` seconds.
+
+        Returns None when counted, or the start (epoch seconds) of the window whose ``limit``
+        is used up (nothing written). At most three conditional updates, none decided by a
+        read: count one more in a current window with room; else open a new window if none is
+        current; else (a racing request opened one in between) count in that one. Raises
+        :class:`ConditionLost` when the file no longer exists.
+        """
+        current = FileItem.attempt_window_start > now - window
+        count_in_window = (
+            [FileItem.attempt_count.add(1)],
+            FileItem.file_id.exists() & current & (FileItem.attempt_count < limit),
+        )
+        open_window = (
+            [FileItem.attempt_window_start.set(now), FileItem.attempt_count.set(1)],
+            FileItem.file_id.exists()
+            & (
+                FileItem.attempt_window_start.does_not_exist()
+                | (FileItem.attempt_window_start <= now - window)
+            ),
+        )
+        for actions, condition in (count_in_window, open_window, count_in_window):
+            try:
+                FileItem(file_id).update(actions=actions, condition=condition)
+            except UpdateError as exc:
+                if _cond_failed(exc):
+                    continue
+                raise
+            return None
+        try:  # only to say when the window ends
+            start = FileItem.get(file_id, consistent_read=True).attempt_window_start
+        except FileItem.DoesNotExist:
+            raise ConditionLost(file_id) from None
+        return int(start) if start is not None else now
 
     # ---- DRS staging -------------------------------------------------------------------
 

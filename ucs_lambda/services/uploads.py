@@ -20,18 +20,19 @@ from ..adapters.dynamo import ConditionLost, Repository, utcnow
 from ..adapters.s3 import Part, Storage, is_missing
 from ..adapters.sqs import JobQueue
 from ..config import Settings, get_settings
-from ..domain import access
+from ..domain import access, attempts
 from ..domain.errors import (
     ExistingActiveUpload,
     FileNotRegistered,
     InvalidRequest,
     NoSuchUpload,
+    TooManyUploadAttempts,
     UploadNotPending,
     UploadStatusChange,
 )
 from ..domain.integrity import is_md5_hex
 from ..domain.models import FileRecord, UploadRecord, UploadStatus
-from ..domain.parts import MAX_PARTS, FileTooLarge, part_size_for
+from ..domain.parts import MAX_PARTS, FileTooLarge, PartBeyondFile, part_length, part_size_for
 from ..domain.status import check_client_change
 
 log = logging.getLogger(__name__)
@@ -108,21 +109,29 @@ class UploadService:
         access.require_submitter(file, user_id)
         return file
 
-    def _upload_for_submitter(self, user_id: str, upload_id: str) -> UploadRecord:
+    def _upload_and_file(self, user_id: str, upload_id: str) -> tuple[UploadRecord, FileRecord]:
         upload = self.repo.get_upload(upload_id)
         if upload is None:
             raise NoSuchUpload(upload_id)
         file = self.repo.get_file(upload.file_id)
         if file is None:  # uploads outlive no file; treat a dangling one as unknown
             raise NoSuchUpload(upload_id)
-        access.require_submitter(file, user_id)
-        return upload
+        access.require_submitter(file, user_id, upload_id=upload_id)
+        return upload, file
 
-    def _pending_upload(self, user_id: str, upload_id: str) -> UploadRecord:
-        upload = self._upload_for_submitter(user_id, upload_id)
+    def _upload_for_submitter(self, user_id: str, upload_id: str) -> UploadRecord:
+        return self._upload_and_file(user_id, upload_id)[0]
+
+    def _pending_upload_and_file(
+        self, user_id: str, upload_id: str
+    ) -> tuple[UploadRecord, FileRecord]:
+        upload, file = self._upload_and_file(user_id, upload_id)
         if upload.upload_status is not UploadStatus.PENDING:
             raise UploadNotPending(upload_id, upload.upload_status.value)
-        return upload
+        return upload, file
+
+    def _pending_upload(self, user_id: str, upload_id: str) -> UploadRecord:
+        return self._pending_upload_and_file(user_id, upload_id)[0]
 
     # ---- operations --------------------------------------------------------------------
 
@@ -150,6 +159,7 @@ class UploadService:
             part_size = part_size_for(file.size, default=s.part_size, minimum=s.min_part_size)
         except FileTooLarge as exc:  # admin refuses such files; defend anyway
             raise InvalidRequest(str(exc), {"file_id": file_id}) from None
+        self._charge_attempt(file_id)
         upload_id = str(uuid.uuid4())
         key = f"{file_id}/{upload_id}"
         s3_upload_id = self.storage.create_multipart_upload(s.inbox_bucket, key)
@@ -176,28 +186,65 @@ class UploadService:
             raise
         return upload.details()
 
+    def _charge_attempt(self, file_id: str) -> None:
+        """Count a new upload of the file against its attempt budget, before any S3 work.
+
+        The count and its window live on the file item and change only by conditional writes
+        (``Repository.charge_upload_attempt``), so racing requests cannot overspend it.
+        """
+        s = self.settings
+        now = int(time.time())
+        limit, window = s.upload_attempts_per_window, s.upload_attempt_window_seconds
+        try:
+            spent_window = self.repo.charge_upload_attempt(file_id, now, limit, window)
+        except ConditionLost:
+            raise FileNotRegistered(file_id) from None
+        if spent_window is not None:
+            wait = attempts.retry_after(spent_window, window, now)
+            raise TooManyUploadAttempts(file_id, limit, window, wait)
+
+    def _part_urls(
+        self, upload: UploadRecord, file: FileRecord, part_numbers: list[int], field: str
+    ) -> list[dict[str, Any]]:
+        """Presigned PUT URLs, each signed for its part's exact ``Content-Length``.
+
+        With only ``host`` signed, a URL took a body of any size, and part numbers the file
+        does not have could be filled; the completion then assembled whatever S3 held. Now S3
+        refuses another length (``SignatureDoesNotMatch``) and part numbers past the registered
+        size are refused here. ``Content-MD5`` is not signed (docs/CONTRACTS.md says why).
+        """
+        lengths = []
+        for n in part_numbers:
+            try:
+                lengths.append(part_length(file.size, upload.part_size, n))
+            except PartBeyondFile as exc:
+                parts = "1 part" if exc.count == 1 else f"{exc.count} parts"
+                raise InvalidRequest(
+                    f"Part {n} does not exist: the file's {file.size} bytes make {parts} "
+                    f"of at most {upload.part_size} bytes.",
+                    {"field": field, "part_no": n, "part_count": exc.count},
+                ) from None
+        bucket = self.settings.inbox_bucket
+        return [
+            {
+                "part_no": n,
+                "url": self.storage.presign_upload_part(
+                    bucket, upload.object_key, upload.s3_upload_id, n, length
+                ),
+            }
+            for n, length in zip(part_numbers, lengths)
+        ]
+
     def presign_part(self, user_id: str, upload_id: str, part_no: int) -> dict[str, Any]:
-        upload = self._pending_upload(user_id, upload_id)
-        url = self.storage.presign_upload_part(
-            self.settings.inbox_bucket, upload.object_key, upload.s3_upload_id, part_no
-        )
-        return {"url": url}
+        upload, file = self._pending_upload_and_file(user_id, upload_id)
+        return {"url": self._part_urls(upload, file, [part_no], "part_no")[0]["url"]}
 
     def presign_parts(
         self, user_id: str, upload_id: str, part_numbers: list[int]
     ) -> dict[str, Any]:
         """Batch presign (extension): one request for up to ``UCS_MAX_BATCH_URLS`` parts."""
-        upload = self._pending_upload(user_id, upload_id)
-        bucket = self.settings.inbox_bucket
-        urls = [
-            {
-                "part_no": n,
-                "url": self.storage.presign_upload_part(
-                    bucket, upload.object_key, upload.s3_upload_id, n
-                ),
-            }
-            for n in part_numbers
-        ]
+        upload, file = self._pending_upload_and_file(user_id, upload_id)
+        urls = self._part_urls(upload, file, part_numbers, "part_numbers")
         return {"urls": urls, "expires_in": self.settings.presign_ttl}
 
     def list_parts(self, user_id: str, upload_id: str) -> dict[str, Any]:
