@@ -61,7 +61,8 @@ def add_missing_indexes(
                 {
                     "Create": {
                         "IndexName": name,
-                        "KeySchema": schema["key_schema"],
+                        # HASH before RANGE, as DynamoDB wants (pynamodb sorts them likewise)
+                        "KeySchema": sorted(schema["key_schema"], key=lambda k: k["KeyType"]),
                         "Projection": schema["projection"],
                     }
                 }
