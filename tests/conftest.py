@@ -22,8 +22,8 @@ import stack as stacklib  # noqa: E402
 # Small parts keep multi-part cases cheap on moto (which holds objects in memory and is slow):
 # the services and moto's own S3 minimum are lowered together, by configuration only.
 E2E_PART_SIZE = 256 * 1024
-# Upload attempts per file and window: above the default (10) because race tests send 20
-# simultaneous creates for one file (each counts: none is blocked yet by another's upload).
+# New uploads per file and window: above the default (10), for tests and the fuzzer that
+# create and cancel uploads of one file repeatedly (tests/e2e/test_hardening.py checks the limit).
 E2E_UPLOAD_ATTEMPTS = 30
 E2E_ENV = {
     "S3_UPLOAD_PART_MIN_SIZE": str(E2E_PART_SIZE),

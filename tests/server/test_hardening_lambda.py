@@ -18,12 +18,13 @@ from chalice.local import LambdaContext, LambdaEventConverter, RouteMatcher
 
 from tests.server.conftest import ENV, KEY, PART, Api, register, token
 from ucs_lambda import jobs, tokens
-from ucs_lambda.adapters.dynamo import Repository, UploadItem
+from ucs_lambda.adapters.dynamo import AttemptsSpent, ConditionLost, Repository, UploadItem
 from ucs_lambda.adapters.provision import create_tables
 from ucs_lambda.config import get_settings
-from ucs_lambda.domain.attempts import retry_after
+from ucs_lambda.domain.attempts import AttemptBudget
 from ucs_lambda.domain.claims import TokenPolicy, check_claims
 from ucs_lambda.domain.errors import NotAuthenticated
+from ucs_lambda.domain.models import UploadRecord, UploadStatus
 from ucs_lambda.domain.parts import PartBeyondFile, part_length
 
 # ---- the Lambda event path ------------------------------------------------------------------
@@ -95,6 +96,32 @@ def test_429_carries_retry_after_and_the_error_body(
     assert body["exception_id"] == "tooManyUploadAttempts"
     assert r.headers["Retry-After"] == str(body["data"]["retry_after"])
     assert 1 <= body["data"]["retry_after"] <= 3600
+
+
+def test_a_429_after_a_stale_read_leaves_no_multipart_upload(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Item 5: when the read said there was room but the transaction found none (a racing
+    request used it), the S3 multipart upload made meanwhile is aborted."""
+    import dataclasses
+
+    from ucs_lambda.services.uploads import UploadService
+
+    monkeypatch.setenv("UCS_UPLOAD_ATTEMPTS_PER_WINDOW", "1")
+    register("F1")
+    first = api.create_upload("F1")
+    api.call("PATCH", f"/uploads/{first['upload_id']}", {"upload_status": "cancelled"})
+    real = UploadService._file_for_submitter
+
+    def stale(self: UploadService, user_id: str, file_id: str) -> Any:
+        return dataclasses.replace(real(self, user_id, file_id), attempt_count=0)
+
+    monkeypatch.setattr(UploadService, "_file_for_submitter", stale)
+    r = api.call("POST", "/uploads", {"file_id": "F1"})
+    assert r.status_code == 429 and json.loads(r.body)["exception_id"] == "tooManyUploadAttempts"
+    s3 = boto3.client("s3", region_name="us-east-1")
+    assert not s3.list_multipart_uploads(Bucket=ENV["UCS_INBOX_BUCKET"]).get("Uploads")
+    assert len(Repository(get_settings()).uploads_for_file("F1")) == 1
 
 
 # ---- token claims ---------------------------------------------------------------------------
@@ -175,27 +202,60 @@ def test_part_lengths_follow_the_registered_size() -> None:
 # ---- upload attempts ------------------------------------------------------------------------
 
 
-def test_attempt_window_counts_then_opens_again(env: dict) -> None:
-    """Item 5: the fixed window opens with the first attempt and ends ``window`` seconds later."""
+def new_upload(file_id: str, n: int) -> UploadRecord:
+    now = datetime.now(timezone.utc)
+    return UploadRecord(
+        upload_id=f"u{n}",
+        file_id=file_id,
+        s3_upload_id=f"s3-{n}",
+        object_key=f"{file_id}/u{n}",
+        upload_status=UploadStatus.PENDING,
+        part_size=PART,
+        created=now,
+        updated=now,
+    )
+
+
+def test_attempt_window_counts_created_uploads_then_opens_again(env: dict) -> None:
+    """Item 5: the fixed window opens with the first upload and ends ``window`` seconds later;
+    the count changes in the creating transaction, so it is exactly the uploads created."""
     register("F1")
     repo = Repository(get_settings())
-    start, window = 1_000_000, 100
-    assert [repo.charge_upload_attempt("F1", start + i, 3, window) for i in range(3)] == [None] * 3
-    assert repo.charge_upload_attempt("F1", start + 50, 3, window) == start
-    assert repo.charge_upload_attempt("F1", start + window - 1, 3, window) == start
-    assert retry_after(start, window, start + window - 1) == 1
-    assert repo.charge_upload_attempt("F1", start + window, 3, window) is None  # a new window
-    later = start + window
-    assert [repo.charge_upload_attempt("F1", later + 1, 3, window) for _ in range(2)] == [None] * 2
-    assert repo.charge_upload_attempt("F1", later + 2, 3, window) == later
-    assert retry_after(later, window, later + 2) == window - 2
+    start, window, n = 1_000_000, 100, 0
+
+    def create(now: int) -> None:
+        nonlocal n
+        n += 1
+        upload = new_upload("F1", n)
+        repo.create_upload(upload, AttemptBudget(3, window, now))
+        assert repo.release(upload, UploadStatus.CANCELLED)
+
+    for i in range(3):
+        create(start + i)
+    for now in (start + 50, start + window - 1):
+        with pytest.raises(AttemptsSpent) as spent:
+            create(now)
+        assert spent.value.window_start == start
+    assert AttemptBudget(3, window, start + window - 1).retry_after(start) == 1
+    assert AttemptBudget(3, window, start + 2).retry_after(start) == window - 2
+    create(start + window)  # the window ended: a new one opens
+    file = repo.get_file("F1")
+    assert (file.attempt_window_start, file.attempt_count) == (start + window, 1)
+    assert len(repo.uploads_for_file("F1")) == 4  # the refused ones wrote nothing
 
 
-def test_charging_an_unknown_file_is_refused(env: dict) -> None:
-    from ucs_lambda.adapters.dynamo import ConditionLost
-
+def test_a_held_lock_is_not_an_attempt(env: dict) -> None:
+    """Requests that find an active upload (racing creates, retries) use up nothing."""
+    register("F1")
+    repo = Repository(get_settings())
+    budget = AttemptBudget(3, 100, 1_000_000)
+    repo.create_upload(new_upload("F1", 1), budget)
+    for n in range(2, 6):
+        with pytest.raises(ConditionLost):
+            repo.create_upload(new_upload("F1", n), budget)
+    assert repo.get_file("F1").attempt_count == 1
     with pytest.raises(ConditionLost):
-        Repository(get_settings()).charge_upload_attempt("nope", 1, 3, 100)
+        repo.create_upload(new_upload("nope", 9), budget)
 
 
 # ---- the sweep's index ----------------------------------------------------------------------

@@ -34,6 +34,7 @@ from pynamodb.models import Model
 from pynamodb.transactions import TransactWrite
 
 from ..config import Settings
+from ..domain.attempts import AttemptBudget
 from ..domain.models import FileRecord, UploadRecord, UploadStatus
 from ..domain.status import allowed_sources
 
@@ -43,6 +44,14 @@ STATUS_INDEX = "upload_status-index"
 
 class ConditionLost(Exception):
     """A conditional write found the item in a different state than required."""
+
+
+class AttemptsSpent(Exception):
+    """The file's upload-attempt window has no room (nothing was written)."""
+
+    def __init__(self, window_start: int | None) -> None:
+        super().__init__(f"attempt window opened at {window_start} is spent")
+        self.window_start = window_start
 
 
 def utcnow() -> datetime:
@@ -211,6 +220,10 @@ def _file_record(item: FileItem) -> FileRecord:
         accepted_at=item.accepted_at,
         staging_started=item.staging_started,
         staged_at=item.staged_at,
+        attempt_window_start=(
+            int(item.attempt_window_start) if item.attempt_window_start is not None else None
+        ),
+        attempt_count=int(item.attempt_count or 0),
     )
 
 
@@ -294,11 +307,15 @@ class Repository:
         items = [_upload_record(i) for i in UploadItem.file_id_index.query(file_id)]
         return sorted(items, key=lambda u: u.created)
 
-    def create_upload(self, upload: UploadRecord) -> None:
-        """Store a new pending upload and take the file's lock in one transaction.
+    def create_upload(self, upload: UploadRecord, budget: AttemptBudget) -> None:
+        """Store a new pending upload, take the file's lock and count the attempt: one transaction.
 
-        Conditions: the file exists and has no ``active_upload_id``; the upload id is new.
-        Raises :class:`ConditionLost` when either does not hold.
+        Conditions: the file exists and has no ``active_upload_id``, the upload id is new, and
+        the upload fits the file's attempt window: counted into the running window if it has
+        room, or opening a new window if none is running. Which of the two transactions to
+        send is chosen from a consistent read of the file; their conditions decide, and one
+        lost because a racing request changed the file is sent once more from a fresh read.
+        Raises :class:`ConditionLost` (lock taken, file gone) or :class:`AttemptsSpent`.
         """
         now = upload.created
         item = UploadItem(
@@ -311,23 +328,46 @@ class Repository:
             created=now,
             updated=now,
         )
-        try:
-            with _transaction(self.settings) as tw:
-                tw.update(
-                    FileItem(upload.file_id),
-                    actions=[
-                        FileItem.active_upload_id.set(upload.upload_id),
-                        FileItem.current_upload_id.set(upload.upload_id),
-                        FileItem.update_date.set(now),
-                    ],
-                    condition=FileItem.file_id.exists()
-                    & FileItem.active_upload_id.does_not_exist(),
+        lock = [
+            FileItem.active_upload_id.set(upload.upload_id),
+            FileItem.current_upload_id.set(upload.upload_id),
+            FileItem.update_date.set(now),
+        ]
+        for _ in range(2):
+            file = self.get_file(upload.file_id)
+            if file is None or file.active_upload_id:
+                raise ConditionLost(upload.upload_id)
+            start = file.attempt_window_start
+            if budget.spent(start, file.attempt_count):
+                raise AttemptsSpent(start)
+            if budget.is_current(start):
+                charge = [FileItem.attempt_count.add(1)]
+                fits = (FileItem.attempt_window_start > budget.current_after) & (
+                    FileItem.attempt_count < budget.limit
                 )
-                tw.save(item, condition=UploadItem.upload_id.does_not_exist())
-        except TransactWriteError as exc:
-            if _lost(exc):
-                raise ConditionLost(upload.upload_id) from None
-            raise
+            else:
+                charge = [
+                    FileItem.attempt_window_start.set(budget.now),
+                    FileItem.attempt_count.set(1),
+                ]
+                fits = FileItem.attempt_window_start.does_not_exist() | (
+                    FileItem.attempt_window_start <= budget.current_after
+                )
+            try:
+                with _transaction(self.settings) as tw:
+                    tw.update(
+                        FileItem(upload.file_id),
+                        actions=lock + charge,
+                        condition=FileItem.file_id.exists()
+                        & FileItem.active_upload_id.does_not_exist()
+                        & fits,
+                    )
+                    tw.save(item, condition=UploadItem.upload_id.does_not_exist())
+                return
+            except TransactWriteError as exc:
+                if not _lost(exc):
+                    raise
+        raise ConditionLost(upload.upload_id)
 
     def mark_uploaded(
         self,
@@ -455,44 +495,6 @@ class Repository:
                 and upload.updated < updated_before
             ):
                 yield upload
-
-    # ---- upload churn ------------------------------------------------------------------
-
-    def charge_upload_attempt(self, file_id: str, now: int, limit: int, window: int) -> int | None:
-        """Count one new upload of the file in its current fixed window of ``window`` seconds.
-
-        Returns None when counted, or the start (epoch seconds) of the window whose ``limit``
-        is used up (nothing written). At most three conditional updates, none decided by a
-        read: count one more in a current window with room; else open a new window if none is
-        current; else (a racing request opened one in between) count in that one. Raises
-        :class:`ConditionLost` when the file no longer exists.
-        """
-        current = FileItem.attempt_window_start > now - window
-        count_in_window = (
-            [FileItem.attempt_count.add(1)],
-            FileItem.file_id.exists() & current & (FileItem.attempt_count < limit),
-        )
-        open_window = (
-            [FileItem.attempt_window_start.set(now), FileItem.attempt_count.set(1)],
-            FileItem.file_id.exists()
-            & (
-                FileItem.attempt_window_start.does_not_exist()
-                | (FileItem.attempt_window_start <= now - window)
-            ),
-        )
-        for actions, condition in (count_in_window, open_window, count_in_window):
-            try:
-                FileItem(file_id).update(actions=actions, condition=condition)
-            except UpdateError as exc:
-                if _cond_failed(exc):
-                    continue
-                raise
-            return None
-        try:  # only to say when the window ends
-            start = FileItem.get(file_id, consistent_read=True).attempt_window_start
-        except FileItem.DoesNotExist:
-            raise ConditionLost(file_id) from None
-        return int(start) if start is not None else now
 
     # ---- DRS staging -------------------------------------------------------------------
 

@@ -16,11 +16,12 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from ..adapters.dynamo import ConditionLost, Repository, utcnow
+from ..adapters.dynamo import AttemptsSpent, ConditionLost, Repository, utcnow
 from ..adapters.s3 import Part, Storage, is_missing
 from ..adapters.sqs import JobQueue
 from ..config import Settings, get_settings
-from ..domain import access, attempts
+from ..domain import access
+from ..domain.attempts import AttemptBudget
 from ..domain.errors import (
     ExistingActiveUpload,
     FileNotRegistered,
@@ -159,7 +160,12 @@ class UploadService:
             part_size = part_size_for(file.size, default=s.part_size, minimum=s.min_part_size)
         except FileTooLarge as exc:  # admin refuses such files; defend anyway
             raise InvalidRequest(str(exc), {"file_id": file_id}) from None
-        self._charge_attempt(file_id)
+        budget = AttemptBudget(
+            s.upload_attempts_per_window, s.upload_attempt_window_seconds, int(time.time())
+        )
+        if budget.spent(file.attempt_window_start, file.attempt_count):
+            # fast path: no S3 work; the transaction below is what enforces the limit
+            raise self._too_many(file_id, budget, file.attempt_window_start)
         upload_id = str(uuid.uuid4())
         key = f"{file_id}/{upload_id}"
         s3_upload_id = self.storage.create_multipart_upload(s.inbox_bucket, key)
@@ -175,7 +181,10 @@ class UploadService:
             updated=now,
         )
         try:
-            self.repo.create_upload(upload)
+            self.repo.create_upload(upload, budget)
+        except AttemptsSpent as exc:
+            self._quietly(self.storage.abort_multipart_upload, s.inbox_bucket, key, s3_upload_id)
+            raise self._too_many(file_id, budget, exc.window_start) from None
         except ConditionLost:
             self._quietly(self.storage.abort_multipart_upload, s.inbox_bucket, key, s3_upload_id)
             if self.repo.get_file(file_id) is None:
@@ -185,23 +194,6 @@ class UploadService:
             self._quietly(self.storage.abort_multipart_upload, s.inbox_bucket, key, s3_upload_id)
             raise
         return upload.details()
-
-    def _charge_attempt(self, file_id: str) -> None:
-        """Count a new upload of the file against its attempt budget, before any S3 work.
-
-        The count and its window live on the file item and change only by conditional writes
-        (``Repository.charge_upload_attempt``), so racing requests cannot overspend it.
-        """
-        s = self.settings
-        now = int(time.time())
-        limit, window = s.upload_attempts_per_window, s.upload_attempt_window_seconds
-        try:
-            spent_window = self.repo.charge_upload_attempt(file_id, now, limit, window)
-        except ConditionLost:
-            raise FileNotRegistered(file_id) from None
-        if spent_window is not None:
-            wait = attempts.retry_after(spent_window, window, now)
-            raise TooManyUploadAttempts(file_id, limit, window, wait)
 
     def _part_urls(
         self, upload: UploadRecord, file: FileRecord, part_numbers: list[int], field: str
@@ -234,6 +226,14 @@ class UploadService:
             }
             for n, length in zip(part_numbers, lengths)
         ]
+
+    @staticmethod
+    def _too_many(
+        file_id: str, budget: AttemptBudget, window_start: int | None
+    ) -> TooManyUploadAttempts:
+        return TooManyUploadAttempts(
+            file_id, budget.limit, budget.window_seconds, budget.retry_after(window_start)
+        )
 
     def presign_part(self, user_id: str, upload_id: str, part_no: int) -> dict[str, Any]:
         upload, file = self._pending_upload_and_file(user_id, upload_id)
