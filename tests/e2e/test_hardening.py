@@ -15,12 +15,9 @@ import hmac
 import http.client
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,11 +30,18 @@ from tests.conftest import E2E_UPLOAD_ATTEMPTS
 from tests.e2e.test_races import settled
 from tests.e2e.test_ucs_http import race, register
 from tests.invariants import check_files, read_file_state
-from tests.support import PROJECT_DIR, call, run_admin, s3_client
+from tests.support import (
+    GUNICORN,
+    PROJECT_DIR,
+    call,
+    gunicorn,
+    run_admin,
+    s3_client,
+    stack_client,
+)
 
 pytestmark = pytest.mark.e2e
 
-GUNICORN = Path(sys.executable).parent / "gunicorn"
 AUDIENCE = "ghga-ucs-hardening"
 ISSUER = "https://issuer.hardening.test"
 MiB = 1024 * 1024
@@ -100,12 +104,6 @@ def new_user(stack_env: dict[str, str], prefix: str) -> dict[str, str]:
     return {"user": name, "token": run_admin(stack_env, "mint-token", "--user", name)}
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 class LogTail:
     """What a log file gained since this object was made."""
 
@@ -132,7 +130,7 @@ def owner(stack_env: dict[str, str]) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def wsgi(
-    local_stack: dict[str, Any], stack_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+    stack_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[dict[str, Any]]:
     """gunicorn serving ucs_lambda.wsgi on the stack's tables and buckets, with an audience and
     an issuer configured (tokens for it come from ``admin mint-token`` with the same settings).
@@ -140,40 +138,19 @@ def wsgi(
     if not GUNICORN.exists():
         pytest.skip("gunicorn is not installed")
     env = {**stack_env, "UCS_TOKEN_AUDIENCE": AUDIENCE, "UCS_TOKEN_ISSUER": ISSUER}
-    port = free_port()
     log = tmp_path_factory.mktemp("wsgi") / "gunicorn.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [
-                str(GUNICORN),
-                "--workers",
-                "1",
-                "--threads",
-                "4",
-                "--bind",
-                f"127.0.0.1:{port}",
-                "ucs_lambda.wsgi:application",
-            ],
-            cwd=PROJECT_DIR,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, log.read_text()
-            try:
-                urllib.request.urlopen(url + "/openapi.json", timeout=2).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, log.read_text()
-                time.sleep(0.2)
+    with gunicorn(env, log) as url:
         yield {"url": url, "env": env, "log": log}
-    finally:
-        proc.terminate()
-        proc.wait(15)
+
+
+def pending_upload(
+    base_url: str, stack_env: dict[str, str], user: str, token: str, size: int = 10, md5: str = ""
+) -> tuple[str, dict[str, Any]]:
+    """Register a file for ``user`` and open an upload for it: (file_id, upload details)."""
+    file_id = register(stack_env, size, md5 or "0" * 32, user)
+    status, upload = call("POST", f"{base_url}/uploads", token, {"file_id": file_id})
+    assert status == 200, upload
+    return file_id, upload
 
 
 # ---- item 2: token claims -------------------------------------------------------------------
@@ -284,11 +261,7 @@ def test_deeply_nested_json_is_a_400_without_traceback(
     local_stack: dict[str, Any], stack_env: dict[str, str], owner: dict[str, str]
 ) -> None:
     """Item 3 (chalice local): 100,000 nested arrays or objects in every JSON body."""
-    file_id = register(stack_env, 10, "0" * 32, owner["user"])
-    status, upload = call(
-        "POST", f"{local_stack['ucs_url']}/uploads", owner["token"], {"file_id": file_id}
-    )
-    assert status == 200, upload
+    _, upload = pending_upload(local_stack["ucs_url"], stack_env, owner["user"], owner["token"])
     log = LogTail(Path(local_stack["log_dir"]) / "ucs.log")
     for shape, method, path, status, answer in nested_body_answers(
         local_stack["ucs_url"], owner["token"], upload["upload_id"]
@@ -307,9 +280,7 @@ def test_deeply_nested_json_is_a_400_under_wsgi(
 ) -> None:
     """Item 3 (gunicorn + ucs_lambda.wsgi): the same bodies, the same answer, no traceback."""
     token = run_admin(wsgi["env"], "mint-token", "--user", owner["user"])
-    file_id = register(stack_env, 10, "0" * 32, owner["user"])
-    status, upload = call("POST", f"{wsgi['url']}/uploads", token, {"file_id": file_id})
-    assert status == 200, upload
+    _, upload = pending_upload(wsgi["url"], stack_env, owner["user"], token)
     log = LogTail(wsgi["log"])
     for shape, method, path, status, answer in nested_body_answers(
         wsgi["url"], token, upload["upload_id"]
@@ -403,17 +374,8 @@ def test_the_uploads_table_has_the_status_index_the_sweep_queries(
     local_stack: dict[str, Any],
 ) -> None:
     """Item 5: the sweep's index exists on the stack (tables made by admin create-resources)."""
-    import boto3
-
-    env = local_stack["env"]
-    dynamodb = boto3.client(
-        "dynamodb",
-        endpoint_url=local_stack["dynamodb_endpoint_url"],
-        region_name="us-east-1",
-        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
-    )
-    table = dynamodb.describe_table(TableName=env.get("UCS_UPLOADS_TABLE", "ghga-uploads"))
+    name = local_stack["env"].get("UCS_UPLOADS_TABLE", "ghga-uploads")
+    table = stack_client(local_stack, "dynamodb").describe_table(TableName=name)
     indexes = {i["IndexName"]: i for i in table["Table"]["GlobalSecondaryIndexes"]}
     assert indexes["upload_status-index"]["KeySchema"] == [
         {"AttributeName": "upload_status", "KeyType": "HASH"},
@@ -440,10 +402,9 @@ def test_part_numbers_beyond_the_file_are_not_presigned(
     local_stack: dict[str, Any], stack_env: dict[str, str], owner: dict[str, str]
 ) -> None:
     """Item 6: a 1-part file has no part 2 or 10000 (both routes); URLs sign Content-Length."""
-    file_id = register(stack_env, 1000, "0" * 32, owner["user"])
-    ucs = local_stack["ucs_url"]
-    status, upload = call("POST", f"{ucs}/uploads", owner["token"], {"file_id": file_id})
-    assert status == 200, upload
+    _, upload = pending_upload(
+        local_stack["ucs_url"], stack_env, owner["user"], owner["token"], size=1000
+    )
     answers = presign(local_stack, owner["token"], upload["upload_id"], [2, 10000])
     answers["batch [1, 2]"] = presign(local_stack, owner["token"], upload["upload_id"], [1, 2])[
         "batch"
@@ -501,10 +462,12 @@ def test_rgw_refuses_part_bodies_of_another_length(
     """
     user = new_user(ceph_stack_env, "ceph-len")
     data = os.urandom(6 * MiB)
-    file_id = register(ceph_stack_env, len(data), hashlib.md5(data).hexdigest(), user["user"])
     ucs = ceph_stack["ucs_url"]
-    status, upload = call("POST", f"{ucs}/uploads", user["token"], {"file_id": file_id})
-    assert status == 200 and upload["part_size"] == 5 * MiB, upload
+    md5 = hashlib.md5(data).hexdigest()
+    file_id, upload = pending_upload(
+        ucs, ceph_stack_env, user["user"], user["token"], len(data), md5
+    )
+    assert upload["part_size"] == 5 * MiB, upload
     upload_id = upload["upload_id"]
     status, signed = call(
         "POST", f"{ucs}/uploads/{upload_id}/signed_urls", user["token"], {"part_numbers": [1, 2]}
@@ -538,10 +501,9 @@ def test_rgw_one_part_file_takes_only_its_one_part(
     """Item 6 on Ceph RGW: part 10000 of a 1-part file is refused when presigning, and the
     part 1 URL of a 1-byte file takes neither 7 MiB nor an empty body."""
     user = new_user(ceph_stack_env, "ceph-one")
-    file_id = register(ceph_stack_env, 1, hashlib.md5(b"z").hexdigest(), user["user"])
     ucs = ceph_stack["ucs_url"]
-    status, upload = call("POST", f"{ucs}/uploads", user["token"], {"file_id": file_id})
-    assert status == 200, upload
+    md5 = hashlib.md5(b"z").hexdigest()
+    _, upload = pending_upload(ucs, ceph_stack_env, user["user"], user["token"], 1, md5)
     for route, (status, answer) in presign(
         ceph_stack, user["token"], upload["upload_id"], [10000]
     ).items():
@@ -591,9 +553,7 @@ def test_two_authorization_headers_are_refused(
     else:
         base, env = local_stack["ucs_url"], stack_env
     token = run_admin(env, "mint-token", "--user", owner["user"])
-    file_id = register(stack_env, 10, "0" * 32, owner["user"])
-    status, upload = call("POST", f"{base}/uploads", token, {"file_id": file_id})
-    assert status == 200, upload
+    file_id, upload = pending_upload(base, stack_env, owner["user"], token)
     for good_at, method, path, status, answer in duplicate_authorization_answers(
         base, f"Bearer {token}", file_id, upload["upload_id"]
     ):
@@ -613,10 +573,9 @@ def test_error_bodies_name_no_other_users_ids(
     """Item 8: a stranger keeps ucs.yaml's 403 (existing) vs 404 (missing), but the owner's
     file id and upload ids appear in no error body about someone else's upload or file."""
     data = os.urandom(1000)
-    file_id = register(stack_env, len(data), hashlib.md5(data).hexdigest(), owner["user"])
     ucs = local_stack["ucs_url"]
-    status, upload = call("POST", f"{ucs}/uploads", owner["token"], {"file_id": file_id})
-    assert status == 200, upload
+    md5 = hashlib.md5(data).hexdigest()
+    file_id, upload = pending_upload(ucs, stack_env, owner["user"], owner["token"], len(data), md5)
     upload_id = upload["upload_id"]
     stranger = new_user(stack_env, "stranger")
     upload_routes = [
