@@ -58,7 +58,7 @@ def _keys_from_ssm(name: str) -> list[str]:
     return keys
 
 
-def policy(settings: Settings | None = None) -> TokenPolicy:
+def _policy(settings: Settings | None = None) -> TokenPolicy:
     """The configured token profile (lifetime cap, leeway for ``iat``/``nbf``)."""
     s = settings or get_settings()
     return TokenPolicy(max_ttl=s.token_max_ttl, leeway=s.token_leeway)
@@ -130,7 +130,7 @@ def verify(token: str) -> str:
             raise NotAuthenticated("The token comes from an unknown issuer ('iss').") from None
         except jwt.InvalidTokenError:
             raise NotAuthenticated("The token is malformed or invalid.") from None
-        return check_claims(claims, time.time(), policy(settings))
+        return check_claims(claims, time.time(), _policy(settings))
     raise NotAuthenticated("The token signature is not valid.")
 
 

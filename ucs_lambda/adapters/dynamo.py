@@ -1,9 +1,11 @@
 """DynamoDB persistence with pynamodb: the files and uploads tables, and every status change.
 
 The invariant "per file at most one upload in pending/uploaded/accepted, none after accepted"
-lives in the ``active_upload_id`` attribute of the file item (docs/CONTRACTS.md). Every write
-that could break it is conditional, and the two-item changes are single ``TransactWriteItems``
-calls, so concurrent requests cannot both win; nothing here reads and then decides to write.
+lives in the ``active_upload_id`` attribute of the file item (docs/CONTRACTS.md); the same
+item counts the uploads created per time window (``attempt_window_start``/``attempt_count``,
+the churn limit). Every write that could break either is conditional, and the two-item
+changes are single ``TransactWriteItems`` calls, so concurrent requests cannot both win; a read
+here at most chooses which conditional write to send, the condition decides.
 
 Methods return ``False`` (or raise :class:`ConditionLost`) when a condition did not hold; the
 service layer then reads the current state, only to build a helpful error message.
