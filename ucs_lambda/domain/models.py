@@ -58,6 +58,9 @@ class FileRecord:
     accepted_at: datetime | None = None
     staging_started: float | None = None
     staged_at: float | None = None
+    #: Upload churn: start (epoch seconds) of the file's attempt window, uploads created in it.
+    attempt_window_start: int | None = None
+    attempt_count: int = 0
 
     def metadata(self) -> dict[str, Any]:
         """ucs.yaml ``FileMetadata``."""
