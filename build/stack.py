@@ -3,7 +3,8 @@
 Started by ``make stack`` (and by ``make demo`` and the end-to-end tests through
 :func:`launch`). It runs, each as a child process with its log in ``<state-dir>/logs/``:
 
-- a threaded moto server for S3 and SQS (or, with ``--s3 ceph``, S3 on a local Ceph RGW);
+- a threaded moto server for S3 and SQS (or, with ``--s3 ceph``, S3 on a local Ceph RGW),
+  whose ranged GETs read only the range (``moto_ranged.py``);
 - a single-threaded moto server for DynamoDB (see ``moto_single.py`` for why);
 - the Chalice app, served by ``serve_local.py``;
 - the job worker (``python -m ucs_lambda.worker``), running the same handlers as the Lambda.
@@ -226,6 +227,22 @@ def ceph_settings() -> dict[str, str]:
     }
 
 
+def remove_buckets(s3: Any, buckets: list[str]) -> None:
+    """Abort the unfinished multipart uploads, delete the objects, then each bucket itself.
+
+    For the buckets a run made on a Ceph cluster that outlives it (tests, benchmarks); best
+    effort: a bucket already gone or not emptied is skipped.
+    """
+    for bucket in buckets:
+        with contextlib.suppress(Exception):
+            for up in s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []):
+                s3.abort_multipart_upload(Bucket=bucket, Key=up["Key"], UploadId=up["UploadId"])
+            for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+                for obj in page.get("Contents", []):
+                    s3.delete_object(Bucket=bucket, Key=obj["Key"])
+            s3.delete_bucket(Bucket=bucket)
+
+
 def start(state_dir: Path, s3_backend: str, ports: dict[str, int], demo_size: int) -> Stack:
     """Start every service and write ``stack.json``; on failure stop what was started."""
     state_dir.mkdir(parents=True, exist_ok=True)
@@ -262,10 +279,10 @@ def start(state_dir: Path, s3_backend: str, ports: dict[str, int], demo_size: in
 
     try:
         python = sys.executable
-        # moto serves SQS always, and S3 too unless S3 is on Ceph.
-        moto = stack.spawn(
-            "moto", [python, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(ports["moto"])], env
-        )
+        # moto serves SQS always, and S3 too unless S3 is on Ceph (with ranged GETs that read
+        # only the range, see moto_ranged.py).
+        moto_server = [python, str(BUILD_DIR / "moto_ranged.py")]
+        moto = stack.spawn("moto", [*moto_server, "-H", "127.0.0.1", "-p", str(ports["moto"])], env)
         dynamodb = stack.spawn(
             "dynamodb",
             [python, str(BUILD_DIR / "moto_single.py"), "127.0.0.1", str(ports["dynamodb"])],

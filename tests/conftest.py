@@ -110,15 +110,7 @@ def launch_on_ceph(
         with stacklib.launch(state_dir, s3_backend="ceph", extra_env=env) as info:
             yield info
     finally:
-        s3 = s3_client(cfg)
-        for bucket in buckets.values():
-            with contextlib.suppress(Exception):
-                for up in s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []):
-                    s3.abort_multipart_upload(Bucket=bucket, Key=up["Key"], UploadId=up["UploadId"])
-                for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
-                    for obj in page.get("Contents", []):
-                        s3.delete_object(Bucket=bucket, Key=obj["Key"])
-                s3.delete_bucket(Bucket=bucket)
+        stacklib.remove_buckets(s3_client(cfg), list(buckets.values()))
 
 
 @pytest.fixture(scope="session")

@@ -13,8 +13,10 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 MiB = 1024 * 1024
 
@@ -34,14 +36,25 @@ class ConfigError(Exception):
     """A configuration value is missing or malformed (operator error, not client error)."""
 
 
-def _int(name: str, default: int) -> int:
+_N = TypeVar("_N", int, float)
+
+
+def _number(name: str, default: _N, kind: Callable[[str], _N], what: str) -> _N:
     raw = os.environ.get(name)
     if raw is None or raw.strip() == "":
         return default
     try:
-        return int(raw)
+        return kind(raw)
     except ValueError:
-        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+        raise ConfigError(f"{name} must be {what}, got {raw!r}") from None
+
+
+def _int(name: str, default: int) -> int:
+    return _number(name, default, int, "an integer")
+
+
+def _float(name: str, default: float) -> float:
+    return _number(name, default, float, "a number")
 
 
 def _int_in(name: str, default: int, low: int, high: int | None = None) -> int:
@@ -86,7 +99,12 @@ class Settings:
     revalidate_seconds: int
     max_batch_urls: int
     max_batch_files: int
-    validate_read_max: int
+    validate_budget_seconds: float
+    validate_budget_bytes: int
+    validate_range_size: int
+    validate_concurrency: int
+    validate_checkpoint_seconds: float
+    validate_lease_seconds: float
     max_body_bytes: int
     outbox_max_age_seconds: int
     staging_timeout_seconds: int
@@ -184,7 +202,15 @@ def get_settings() -> Settings:
         revalidate_seconds=_int("UCS_REVALIDATE_SECONDS", 3600),
         max_batch_urls=_int("UCS_MAX_BATCH_URLS", 1000),
         max_batch_files=_int_in("UCS_MAX_BATCH_FILES", 1000, 1),
-        validate_read_max=_int("UCS_VALIDATE_READ_MAX", 1024 * MiB),
+        # The job function's Lambda timeout is 900 s (.chalice/config.json): 600 s of reading
+        # (or copying) leave time for the ranges in flight, the last checkpoint and the
+        # continuation message.
+        validate_budget_seconds=_float("UCS_VALIDATE_BUDGET_SECONDS", 600.0),
+        validate_budget_bytes=_int("UCS_VALIDATE_BUDGET_BYTES", 0),
+        validate_range_size=_int("UCS_VALIDATE_RANGE_SIZE", 16 * MiB),
+        validate_concurrency=_int("UCS_VALIDATE_CONCURRENCY", 8),
+        validate_checkpoint_seconds=_float("UCS_VALIDATE_CHECKPOINT_SECONDS", 10.0),
+        validate_lease_seconds=_float("UCS_VALIDATE_LEASE_SECONDS", 120.0),
         max_body_bytes=_int("UCS_MAX_BODY_BYTES", 1 * MiB),
         outbox_max_age_seconds=_int("UCS_OUTBOX_MAX_AGE_SECONDS", 7 * 24 * 3600),
         staging_timeout_seconds=_int("UCS_STAGING_TIMEOUT_SECONDS", 3600),

@@ -23,6 +23,7 @@ from typing import Any
 from . import jobs
 from .adapters.sqs import JobQueue
 from .config import ConfigError, apply_stack_env, get_settings
+from .domain import digests
 
 log = logging.getLogger("ucs_lambda.worker")
 
@@ -123,6 +124,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         get_settings()
     except (ConfigError, ValueError) as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
+        return 3
+    try:
+        digests.require()  # the validation jobs must not start on an untrustworthy hash
+    except digests.DigestUnavailable as exc:
+        print(f"cannot validate uploads here: {exc}", file=sys.stderr)
         return 3
     worker = Worker(sweep_seconds=sweep, retry_delay=args.retry_delay)
     signal.signal(signal.SIGTERM, worker.stop)

@@ -231,26 +231,32 @@ def test_parts_smaller_than_s3_allows_end_failed(
     check_files(local_stack, [file_id])
 
 
+@pytest.mark.parametrize("local_md5", [True, False], ids=["local-md5", "server-verifies"])
 def test_registered_md5_disagreeing_with_the_file_is_refused_with_both_checksums(
     ghga_cli: list[str],
     local_stack: dict[str, Any],
     stack_env: dict[str, str],
     owner: dict[str, str],
     tmp_path: Path,
+    local_md5: bool,
 ) -> None:
-    """The client compares the MD5 before confirming: it says why and confirms nothing."""
+    """With ``--local-md5`` the client compares the MD5 before confirming: it says why and
+    confirms nothing. By default the server, which reads every upload back, rejects it; the
+    client reports both checksums from the rejection and the file can be uploaded again."""
     source = tmp_path / "data.bin"
     source.write_bytes(os.urandom(2 * E2E_PART_SIZE + 5))
     md5 = hashlib.md5(source.read_bytes()).hexdigest()
     file_id = register(stack_env, source.stat().st_size, "f" * 32, owner["user"])
-    result = upload(ghga_cli, local_stack, owner["token"], file_id, source, "--json")
+    extra = ["--local-md5"] if local_md5 else []
+    result = upload(ghga_cli, local_stack, owner["token"], file_id, source, "--json", *extra)
     assert result.returncode == EXIT_INTEGRITY, (result.returncode, result.stderr)
     assert md5 in result.stderr and "f" * 32 in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
     summary = json.loads(result.stdout)
     assert summary["status"] == "error" and summary["exit_code"] == EXIT_INTEGRITY
     _, uploads = read_file_state(local_stack, file_id)
-    assert [u["upload_status"] for u in uploads] == ["pending"]  # resumable, not confirmed
+    expected = "pending" if local_md5 else "rejected"  # resumable / released for a new upload
+    assert [u["upload_status"] for u in uploads] == [expected]
     check_files(local_stack, [file_id])
 
 

@@ -9,7 +9,14 @@ from datetime import datetime, timezone
 import pytest
 
 from ucs_lambda.domain import access, errors
-from ucs_lambda.domain.integrity import Evidence, assess, is_md5_hex, multipart_etag
+from ucs_lambda.domain.integrity import (
+    Evidence,
+    Verdict,
+    is_md5_hex,
+    judge_digest,
+    multipart_etag,
+    precheck,
+)
 from ucs_lambda.domain.models import FileRecord, UploadStatus
 from ucs_lambda.domain.parts import (
     MAX_FILE_SIZE,
@@ -139,28 +146,36 @@ def _evidence(**over: object) -> Evidence:
         "s3_part_etags": [_md5(p) for p in parts],
         "client_part_md5s": [_md5(p) for p in parts],
         "client_md5": _md5(whole),
-        "computed_md5": _md5(whole),
     }
     base.update(over)
     return Evidence(**base)  # type: ignore[arg-type]
 
 
-def test_assess_accepts_consistent_evidence() -> None:
-    assert assess(_evidence()).accepted
-    assert assess(_evidence()).reason is None
+def test_consistent_evidence_proves_nothing_the_object_must_be_read() -> None:
+    assert precheck(_evidence()) is None
+    assert precheck(_evidence(client_md5=None, client_part_md5s=[])) is None
 
 
-def test_assess_rejections() -> None:
-    assert "size" in (assess(_evidence(object_size=24)).reason or "")
-    assert not assess(_evidence(client_md5="0" * 32)).accepted
-    assert not assess(_evidence(computed_md5="0" * 32)).accepted
-    assert not assess(_evidence(client_part_md5s=["0" * 32] * 3)).accepted
-    assert not assess(_evidence(object_etag="0" * 32 + "-3")).accepted
+def test_early_rejections_name_both_values() -> None:
+    reason = (precheck(_evidence(object_size=24)) or Verdict(True)).reason or ""
+    assert "size mismatch" in reason and "24 bytes" in reason and "25 bytes" in reason
+    reason = (precheck(_evidence(client_md5="0" * 32)) or Verdict(True)).reason or ""
+    assert "0" * 32 in reason and _md5(b"a" * 10 + b"b" * 10 + b"c" * 5) in reason
+    bad_parts = [_md5(b"a" * 10), "1" * 32, _md5(b"c" * 5)]
+    reason = (precheck(_evidence(client_part_md5s=bad_parts)) or Verdict(True)).reason or ""
+    assert "part 2" in reason and "1" * 32 in reason and _md5(b"b" * 10) in reason
+    reason = (precheck(_evidence(client_part_md5s=bad_parts[:2])) or Verdict(True)).reason
+    assert "2 parts" in (reason or "") and "3 parts" in (reason or "")
+    verdict = precheck(_evidence(object_etag="0" * 32 + "-3"))
+    assert verdict is not None and not verdict.accepted and "ETag" in (verdict.reason or "")
 
 
-def test_assess_without_whole_file_md5_accepts_with_note() -> None:
-    verdict = assess(_evidence(client_md5=None, computed_md5=None, client_part_md5s=[]))
-    assert verdict.accepted and "too large" in (verdict.reason or "")
+def test_the_verdict_on_the_read_bytes_names_both_checksums() -> None:
+    assert judge_digest("a" * 32, "A" * 32) == Verdict(True, None)
+    verdict = judge_digest("b" * 32, "a" * 32)
+    assert not verdict.accepted
+    assert "b" * 32 in (verdict.reason or "") and "a" * 32 in (verdict.reason or "")
+    assert "computed by the server" in (verdict.reason or "")
 
 
 def test_md5_hex() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from typing import Any
@@ -79,7 +80,10 @@ def test_staging_then_object(api: Api) -> None:
         "self_uri": "drs://127.0.0.1/F1",  # the local default: UCS_DRS_HOSTNAME is unset
         "size": len(DATA),
         "created_time": obj["created_time"],
-        "checksums": [{"type": "md5", "checksum": md5(DATA)}],
+        "checksums": [
+            {"type": "md5", "checksum": md5(DATA)},
+            {"type": "sha-256", "checksum": hashlib.sha256(DATA).hexdigest()},
+        ],
         "access_methods": [
             {
                 "type": "s3",

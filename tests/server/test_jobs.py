@@ -66,43 +66,43 @@ def test_accept_copies_to_permanent(api: Api) -> None:
     assert f is not None and f.accepted_upload_id == uid and f.active_upload_id == uid
 
 
-def test_accept_without_client_checksums_reads_the_object(
+def test_accept_without_client_checksums_reads_every_byte(
     api: Api, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    calls = []
-    real = Storage.md5_of
+    """The reference client sends only ``upload_status``: the server reads the object itself."""
+    read: list[tuple[int, int]] = []
+    real = Storage.read_range
 
-    def spy(self: Storage, *a: Any, **k: Any) -> str:
-        calls.append(a)
-        return real(self, *a, **k)
+    def spy(self: Storage, bucket: str, key: str, first: int, last: int, etag: str) -> bytes:
+        read.append((first, last))
+        return real(self, bucket, key, first, last, etag)
 
-    monkeypatch.setattr(Storage, "md5_of", spy)
+    monkeypatch.setattr(Storage, "read_range", spy)
     uid = uploaded(api, checksums=False)
-    run_validation(uid)
-    assert status(uid) == "accepted" and len(calls) == 1
-
-
-def test_large_objects_are_not_read(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("UCS_VALIDATE_READ_MAX", str(PART))
-
-    def fail(*a: Any, **k: Any) -> str:
-        raise AssertionError("object must not be read")
-
-    monkeypatch.setattr(Storage, "md5_of", fail)
-    uid = uploaded(api)
     run_validation(uid)
     assert status(uid) == "accepted"
+    assert read == [(0, len(DATA) - 1)]  # one range: the object is smaller than a range
+    body = api.call("GET", f"/uploads/{uid}").json_body
+    assert body["verified_bytes"] == len(DATA) and body["status_reason"] is None
 
 
-def test_large_object_without_checksums_is_accepted_with_a_note(
+def test_objects_above_the_old_read_limit_are_read_too(
     api: Api, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """``UCS_VALIDATE_READ_MAX`` is gone: no size accepts on part checksums alone (issue 10)."""
     monkeypatch.setenv("UCS_VALIDATE_READ_MAX", str(PART))
-    uid = uploaded(api, checksums=False)
+    read: list[int] = []
+    real = Storage.read_range
+
+    def spy(self: Storage, *a: Any) -> bytes:
+        data = real(self, *a)
+        read.append(len(data))
+        return data
+
+    monkeypatch.setattr(Storage, "read_range", spy)
+    uid = uploaded(api)
     run_validation(uid)
-    rec = repo().get_upload(uid)
-    assert rec is not None and rec.upload_status is UploadStatus.ACCEPTED
-    assert "too large to re-read" in (rec.status_reason or "")
+    assert status(uid) == "accepted" and sum(read) == len(DATA)
 
 
 def _assert_rejected(api: Api, uid: str, words: str) -> None:
@@ -120,19 +120,26 @@ def _assert_rejected(api: Api, uid: str, words: str) -> None:
 
 def test_reject_on_size(api: Api) -> None:
     uid = uploaded(api, size=len(DATA) + 1)
-    _assert_rejected(api, uid, "size mismatch")
+    _assert_rejected(api, uid, f"size mismatch: the stored object has {len(DATA)} bytes")
+    assert f"registered size is {len(DATA) + 1} bytes" in (repo_reason(uid) or "")
 
 
 def test_reject_on_registered_checksum(api: Api) -> None:
+    """The client's MD5 (of the real bytes) disagrees with the registered one: early reject."""
     uid = uploaded(api, md5_hex="f" * 32)
-    _assert_rejected(api, uid, "checksum mismatch")
+    _assert_rejected(api, uid, f"the client's MD5 {md5(DATA)} differs from the registered MD5")
 
 
-def test_reject_on_checksum_of_large_object(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Too large to read: the client's whole-file MD5 decides."""
-    monkeypatch.setenv("UCS_VALIDATE_READ_MAX", "1")
-    uid = uploaded(api, md5_hex="f" * 32)
-    _assert_rejected(api, uid, "client MD5")
+def test_reject_on_registered_checksum_without_client_checksums(api: Api) -> None:
+    """No client evidence: the MD5 the server computes decides, and the reason names both."""
+    uid = uploaded(api, checksums=False, md5_hex="f" * 32)
+    _assert_rejected(api, uid, f"computed by the server) is {md5(DATA)}")
+    assert f"the registered MD5 is {'f' * 32}" in (repo_reason(uid) or "")
+
+
+def repo_reason(uid: str) -> str | None:
+    rec = repo().get_upload(uid)
+    return rec.status_reason if rec else None
 
 
 def test_reject_on_part_checksums(api: Api) -> None:
@@ -143,7 +150,7 @@ def test_reject_on_part_checksums(api: Api) -> None:
     md5s[1] = "0" * 32
     assert api.confirm(uid, {"md5": md5(DATA), "part_md5s": md5s}).status_code == 204
     queued_jobs()
-    _assert_rejected(api, uid, "part MD5s")
+    _assert_rejected(api, uid, f"part 2: the client's MD5 is {'0' * 32}")
 
 
 def test_reject_on_object_etag(api: Api) -> None:
@@ -224,11 +231,18 @@ def test_single_copy_at_or_below_copy_part_size(api: Api, monkeypatch: pytest.Mo
     assert s3().get_object(Bucket="t-permanent", Key="F1")["Body"].read() == DATA
 
 
+@pytest.mark.parametrize(
+    ("copy_part_size", "step"),
+    [(4 * PART, "copy_object"), (PART, "complete_multipart_upload")],
+    ids=["single-copy", "multipart-copy"],
+)
 def test_cancel_during_validation_discards_the_copy(
-    api: Api, monkeypatch: pytest.MonkeyPatch
+    api: Api, monkeypatch: pytest.MonkeyPatch, copy_part_size: int, step: str
 ) -> None:
+    """Cancelled just after the accept copy landed: the copy is removed, nothing accepted."""
+    monkeypatch.setenv("UCS_COPY_PART_SIZE", str(copy_part_size))
     uid = uploaded(api)
-    real = Storage.copy
+    real = getattr(Storage, step)
 
     def copy_then_cancel(self: Storage, *a: Any, **k: Any) -> None:
         real(self, *a, **k)
@@ -236,10 +250,11 @@ def test_cancel_during_validation_discards_the_copy(
             api.call("PATCH", f"/uploads/{uid}", {"upload_status": "cancelled"}).status_code == 204
         )
 
-    monkeypatch.setattr(Storage, "copy", copy_then_cancel)
+    monkeypatch.setattr(Storage, step, copy_then_cancel)
     run_validation(uid)
     assert status(uid) == "cancelled"
     assert keys("t-permanent") == [] and keys("t-inbox") == []
+    assert s3().list_multipart_uploads(Bucket="t-permanent").get("Uploads", []) == []
 
 
 def test_etag_helper_matches_s3(api: Api) -> None:

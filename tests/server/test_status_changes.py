@@ -12,6 +12,7 @@ from ucs_lambda.adapters import aws
 from ucs_lambda.adapters.dynamo import Repository
 from ucs_lambda.adapters.s3 import Storage
 from ucs_lambda.config import get_settings
+from ucs_lambda.domain.models import UploadStatus
 
 from .conftest import PART, Api, md5, payload, queued_jobs, register
 
@@ -119,7 +120,7 @@ def test_uploaded_to_cancelled_deletes_the_object(api: Api) -> None:
     assert inbox_keys() == []
     queued_jobs()
     # a validation message arriving afterwards is a no-op
-    assert jobs.validate_upload(uid) is None
+    jobs.handle_message({"job": "validate", "upload_id": uid})
     assert state(uid)[0] == "cancelled"
 
 
@@ -172,7 +173,7 @@ def test_concurrent_cancel_during_completion(api: Api, monkeypatch: pytest.Monke
     def complete_then_cancel(self: Storage, *args: Any) -> None:
         real(self, *args)
         rec = repo().get_upload(uid)
-        assert rec is not None and repo().release(rec, jobs.UploadStatus.CANCELLED, "race")
+        assert rec is not None and repo().release(rec, UploadStatus.CANCELLED, "race")
 
     monkeypatch.setattr(Storage, "complete_multipart_upload", complete_then_cancel)
     r = api.confirm(uid)
@@ -268,8 +269,8 @@ def test_repository_conditions_refuse_wrong_sources(api: Api) -> None:
     rec = repo().get_upload(uid)
     assert rec is not None
     assert not repo().accept(rec)  # pending -> accepted: condition fails
-    assert not repo().release(rec, jobs.UploadStatus.REJECTED)  # pending -> rejected
-    assert repo().release(rec, jobs.UploadStatus.CANCELLED)
-    assert not repo().release(rec, jobs.UploadStatus.CANCELLED)  # already released
+    assert not repo().release(rec, UploadStatus.REJECTED)  # pending -> rejected
+    assert repo().release(rec, UploadStatus.CANCELLED)
+    assert not repo().release(rec, UploadStatus.CANCELLED)  # already released
     assert not repo().mark_uploaded(uid, [], "", None, [])
     assert state(uid)[0] == "cancelled"

@@ -43,6 +43,7 @@ def test_get_file_metadata(api: Api) -> None:
         "update_date": body["update_date"],
         "format": "bin",
         "current_upload_id": None,
+        "server_verifies": True,
     }
     assert body["creation_date"].endswith("Z")
     up = api.create_upload("F1")
@@ -74,6 +75,7 @@ def test_create_upload(api: Api) -> None:
     assert up["upload_status"] == "pending"
     assert up["part_size"] == PART
     assert up["status_reason"] is None
+    assert up["server_verifies"] is True and up["verified_bytes"] == 0
     stored = Repository(get_settings()).get_upload(up["upload_id"])
     assert stored is not None and stored.object_key == f"F1/{up['upload_id']}"
 

@@ -37,7 +37,7 @@ from pynamodb.transactions import TransactWrite
 
 from ..config import Settings
 from ..domain.attempts import AttemptBudget
-from ..domain.models import FileRecord, UploadRecord, UploadStatus
+from ..domain.models import FileRecord, UploadRecord, UploadStatus, Verification
 from ..domain.status import allowed_sources
 
 FILE_ID_INDEX = "file_id-index"
@@ -88,6 +88,8 @@ class FileItem(Model):
     # Upload churn: start (epoch seconds) of the current attempt window and attempts in it.
     attempt_window_start = NumberAttribute(null=True)
     attempt_count = NumberAttribute(null=True)
+    # Computed by the validation job from the accepted object (absent on older files).
+    sha256_checksum = UnicodeAttribute(null=True)
 
 
 class FileIdIndex(GlobalSecondaryIndex):
@@ -121,6 +123,9 @@ class UploadItem(Model):
     ``s3_part_etags`` and ``client_part_md5s`` are stored as the concatenated 16-byte binary
     digests (not hex text): 10,000 parts of both then take 320 KB, inside DynamoDB's 400 KB item
     limit, where hex strings would not fit.
+
+    The ``verify_*`` attributes, ``verified_bytes`` and ``copy_upload_id`` are the validation
+    job's saved progress and its lease (docs/CONTRACTS.md, "Validation").
     """
 
     class Meta:
@@ -141,6 +146,12 @@ class UploadItem(Model):
     s3_part_etags = BinaryAttribute(null=True, legacy_encoding=False)
     object_etag = UnicodeAttribute(null=True)
     status_reason = UnicodeAttribute(null=True)
+    verified_bytes = NumberAttribute(null=True)
+    verify_state = BinaryAttribute(null=True, legacy_encoding=False)
+    verify_etag = UnicodeAttribute(null=True)
+    verify_owner = UnicodeAttribute(null=True)
+    verify_lease_until = NumberAttribute(null=True)
+    copy_upload_id = UnicodeAttribute(null=True)
 
     file_id_index = FileIdIndex()
     status_index = StatusIndex()
@@ -226,6 +237,7 @@ def _file_record(item: FileItem) -> FileRecord:
             int(item.attempt_window_start) if item.attempt_window_start is not None else None
         ),
         attempt_count=int(item.attempt_count or 0),
+        sha256_checksum=item.sha256_checksum,
     )
 
 
@@ -244,6 +256,8 @@ def _upload_record(item: UploadItem) -> UploadRecord:
         s3_part_etags=_unpack(item.s3_part_etags),
         object_etag=item.object_etag,
         status_reason=item.status_reason,
+        verified_bytes=int(item.verified_bytes or 0),
+        copy_upload_id=item.copy_upload_id,
     )
 
 
@@ -436,19 +450,23 @@ class Repository:
         target: UploadStatus,
         reason: str | None = None,
         expect_updated: datetime | None = None,
+        verifier: str | None = None,
     ) -> bool:
         """Move an upload to cancelled/failed/rejected and release the file's lock, atomically.
 
         The upload's status must be one the target may be reached from (status machine), and
         the file's lock must be held by this upload. ``expect_updated`` additionally requires
-        that the upload did not change since it was read (the stale sweep uses it). Returns
-        False when a condition did not hold: nothing was written.
+        that the upload did not change since it was read (the stale sweep uses it);
+        ``verifier`` that this validation run still holds the lease. Returns False when a
+        condition did not hold: nothing was written.
         """
         sources = [s.value for s in allowed_sources(target)]
         now = utcnow()
         upload_condition = UploadItem.upload_id.exists() & UploadItem.upload_status.is_in(*sources)
         if expect_updated is not None:
             upload_condition &= UploadItem.updated == expect_updated
+        if verifier is not None:
+            upload_condition &= UploadItem.verify_owner == verifier
         actions = [UploadItem.upload_status.set(target.value), UploadItem.updated.set(now)]
         if reason is not None:
             actions.append(UploadItem.status_reason.set(reason[:1000]))
@@ -466,8 +484,16 @@ class Repository:
             raise
         return True
 
-    def accept(self, upload: UploadRecord, reason: str | None = None) -> bool:
-        """uploaded -> accepted; the lock stays for good and the file records the acceptance."""
+    def accept(
+        self,
+        upload: UploadRecord,
+        reason: str | None = None,
+        sha256: str | None = None,
+        verifier: str | None = None,
+    ) -> bool:
+        """uploaded -> accepted; the lock stays for good and the file records the acceptance
+        (and the SHA-256 the validation computed). ``verifier``: this validation run must
+        still hold the lease."""
         now = utcnow()
         actions = [
             UploadItem.upload_status.set(UploadStatus.ACCEPTED.value),
@@ -475,24 +501,137 @@ class Repository:
         ]
         if reason is not None:
             actions.append(UploadItem.status_reason.set(reason[:1000]))
+        condition = UploadItem.upload_status == UploadStatus.UPLOADED.value
+        if verifier is not None:
+            condition &= UploadItem.verify_owner == verifier
+        file_actions = [
+            FileItem.accepted_upload_id.set(upload.upload_id),
+            FileItem.accepted_at.set(now),
+            FileItem.update_date.set(now),
+        ]
+        if sha256 is not None:
+            file_actions.append(FileItem.sha256_checksum.set(sha256))
         try:
             with _transaction(self.settings) as tw:
-                tw.update(
-                    UploadItem(upload.upload_id),
-                    actions=actions,
-                    condition=UploadItem.upload_status == UploadStatus.UPLOADED.value,
-                )
+                tw.update(UploadItem(upload.upload_id), actions=actions, condition=condition)
                 tw.update(
                     FileItem(upload.file_id),
-                    actions=[
-                        FileItem.accepted_upload_id.set(upload.upload_id),
-                        FileItem.accepted_at.set(now),
-                        FileItem.update_date.set(now),
-                    ],
+                    actions=file_actions,
                     condition=FileItem.active_upload_id == upload.upload_id,
                 )
         except TransactWriteError as exc:
             if _lost(exc):
+                return False
+            raise
+        return True
+
+    # ---- validation progress and lease ---------------------------------------------------
+
+    def claim_verification(
+        self, upload_id: str, owner: str, now: float, lease_seconds: float
+    ) -> Verification | None:
+        """Take the validation lease of an ``uploaded`` upload for ``lease_seconds``.
+
+        Wins when no run holds it, its holder let it expire (crashed), or ``owner`` holds it
+        already. Returns the saved progress, read in the same write; None when the upload is
+        not ``uploaded`` or a live run holds the lease.
+        """
+        item = UploadItem(upload_id)
+        free = (
+            UploadItem.verify_lease_until.does_not_exist()
+            | (UploadItem.verify_lease_until < now)
+            | (UploadItem.verify_owner == owner)
+        )
+        try:
+            item.update(
+                actions=[
+                    UploadItem.verify_owner.set(owner),
+                    UploadItem.verify_lease_until.set(now + lease_seconds),
+                    UploadItem.updated.set(utcnow()),
+                ],
+                condition=(UploadItem.upload_status == UploadStatus.UPLOADED.value) & free,
+            )
+        except UpdateError as exc:
+            if _cond_failed(exc):
+                return None
+            raise
+        return Verification(
+            owner=owner,
+            offset=int(item.verified_bytes or 0),
+            state=item.verify_state,
+            etag=item.verify_etag,
+            copy_upload_id=item.copy_upload_id,
+        )
+
+    def save_verification(
+        self,
+        progress: Verification,
+        upload_id: str,
+        previous_offset: int,
+        now: float,
+        lease_seconds: float,
+    ) -> bool:
+        """Checkpoint: store the hash state and offset, and extend the lease.
+
+        Only while the upload is ``uploaded``, this run holds the lease and the stored offset
+        is still ``previous_offset`` (so no other run advanced it); False otherwise.
+        """
+        stored = UploadItem.verified_bytes == previous_offset
+        if previous_offset == 0:
+            stored |= UploadItem.verified_bytes.does_not_exist()
+        actions = [
+            UploadItem.verified_bytes.set(progress.offset),
+            UploadItem.verify_etag.set(progress.etag),
+            UploadItem.verify_lease_until.set(now + lease_seconds),
+            UploadItem.updated.set(utcnow()),
+        ]
+        if progress.state:
+            actions.append(UploadItem.verify_state.set(progress.state))
+        else:
+            actions.append(UploadItem.verify_state.remove())
+        return self._verifier_update(upload_id, progress.owner, actions, stored)
+
+    def renew_verification(
+        self, upload_id: str, owner: str, now: float, lease_seconds: float
+    ) -> bool:
+        """Extend the lease (work that is not hashing, e.g. the accept copy); False if lost."""
+        actions = [
+            UploadItem.verify_lease_until.set(now + lease_seconds),
+            UploadItem.updated.set(utcnow()),
+        ]
+        return self._verifier_update(upload_id, owner, actions)
+
+    def save_copy_upload(self, upload_id: str, owner: str, copy_upload_id: str | None) -> bool:
+        """Remember (or forget, with None) the multipart upload of the accept copy."""
+        if copy_upload_id is None:
+            action = UploadItem.copy_upload_id.remove()
+        else:
+            action = UploadItem.copy_upload_id.set(copy_upload_id)
+        return self._verifier_update(upload_id, owner, [action])
+
+    def release_verification(self, upload_id: str, owner: str) -> None:
+        """Let the lease go at once (the next run need not wait for it to expire)."""
+        self._verifier_update(
+            upload_id, owner, [UploadItem.verify_lease_until.set(0)], any_status=True
+        )
+
+    def _verifier_update(
+        self,
+        upload_id: str,
+        owner: str,
+        actions: list[Any],
+        extra: Any = None,
+        any_status: bool = False,
+    ) -> bool:
+        condition = UploadItem.verify_owner == owner
+        if not any_status:
+            condition &= UploadItem.upload_status == UploadStatus.UPLOADED.value
+        if extra is not None:
+            condition &= extra
+        try:
+            UploadItem(upload_id).update(actions=actions, condition=condition)
+        except UpdateError as exc:
+            if _cond_failed(exc):
                 return False
             raise
         return True

@@ -1,4 +1,7 @@
-"""The job queue (SQS): send jobs, and receive/delete them for the local worker."""
+"""The job queue (SQS): send jobs, and receive/delete them for the local worker.
+
+Jobs that cannot be queued raise :class:`JobQueueError`, so botocore's types stay in here.
+"""
 
 from __future__ import annotations
 
@@ -44,7 +47,10 @@ class JobQueue:
         return url
 
     def send(self, body: dict[str, Any]) -> None:
-        self.client.send_message(QueueUrl=self.url, MessageBody=json.dumps(body))
+        try:
+            self.client.send_message(QueueUrl=self.url, MessageBody=json.dumps(body))
+        except ClientError as exc:
+            raise JobQueueError(f"job not queued: {exc}", [body]) from exc
 
     def send_many(self, bodies: list[dict[str, Any]]) -> None:
         """Queue many jobs with ``SendMessageBatch`` (10 per call instead of one call each).

@@ -1,9 +1,12 @@
 """Checksum rules used when confirming an upload and when validating it.
 
-S3's ETag of a part uploaded with a single PUT is the hex MD5 of the part's bytes; the ETag of a
-completed multipart object is ``md5(concat(binary part md5s))-N``. The validation job uses these
-facts to tie the stored object to the client's own per-part MD5s and its whole-file MD5, and,
-for objects small enough to read, computes the real MD5.
+The validation job accepts an object only when its size and the MD5 the server computes by
+reading every byte of it equal the registered ones (:func:`judge_digest`). Before reading, it
+looks at the cheap evidence (:func:`precheck`): S3's ETag of a part uploaded with a single PUT
+is the hex MD5 of the part's bytes, and the ETag of a completed multipart object is
+``md5(concat(binary part md5s))-N``, which ties the stored object to the client's per-part
+MD5s; the client's whole-file MD5, when sent, must equal the registered one. Such evidence can
+reject early; it never accepts.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ class Verdict:
 
 @dataclass(frozen=True)
 class Evidence:
-    """What the validation job knows about one uploaded object."""
+    """What the validation job knows about one uploaded object before reading it."""
 
     registered_size: int
     registered_md5: str
@@ -50,42 +53,70 @@ class Evidence:
     s3_part_etags: list[str]
     client_part_md5s: list[str]
     client_md5: str | None
-    computed_md5: str | None
 
 
-def assess(ev: Evidence) -> Verdict:
-    """Decide accepted/rejected from the evidence; the first failed check gives the reason.
+def precheck(ev: Evidence) -> Verdict | None:
+    """A rejection the evidence already proves, or None: then the object must be read.
 
-    Checks: object size equals the registered size; S3's part ETags equal the client's part
-    MD5s (when the client sent them); the client's whole-file MD5 equals the registered MD5
-    (when sent); the object's ETag matches its parts (multipart objects); the MD5 computed by
-    reading the object equals the registered MD5 (when the object was small enough to read).
+    Checks, in order: the object's size equals the registered size; the client's part MD5s
+    (when sent) equal the ETags of the parts S3 stored; the client's whole-file MD5 (when
+    sent) equals the registered MD5; the object's ETag matches its parts (multipart objects)
+    or, for a single-PUT object, equals the registered MD5. Every reason names both values.
     """
     registered_md5 = ev.registered_md5.lower()
     if ev.object_size != ev.registered_size:
         return Verdict(
             False,
-            f"size mismatch: object has {ev.object_size} bytes, "
-            f"registered size is {ev.registered_size}",
+            f"size mismatch: the stored object has {ev.object_size} bytes, "
+            f"the registered size is {ev.registered_size} bytes",
         )
     etags = [e.lower() for e in ev.s3_part_etags]
-    if ev.client_part_md5s and [m.lower() for m in ev.client_part_md5s] != etags:
-        return Verdict(False, "checksum mismatch: part MD5s differ from the parts S3 stored")
+    client_parts = [m.lower() for m in ev.client_part_md5s]
+    if client_parts and client_parts != etags:
+        if len(client_parts) != len(etags):
+            return Verdict(
+                False,
+                f"checksum mismatch: the client sent MD5s of {len(client_parts)} parts, "
+                f"S3 stored {len(etags)} parts",
+            )
+        n, theirs, ours = next(
+            (i, c, e) for i, (c, e) in enumerate(zip(client_parts, etags), 1) if c != e
+        )
+        return Verdict(
+            False,
+            f"checksum mismatch: part {n}: the client's MD5 is {theirs}, "
+            f"the part S3 stored has MD5 {ours}",
+        )
     if ev.client_md5 is not None and ev.client_md5.lower() != registered_md5:
-        return Verdict(False, "checksum mismatch: client MD5 differs from the registered MD5")
+        return Verdict(
+            False,
+            f"checksum mismatch: the client's MD5 {ev.client_md5.lower()} differs from the "
+            f"registered MD5 {registered_md5}",
+        )
     etag = ev.object_etag.lower()
     if "-" in etag and etags and all(is_md5_hex(e) for e in etags):
-        if etag != multipart_etag(etags):
-            return Verdict(False, "checksum mismatch: object ETag does not match its parts")
+        expected = multipart_etag(etags)
+        if etag != expected:
+            return Verdict(
+                False,
+                f"checksum mismatch: the object's ETag {etag} does not match its parts "
+                f"(expected {expected})",
+            )
     elif "-" not in etag and is_md5_hex(etag) and etag != registered_md5:
         # A single-part (non-multipart) object's ETag is its MD5.
-        return Verdict(False, "checksum mismatch: object MD5 differs from the registered MD5")
-    if ev.computed_md5 is not None and ev.computed_md5.lower() != registered_md5:
-        return Verdict(False, "checksum mismatch: object MD5 differs from the registered MD5")
-    if ev.computed_md5 is None and ev.client_md5 is None:
-        return Verdict(
-            True,
-            "accepted on size and part checksums only: the object was too large to re-read "
-            "and the client sent no whole-file MD5",
-        )
+        return Verdict(False, _md5_mismatch(etag, registered_md5))
+    return None
+
+
+def judge_digest(computed_md5: str, registered_md5: str) -> Verdict:
+    """The verdict on an object whose every byte the server hashed (size already checked)."""
+    if computed_md5.lower() != registered_md5.lower():
+        return Verdict(False, _md5_mismatch(computed_md5.lower(), registered_md5.lower()))
     return Verdict(True, None)
+
+
+def _md5_mismatch(computed: str, registered: str) -> str:
+    return (
+        f"checksum mismatch: the stored object's MD5 (computed by the server) is {computed}, "
+        f"the registered MD5 is {registered}"
+    )

@@ -254,13 +254,16 @@ class DownloadService:
         return {"url": url, "headers": list(ACCESS_URL_HEADERS)}
 
     def _drs_object(self, file: FileRecord) -> dict[str, Any]:
+        checksums = [{"type": "md5", "checksum": file.md5_checksum}]
+        if file.sha256_checksum:  # recorded by the validation job (not on older files)
+            checksums.append({"type": "sha-256", "checksum": file.sha256_checksum})
         return {
             "id": file.file_id,
             "name": file.file_name,
             "self_uri": f"drs://{self.settings.drs_host}/{file.file_id}",
             "size": file.size,
             "created_time": iso(file.accepted_at or file.creation_date),
-            "checksums": [{"type": "md5", "checksum": file.md5_checksum}],
+            "checksums": checksums,
             "access_methods": [
                 {"type": "s3", "access_id": ACCESS_ID, "access_url": self._access_url(file)}
             ],

@@ -12,13 +12,12 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
-from botocore.exceptions import ClientError
-
 from ..adapters.dynamo import AttemptsSpent, ConditionLost, Repository, utcnow
-from ..adapters.s3 import Part, Storage, is_missing
-from ..adapters.sqs import JobQueue
+from ..adapters.s3 import ObjectMissing, Part, Storage, StorageError
+from ..adapters.sqs import JobQueue, JobQueueError
 from ..config import Settings, get_settings
 from ..domain import access
 from ..domain.attempts import AttemptBudget
@@ -99,9 +98,12 @@ class UploadService:
         self.queue = queue
 
     @classmethod
-    def from_env(cls) -> UploadService:
-        settings = get_settings()
+    def from_settings(cls, settings: Settings) -> UploadService:
         return cls(settings, Repository(settings), Storage(settings), JobQueue(settings))
+
+    @classmethod
+    def from_env(cls) -> UploadService:
+        return cls.from_settings(get_settings())
 
     # ---- lookups with authorisation ----------------------------------------------------
 
@@ -331,6 +333,17 @@ class UploadService:
             self.storage.abort_multipart_upload, bucket, upload.object_key, upload.s3_upload_id
         )
         self._quietly(self.storage.delete, bucket, upload.object_key)
+        # A validation job may have begun the accept copy (it saves the copy's id before
+        # copying, conditional on the upload still being ``uploaded``): read after the status
+        # change, so either this sees the id or the job's save failed and it aborts it itself.
+        current = self.repo.get_upload(upload.upload_id)
+        if current is not None and current.copy_upload_id:
+            self._quietly(
+                self.storage.abort_multipart_upload,
+                self.settings.permanent_bucket,
+                upload.file_id,
+                current.copy_upload_id,
+            )
 
     def _not_changed(self, upload_id: str, target: UploadStatus) -> Exception:
         """Explain a lost condition from the state as it is now."""
@@ -373,12 +386,12 @@ class UploadService:
                 bucket, upload.object_key, upload.s3_upload_id, parts
             )
             info = self.storage.head(bucket, upload.object_key)
-        except (ClientError, _CompletionError) as exc:
-            if isinstance(exc, ClientError) and self._completed_concurrently(upload, exc):
+        except (StorageError, _CompletionError) as exc:
+            if isinstance(exc, ObjectMissing) and self._completed_concurrently(upload):
                 # A duplicate confirmation (a client retrying a lost response) must not turn
                 # the upload that the first one completed into ``failed``.
                 raise self._not_changed(upload.upload_id, UploadStatus.UPLOADED) from None
-            reason = f"completing the multipart upload failed: {_describe(exc)}"
+            reason = f"completing the multipart upload failed: {exc}"
             if self.repo.release(upload, UploadStatus.FAILED, reason=reason):
                 self._cleanup_inbox(upload)
                 raise UploadStatusChange(upload.upload_id, "uploaded", reason) from None
@@ -402,15 +415,13 @@ class UploadService:
             raise error
         self.enqueue_validation(upload.upload_id)
 
-    def _completed_concurrently(self, upload: UploadRecord, exc: ClientError) -> bool:
-        """Whether S3 refused because another request already completed this upload.
+    def _completed_concurrently(self, upload: UploadRecord) -> bool:
+        """Whether S3's "no such upload" means another request already completed this upload.
 
         S3 then no longer knows the multipart upload but holds the object; the other request
         is about to mark the upload ``uploaded``: wait briefly for that, so the answer can say
         what became of the upload.
         """
-        if not is_missing(exc):
-            return False
         if self.storage.head(self.settings.inbox_bucket, upload.object_key) is None:
             return False  # aborted, not completed (a cancel, which changed the status first)
         deadline = time.monotonic() + _CONCURRENT_COMPLETION_WAIT
@@ -425,25 +436,56 @@ class UploadService:
         """Ask the worker/Lambda to validate; a lost message is re-sent by the sweep."""
         try:
             self.queue.send({"job": "validate", "upload_id": upload_id})
-        except ClientError:
+        except JobQueueError:
             log.exception("could not enqueue validation of upload %s", upload_id)
+
+    def sweep_stale(self, now: datetime) -> dict[str, int]:
+        """Cancel pending uploads idle longer than ``UCS_STALE_UPLOAD_SECONDS``; re-queue
+        validation for uploads left ``uploaded`` longer than ``UCS_REVALIDATE_SECONDS``.
+
+        "Idle" means the upload item was not updated and S3 received no part since the cutoff.
+        The cancel is the same conditional transaction as a client's cancel, additionally
+        conditioned on the item not having changed since it was read. A running validation
+        saves its progress (and so ``updated``) every few seconds, so only validations whose
+        job was lost are re-queued; a re-queued one continues from its last checkpoint.
+        """
+        s = self.settings
+        counts = {"cancelled": 0, "requeued": 0}
+        cutoff = now - timedelta(seconds=s.stale_upload_seconds)
+        for upload in list(self.repo.uploads_in_status(UploadStatus.PENDING, cutoff)):
+            try:
+                parts = self.storage.list_parts(
+                    s.inbox_bucket, upload.object_key, upload.s3_upload_id
+                )
+            except StorageError:
+                parts = []
+            recent = [p for p in parts if p.last_modified is not None and p.last_modified > cutoff]
+            if recent:
+                continue
+            try:
+                self.cancel(
+                    upload,
+                    reason=f"stale: no activity for {s.stale_upload_seconds} seconds",
+                    expect_updated=upload.updated,
+                )
+            except DomainError:
+                continue  # it changed meanwhile: not stale
+            counts["cancelled"] += 1
+            log.info("sweep: cancelled stale upload %s", upload.upload_id)
+        recheck = now - timedelta(seconds=s.revalidate_seconds)
+        for upload in list(self.repo.uploads_in_status(UploadStatus.UPLOADED, recheck)):
+            self.enqueue_validation(upload.upload_id)
+            counts["requeued"] += 1
+        return counts
 
     @staticmethod
     def _quietly(func: Any, *args: Any) -> None:
         """Best-effort S3 clean-up: failures are logged; lifecycle rules are the backstop."""
         try:
             func(*args)
-        except ClientError:
+        except StorageError:
             log.exception("S3 clean-up %s failed", getattr(func, "__name__", func))
 
 
 class _CompletionError(Exception):
     """A reason not to complete the multipart upload found before asking S3."""
-
-
-def _describe(exc: Exception) -> str:
-    if isinstance(exc, ClientError):
-        err = exc.response.get("Error", {})
-        code, message = err.get("Code") or "error", err.get("Message")
-        return f"{code}: {message}" if message else code  # Ceph RGW sends empty messages
-    return str(exc)

@@ -1,0 +1,98 @@
+"""The server's read-back verification with S3 on Ceph RGW (issue 10, issue 15 item 1).
+
+The validation job's ranged GETs carry ``If-Match`` with the multipart ETag RGW gives the
+object, its accept copy continues across invocations through RGW's own part listing of the
+copy's multipart upload, and the SHA-256 it computes is served by DRS. A stack of its own with
+a tiny budget makes a 15 MiB object take many invocations: one 2 MiB range each, then one
+copy part each.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import CEPH_PART_SIZE, launch_on_ceph
+from tests.e2e.test_download_cli import download
+from tests.e2e.test_faults_and_resume import staged, stored_bytes
+from tests.e2e.test_server_verification import part_md5s, plain_upload, settled
+from tests.e2e.test_ucs_http import register
+from tests.e2e.test_upload_cli import summary_of, upload
+from tests.support import call, run_admin
+
+pytestmark = [pytest.mark.e2e, pytest.mark.ceph]
+
+MiB = 1024 * 1024
+ENV = {
+    "UCS_VALIDATE_RANGE_SIZE": str(2 * MiB),
+    "UCS_VALIDATE_BUDGET_SECONDS": "0.001",  # one range (or one copy part) per invocation
+    "UCS_VALIDATE_CONCURRENCY": "2",
+    "UCS_COPY_CONCURRENCY": "1",
+    "UCS_VALIDATE_CHECKPOINT_SECONDS": "0.2",
+    "UCS_VALIDATE_LEASE_SECONDS": "5",
+}
+
+
+@pytest.fixture(scope="module")
+def cstack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    with launch_on_ceph(tmp_path_factory.mktemp("ceph-verify"), extra_env=ENV) as info:
+        yield {**info, "full_env": {**os.environ, **info["env"]}}
+
+
+@pytest.fixture(scope="module")
+def user(cstack: dict[str, Any]) -> dict[str, str]:
+    name = f"cv-{uuid.uuid4().hex[:8]}"
+    return {"user": name, "token": run_admin(cstack["full_env"], "mint-token", "--user", name)}
+
+
+def test_ghga_cli_upload_on_ceph_is_read_back_over_many_jobs(
+    ghga_cli: list[str], cstack: dict[str, Any], user: dict[str, str], tmp_path: Path
+) -> None:
+    data = os.urandom(3 * CEPH_PART_SIZE + 7)  # 8 ranges of 2 MiB; 3 copy parts of 6 MiB
+    source = tmp_path / "data.bin"
+    source.write_bytes(data)
+    file_id = register(cstack["full_env"], len(data), hashlib.md5(data).hexdigest(), user["user"])
+    result = upload(ghga_cli, cstack, user["token"], file_id, source, "--json")
+    assert result.returncode == 0, result.stderr
+    upload_id = summary_of(result)["upload_id"]
+    status, body = call("GET", f"{cstack['ucs_url']}/uploads/{upload_id}", user["token"])
+    assert (body["upload_status"], body["verified_bytes"]) == ("accepted", len(data))
+    log = Path(cstack["log_dir"], "worker.log").read_text(errors="replace")
+    continued = log.count(f"upload {upload_id} continues in the next job")
+    assert continued >= 8 + 2, continued  # 8 reading runs, the copy over 3 more
+    assert stored_bytes(cstack, file_id) == data
+    run_admin(cstack["full_env"], "grant", "--file-id", file_id, "--user", user["user"])
+    staged(cstack, user["token"], file_id)
+    status, obj = call("GET", f"{cstack['drs_url']}/objects/{file_id}", user["token"])
+    assert status == 200
+    assert obj["checksums"][1] == {"type": "sha-256", "checksum": hashlib.sha256(data).hexdigest()}
+    out = tmp_path / "out"
+    out.mkdir()
+    result = download(ghga_cli, cstack, user["token"], file_id, out)
+    assert result.returncode == 0, result.stderr
+    assert (out / f"{file_id}.bin").read_bytes() == data
+
+
+@pytest.mark.parametrize("evidence", ["none", "honest-parts-lying-md5"])
+def test_other_bytes_of_the_registered_size_on_ceph_are_rejected(
+    cstack: dict[str, Any], user: dict[str, str], evidence: str
+) -> None:
+    registered = os.urandom(2 * CEPH_PART_SIZE + 3)
+    wrong = os.urandom(len(registered))
+    md5 = hashlib.md5(registered).hexdigest()
+    file_id = register(cstack["full_env"], len(registered), md5, user["user"])
+    checksums = None
+    if evidence != "none":
+        checksums = {"md5": md5, "part_md5s": part_md5s(wrong, CEPH_PART_SIZE)}
+    upload_id = plain_upload(cstack, user, file_id, wrong, checksums)
+    details = settled(cstack, user["token"], upload_id, 120)
+    assert details["upload_status"] == "rejected", details
+    assert hashlib.md5(wrong).hexdigest() in details["status_reason"]
+    assert md5 in details["status_reason"]
+    assert details["verified_bytes"] == len(wrong)
