@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 PIP_QUIET := --quiet --disable-pip-version-check
 S3 ?= moto
 
-.PHONY: help venv test lint format demo stack pyz pyz-nodeps package-lambda ceph-up ceph-down ceph-test pyz-all dist bench fuzz reliability-faults reliability-crash reliability-load clean
+.PHONY: help venv test lint format demo stack pyz pyz-nodeps package-lambda ceph-up ceph-down ceph-test pyz-all dist bench bench-tools bench-baseline fuzz reliability-faults reliability-crash reliability-load clean
 
 help:
 	@echo "make demo            upload + download round trip on the local stack (moto)"
@@ -21,7 +21,8 @@ help:
 	@echo "make package-lambda  chalice package: CloudFormation in build/out/lambda, Terraform in build/out/lambda-tf"
 	@echo "make ceph-up / ceph-down   a single-node Ceph RGW on 127.0.0.1 (root, Debian)"
 	@echo "make ceph-test       only the tests marked ceph, failing if no RGW runs"
-	@echo "make bench           ghga-cli vs other S3 clients on Ceph + moto -> bench/RESULTS.md"
+	@echo "make bench           ghga-cli (and its e572fae 'before') vs other S3 clients -> bench/RESULTS.md"
+	@echo "make bench-baseline  (re)build the 'before' ghga-cli of BASELINE_REV in bench/.baseline-venv"
 	@echo "make fuzz            schemathesis on both OpenAPI documents (local stack)"
 	@echo "make reliability-faults / reliability-crash / reliability-load   long reliability runs"
 
@@ -82,13 +83,27 @@ ceph-down:
 ceph-test: venv
 	CEPH_REQUIRED=1 $(PY) -m pytest -m ceph $(PYTEST_ARGS)
 
-# Benchmarks: bench tools in their own venv (bench/.venv), Ceph with room for the growth step.
-bench: venv
+# Benchmarks: bench tools in their own venv (bench/.venv), the "before" client of BASELINE_REV in
+# bench/.baseline-venv (run beside the current one; BASELINE_CLI= leaves it out), Ceph with room
+# for the growth step. bench/NOTES.md says how long it takes and how much disk it needs.
+BASELINE_REV ?= e572fae
+BASELINE_VENV := bench/.baseline-venv
+BASELINE_CLI ?= $(BASELINE_VENV)/bin/ghga-cli
+
+$(BASELINE_VENV)/bin/ghga-cli:
+	bash bench/build_baseline.sh $(BASELINE_REV) $(BASELINE_VENV)
+
+bench-baseline:
+	bash bench/build_baseline.sh $(BASELINE_REV) $(BASELINE_VENV)
+
+bench-tools:
 	@command -v socat >/dev/null && test -x /usr/bin/time || apt-get install -y -q socat time
 	@test -x bench/.venv/bin/python || $(PYTHON) -m venv bench/.venv
 	bench/.venv/bin/pip install $(PIP_QUIET) -r requirements/bench.txt 2>&1 | grep -v "^WARNING: Location" ; test $${PIPESTATUS[0]} -eq 0
+
+bench: venv bench-tools $(BASELINE_CLI)
 	CEPH_BLOCK_SIZE=$${CEPH_BLOCK_SIZE:-56G} bash build/ceph-up.sh $(CEPH_STORE)
-	$(PY) bench/suite.py $(BENCH_ARGS)
+	$(PY) bench/suite.py $(if $(BASELINE_CLI),--baseline-cli $(BASELINE_CLI)) $(BENCH_ARGS)
 
 FUZZ_EXAMPLES ?= 30
 fuzz: venv

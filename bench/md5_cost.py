@@ -14,7 +14,7 @@ curl hashes nothing. This script measures, on the Ceph RGW of build/ceph-up.sh:
 
 If (3) falls to ghga-cli's speed, the checksums -- not the transfer engine -- are what limits it
 on a 2-core machine that also runs the S3 server. Result: JSON on stdout, merged into
-bench/results.json under ``md5_cost`` when that file exists.
+bench/results.json (or --results) under ``md5_cost`` when that file exists.
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "build"))
 
-import boto3  # noqa: E402
 import stack as stacklib  # noqa: E402
+from harness import s3_client  # noqa: E402
 from transfer_bench import curl_parallel_args, measured, split_into_parts  # noqa: E402
 
 MIB = 1 << 20
@@ -58,16 +58,16 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--size-mib", type=int, default=1024)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument(
+        "--results",
+        type=Path,
+        default=HERE / "results.json",
+        help="results.json to merge into under md5_cost, if it exists (default: bench/'s)",
+    )
     args = parser.parse_args()
     size = args.size_mib * MIB
     cfg = stacklib.ceph_settings()
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=cfg["AWS_ENDPOINT_URL_S3"],
-        region_name="us-east-1",
-        aws_access_key_id=cfg["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=cfg["AWS_SECRET_ACCESS_KEY"],
-    )
+    s3 = s3_client(cfg["AWS_ENDPOINT_URL_S3"], cfg)
     bucket = "bench"
     with contextlib.suppress(Exception):  # exists already
         s3.create_bucket(Bucket=bucket)
@@ -143,7 +143,7 @@ def main() -> int:
         s3.delete_object(Bucket=bucket, Key="md5-cost-src")
     result["load_end"] = os.getloadavg()
     print(json.dumps(result, indent=1))
-    results = HERE / "results.json"
+    results = args.results
     if results.exists():
         merged = json.loads(results.read_text())
         merged["md5_cost"] = result

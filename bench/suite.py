@@ -1,24 +1,34 @@
 """`make bench`: ghga-cli against other S3 clients on Ceph RGW and moto; writes bench/RESULTS.md.
 
-    .venv/bin/python bench/suite.py [--quick] [--sections transfers,growth,scale,link,latency]
+    .venv/bin/python bench/suite.py [--quick] [--baseline-cli bench/.baseline-venv/bin/ghga-cli]
+        [--sections transfers,partsizes,batch,validate,growth,scale,link,latency,md5]
 
 Needs bench/.venv (requirements/bench.txt: awscli, boto3, awscrt, s5cmd, rclone, matplotlib),
-curl, socat (link section) and a Ceph RGW of build/ceph-up.sh (CEPH_DIR; the suite never starts
-or stops one). Sections, all in one run so that ratios compare like with like:
+curl, socat (link section), GNU time and a Ceph RGW of build/ceph-up.sh (CEPH_DIR; the suite
+never starts or stops one). Sections, all in one run so that ratios compare like with like:
 
 - transfers: upload + download of each size by every client on Ceph and on moto, median of
   --runs runs. Every client runs as its own process; GNU time (wait4) gives its CPU and peak RSS.
   Time is the process's wall time (start-up, multipart create/complete included) for all
   clients; ghga-cli uploads with ``--wait-timeout 0`` (exits once the upload is confirmed) and the
-  file is staged before ghga-cli downloads it, so neither server-side copy is counted.
+  file is staged before ghga-cli downloads it, so neither server-side copy is counted. The
+  current ghga-cli also uploads with ``--no-part-md5``; with ``--baseline-cli`` the "before"
+  build runs in every ghga-cli row too. Download rows carry the tail (wall - transfer phase) and
+  the client's own ``hash_tail_seconds``.
+- partsizes: a 2 GiB upload by each ghga-cli build with default options on Ceph stacks started
+  with UCS_PART_SIZE 16/64/256/512 MiB: MB/s, CPU, peak RSS and the connections used.
+- batch: many files per run (bench/batch_bench.py): manifest run vs shell loop vs s5cmd and
+  aws s3 cp --recursive, on moto and Ceph; plus an untimed count of the API requests.
+- validate: bench/validate_bench.py (server-side validation throughput), if that file exists.
 - growth: ghga-cli alone at more sizes (RSS must stay flat).
 - scale: 4 ghga-cli processes uploading 4 different files at once, then downloading them.
 - link: every client inside a network namespace behind a veth pair shaped by tbf (netlink.py).
 - latency: ucs_latency.py against the API of the Ceph stack.
 - md5: md5_cost.py, curl's ceiling with and without ghga-cli's checksum work beside it.
 
-Raw results go to bench/results.json; bench/report.py turns them into RESULTS.md and
-results.png (run by this script with bench/.venv's Python).
+Raw results go to results.json in --out-dir (default bench/); bench/report.py turns them into
+RESULTS.md and results.png there (run by this script with bench/.venv's Python). bench/NOTES.md
+says how to run everything for the final numbers.
 """
 
 from __future__ import annotations
@@ -33,261 +43,129 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+from urllib.parse import urlsplit
 
-HERE = Path(__file__).resolve().parent
-PROJECT_DIR = HERE.parent
-sys.path.insert(0, str(PROJECT_DIR / "build"))
-sys.path.insert(0, str(HERE))
-
-import boto3  # noqa: E402
-import netlink  # noqa: E402
-import stack as stacklib  # noqa: E402
-from transfer_bench import curl_parallel_args, measured, split_into_parts  # noqa: E402
-
-MIB = 1 << 20
-GIB = 1 << 30
-BENCH_VENV = HERE / ".venv" / "bin"
-BUCKET = "bench"
-PARALLEL = 8  # ghga-cli's default --parallel
-PART = 16 * MIB  # the UCS part size (UCS_PART_SIZE default)
-RANGE = 32 * MIB  # ghga-cli's default --range-size
-
-
-def log(message: str) -> None:
-    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def load() -> str:
-    return Path("/proc/loadavg").read_text().split()[:3].__str__()
-
-
-class Bench:
-    """One stack (Ceph or moto) and everything needed to run the clients against it."""
-
-    def __init__(self, stack: dict, backend: str, work: Path, prefix: list[str] | None = None):
-        self.stack = stack
-        self.backend = backend
-        self.work = work
-        self.prefix = prefix or []
-        env = stack["env"]
-        self.endpoint = stack["aws_endpoint_url"]
-        self.s3_env = {
-            **os.environ,
-            "AWS_ENDPOINT_URL_S3": self.endpoint,
-            "AWS_ACCESS_KEY_ID": env["AWS_ACCESS_KEY_ID"],
-            "AWS_SECRET_ACCESS_KEY": env["AWS_SECRET_ACCESS_KEY"],
-            "AWS_DEFAULT_REGION": "us-east-1",
-            "AWS_CONFIG_FILE": str(work / "aws-default.cfg"),
-            "RCLONE_CONFIG": str(work / "rclone.conf"),
-            "RCLONE_CONFIG_B_TYPE": "s3",
-            "RCLONE_CONFIG_B_PROVIDER": "Ceph" if backend == "ceph" else "Other",
-            "RCLONE_CONFIG_B_ACCESS_KEY_ID": env["AWS_ACCESS_KEY_ID"],
-            "RCLONE_CONFIG_B_SECRET_ACCESS_KEY": env["AWS_SECRET_ACCESS_KEY"],
-            "RCLONE_CONFIG_B_ENDPOINT": self.endpoint,
-        }
-        self.s3_env.pop("AWS_ENDPOINT_URL", None)
-        (work / "aws-default.cfg").write_text("[default]\nregion = us-east-1\n")
-        (work / "aws-p8.cfg").write_text(
-            "[default]\nregion = us-east-1\ns3 =\n"
-            f"  max_concurrent_requests = {PARALLEL}\n  multipart_chunksize = 16MB\n"
-        )
-        (work / "rclone.conf").write_text("")
-        self.s3 = boto3.client(
-            "s3",
-            endpoint_url=self.endpoint,
-            region_name="us-east-1",
-            aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-            aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
-        )
-        try:
-            self.s3.create_bucket(Bucket=BUCKET)
-        except self.s3.exceptions.BucketAlreadyOwnedByYou:
-            pass
-        except self.s3.exceptions.BucketAlreadyExists:
-            pass
-        self.admin = [sys.executable, "-m", "ucs_lambda.admin"]
-        self.admin_env = {**os.environ, **env}
-        self.cli = shutil.which("ghga-cli", path=str(Path(sys.executable).parent))
-        self.reader_token = self.mint("bench-user")
-        self.part_cache: dict[tuple[str, int], list[Path]] = {}
-
-    # ------------------------------------------------------------------ UCS helpers
-    def run_admin(self, *args: str) -> str:
-        return subprocess.run(
-            [*self.admin, *args], env=self.admin_env, check=True, capture_output=True, text=True
-        ).stdout.strip()
-
-    def mint(self, user: str) -> str:
-        return self.run_admin("mint-token", "--user", user, "--ttl", "86400")
-
-    def register(self, source: Path, md5: str) -> str:
-        file_id = f"bench-{os.urandom(5).hex()}"
-        self.run_admin(
-            "register-file",
-            "--file-id",
-            file_id,
-            "--file-name",
-            source.name,
-            "--size",
-            str(source.stat().st_size),
-            "--md5",
-            md5,
-            "--submitter",
-            "bench-user",
-        )
-        self.run_admin("grant", "--file-id", file_id, "--user", "bench-user")
-        return file_id
-
-    def wait_staged(self, file_id: str, timeout: float = 1800) -> float:
-        """Poll DRS until the object is accepted and staged; return the seconds waited."""
-        started = time.monotonic()
-        url = f"{self.stack['drs_url']}/objects/{file_id}"
-        while True:
-            request = urllib.request.Request(
-                url, headers={"Authorization": f"Bearer {self.reader_token}"}
-            )
-            try:
-                with urllib.request.urlopen(request, timeout=30) as response:
-                    if response.status == 200:
-                        return time.monotonic() - started
-            except urllib.error.HTTPError as error:
-                if error.code not in (202, 404, 409):
-                    raise
-            if time.monotonic() - started > timeout:
-                raise TimeoutError(f"{file_id} not staged after {timeout} s")
-            time.sleep(0.5)
-
-    def drop_file_objects(self, file_id: str) -> None:
-        for bucket in (self.stack["permanent_bucket"], self.stack["outbox_bucket"]):
-            self.s3.delete_object(Bucket=bucket, Key=file_id)
-
-    def cli_env(self) -> dict[str, str]:
-        return {**os.environ, "GHGA_CLI_TOKEN": self.reader_token}
-
-    # ------------------------------------------------------------------ clients
-    def ghga_up(self, source: Path, md5: str, parallel: int | None) -> tuple[dict, str]:
-        file_id = self.register(source, md5)
-        args = [self.cli, "upload-by-id", "--api-url", self.stack["ucs_url"], "--file-id"]
-        args += [file_id, "--file-path", str(source), "--json", "--wait-timeout", "0"]
-        if parallel:
-            args += ["--parallel", str(parallel)]
-        result = measured(self.prefix + args, self.cli_env())
-        result["summary"] = json.loads(result["stdout"])
-        return result, file_id
-
-    def ghga_down(self, file_id: str, target: Path, parallel: int | None) -> dict:
-        args = [self.cli, "download-by-id", "--api-url", self.stack["ucs_url"], "--file-id"]
-        args += [file_id, "--output-dir", str(target), "--json"]
-        if parallel:
-            args += ["--parallel", str(parallel)]
-        result = measured(self.prefix + args, self.cli_env())
-        result["summary"] = json.loads(result["stdout"])
-        return result
-
-    def curl_up(self, source: Path, parallel: int) -> dict:
-        size = source.stat().st_size
-        cache_key = (str(source), size)
-        if cache_key not in self.part_cache:
-            part_dir = self.work / f"parts-{size}"
-            part_dir.mkdir(exist_ok=True)
-            self.part_cache[cache_key] = split_into_parts(source, PART, part_dir)
-        parts = self.part_cache[cache_key]
-        key = f"curl-{os.urandom(4).hex()}"
-        upload_id = self.s3.create_multipart_upload(Bucket=BUCKET, Key=key)["UploadId"]
-        args = curl_parallel_args(parallel)
-        for number, part in enumerate(parts, 1):
-            url = self.s3.generate_presigned_url(
-                "upload_part",
-                Params={"Bucket": BUCKET, "Key": key, "UploadId": upload_id, "PartNumber": number},
-                ExpiresIn=7200,
-            )
-            args += ["-o", os.devnull, "-T", str(part), url]
-        try:
-            return measured(self.prefix + args)
-        finally:
-            self.s3.abort_multipart_upload(Bucket=BUCKET, Key=key, UploadId=upload_id)
-
-    def curl_down(self, bucket: str, key: str, size: int, target: Path, parallel: int) -> dict:
-        url = self.s3.generate_presigned_url(
-            "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=7200
-        )
-        args = curl_parallel_args(parallel)
-        for number, first in enumerate(range(0, size, RANGE)):
-            last = min(first + RANGE, size) - 1
-            args += ["-r", f"{first}-{last}", "-o", str(target / f"r{number:05d}"), url]
-        return measured(self.prefix + args)
-
-    def s3_command(self, client: str, variant: str, direction: str, path: Path, key: str):
-        p8 = variant == "p8"
-        remote = f"s3://{BUCKET}/{key}"
-        env = dict(self.s3_env)
-        if client == "aws":
-            if p8:
-                env["AWS_CONFIG_FILE"] = str(self.work / "aws-p8.cfg")
-            pair = [str(path), remote] if direction == "up" else [remote, str(path)]
-            args = [str(BENCH_VENV / "aws"), "s3", "cp", *pair, "--endpoint-url", self.endpoint]
-            args += ["--no-progress", "--only-show-errors"]
-        elif client in ("boto3", "crt"):
-            args = [str(BENCH_VENV / "python"), str(HERE / "s3clients.py"), client]
-            args += ["up" if direction == "up" else "down", str(path), BUCKET, key]
-            if p8:
-                args += ["--concurrency", str(PARALLEL), "--part-size", str(PART)]
-        elif client == "s5cmd":
-            pair = [str(path), remote] if direction == "up" else [remote, str(path)]
-            args = [str(BENCH_VENV / "s5cmd"), "--endpoint-url", self.endpoint, "cp"]
-            if p8:
-                args += ["--concurrency", str(PARALLEL), "--part-size", str(PART // MIB)]
-            args += pair
-        elif client == "rclone":
-            rpath = f"B:{BUCKET}/{key}"
-            pair = [str(path), rpath] if direction == "up" else [rpath, str(path)]
-            args = [str(BENCH_VENV / "rclone"), "copyto", *pair]
-            if p8:
-                args += ["--s3-upload-concurrency", str(PARALLEL), "--s3-chunk-size", "16M"]
-                args += ["--multi-thread-streams", str(PARALLEL)]
-        else:
-            raise ValueError(client)
-        return self.prefix + args, env
-
+import netlink
+from batch_bench import Workload, section_batch
+from harness import (
+    BENCH_VENV,
+    BUCKET,
+    GIB,
+    HERE,
+    MIB,
+    PARALLEL,
+    PROJECT_DIR,
+    Bench,
+    GhgaCli,
+    fresh_dir,
+    ghga_clis,
+    ghga_sample,
+    load,
+    log,
+    make_source,
+    measured,
+    median_of,
+    safe,
+    sample,
+    stacklib,
+    wait_for_ceph_space,
+)
 
 S3_CLIENTS = ["aws", "boto3", "crt", "s5cmd", "rclone"]
-LABELS = {
-    "aws": "aws s3 cp",
-    "boto3": "boto3/s3transfer",
-    "crt": "AWS CRT (awscrt)",
-    "s5cmd": "s5cmd",
-    "rclone": "rclone",
-}
+ALL_SECTIONS = "transfers,partsizes,batch,validate,growth,scale,link,latency,md5"
+# What a stored file can occupy on Ceph at once: inbox, permanent and outbox copies.
+COPIES = 3
 
 
-def sample(direction: str, client: str, variant: str, size: int, result: dict, **extra) -> dict:
-    seconds = result["wall_s"]
-    return {
-        "direction": direction,
-        "client": client,
-        "variant": variant,
-        "bytes": size,
-        "seconds": round(seconds, 3),
-        "mb_per_s": round(size / 1e6 / seconds, 1),
-        "mib_per_s": round(size / MIB / seconds, 1),
-        "cpu_s": round(result["cpu_s"], 2),
-        "cpu_s_per_gib": round(result["cpu_s"] / (size / GIB), 2),
-        "peak_rss_mib": round(result["peak_rss_mib"], 1),
-        **extra,
-    }
+def ghga_pass(
+    bench: Bench, cli: GhgaCli, source: Path, md5: str, target: Path, errors: list, tag: str
+) -> list[dict]:
+    """One ghga-cli build: upload (--wait-timeout 0), then the download of that file once it
+    is staged; the current build adds curl on the same staged object and an upload with
+    ``--no-part-md5`` ("per-part checking off"). Every stored copy is deleted afterwards."""
+    size = source.stat().st_size
+    rows: list[dict] = []
+    up = safe(f"{cli.key} up {tag}", errors, bench.ghga_up, cli, source, md5)
+    if up is not None:
+        result, file_id = up
+        rows.append(ghga_sample("upload", cli, "default", size, result))
+        try:
+            waited = safe(f"{cli.key} staging {tag}", errors, bench.wait_staged, file_id)
+            if waited is not None:
+                log(f"{tag}: validation + staging of {cli.key}'s upload took {waited:.1f} s")
+                down = safe(f"{cli.key} down {tag}", errors, bench.ghga_down, cli, file_id, target)
+                if down and (target / source.name).stat().st_size == size:
+                    rows.append(ghga_sample("download", cli, "default", size, down))
+                elif down:
+                    errors.append({"what": f"{cli.key} down {tag}", "error": "wrong size"})
+                fresh_dir(target)
+                if cli.current:
+                    rows += curl_pass(bench, source, file_id, target, errors, tag)
+        finally:
+            fresh_dir(target)
+            bench.drop_file_objects(file_id)
+    if cli.current:
+        rows += no_part_md5_pass(bench, cli, source, md5, errors, tag)
+    return rows
 
 
-def safe(label: str, errors: list, fn: Callable[..., Any], *args: Any) -> Any:
+def no_part_md5_pass(
+    bench: Bench, cli: GhgaCli, source: Path, md5: str, errors: list, tag: str
+) -> list[dict]:
+    """The upload with per-part checking off; its verdict is awaited before it is deleted."""
+    label = f"{cli.key} up --no-part-md5 {tag}"
+    up = safe(label, errors, bench.ghga_up, cli, source, md5, ["--no-part-md5"])
+    if up is None:
+        return []
+    result, file_id = up
     try:
-        return fn(*args)
-    except Exception as error:  # a failing client is reported, not fatal
-        log(f"FAILED {label}: {error}")
-        errors.append({"what": label, "error": str(error)[-600:]})
-        return None
+        safe(f"{label} verdict", errors, bench.wait_accepted, result["summary"].get("upload_id"))
+    finally:
+        bench.drop_file_objects(file_id)
+    return [ghga_sample("upload", cli, "no-part-md5", source.stat().st_size, result)]
+
+
+def curl_pass(
+    bench: Bench, source: Path, file_id: str, target: Path, errors: list, tag: str
+) -> list[dict]:
+    """curl --parallel 8 on presigned part URLs and on ranges of the staged object (ceiling)."""
+    size = source.stat().st_size
+    rows = []
+    result = safe(f"curl up {tag}", errors, bench.curl_up, source, PARALLEL)
+    if result:
+        rows.append(sample("upload", "curl", "p8", size, result))
+    outbox = bench.stack["outbox_bucket"]
+    result = safe(
+        f"curl down {tag}", errors, bench.curl_down, outbox, file_id, size, target, PARALLEL
+    )
+    if result:
+        rows.append(sample("download", "curl", "p8", size, result))
+    return rows
+
+
+def s3_client_pass(
+    bench: Bench, client: str, variant: str, source: Path, target: Path, errors: list, tag: str
+) -> list[dict]:
+    size = source.stat().st_size
+    key = f"{client}-{variant}-{os.urandom(3).hex()}"
+    rows = []
+    for direction in ("upload", "download"):
+        path = source if direction == "upload" else target / "out.bin"
+        args, env = bench.s3_command(
+            client, variant, "up" if direction == "upload" else "down", path, key
+        )
+        result = safe(f"{client} {variant} {direction} {tag}", errors, measured, args, env)
+        if result is None:
+            break
+        if direction == "download" and path.stat().st_size != size:
+            errors.append({"what": f"{client} download size", "error": "wrong size"})
+        rows.append(sample(direction, client, variant, size, result))
+    fresh_dir(target)
+    with contextlib.suppress(Exception):
+        bench.s3.delete_object(Bucket=BUCKET, Key=key)
+    return rows
 
 
 def transfer_round(
@@ -300,109 +178,26 @@ def transfer_round(
 ) -> list[dict]:
     """One run of every client, upload then download; returns samples."""
     size = source.stat().st_size
-    target = bench.work / "download"
-    rows: list[dict] = []
+    target = fresh_dir(bench.work / "download")
     tag = f"{bench.backend} {size // MIB} MiB"
-
-    def clean_target() -> None:
-        shutil.rmtree(target, ignore_errors=True)
-        target.mkdir()
-
-    clean_target()
+    rows: list[dict] = []
     for variant in variants:
-        # ghga-cli: default is --parallel 8 already; run it once per round under "default".
+        # ghga-cli's default is --parallel 8 already: its rows run once per round, as "default".
         if variant == "default":
-            up = safe(f"ghga-cli up {tag}", errors, bench.ghga_up, source, md5, None)
-            if up:
-                result, file_id = up
-                rows.append(
-                    sample(
-                        "upload",
-                        "ghga-cli",
-                        "default",
-                        size,
-                        result,
-                        transfer_s=result["summary"].get("seconds"),
-                    )
-                )
-                waited = bench.wait_staged(file_id)
-                log(f"{tag}: validation + staging of ghga-cli's upload took {waited:.1f} s")
-                down = safe(f"ghga down {tag}", errors, bench.ghga_down, file_id, target, None)
-                if down:
-                    assert (target / source.name).stat().st_size == size
-                    rows.append(
-                        sample(
-                            "download",
-                            "ghga-cli",
-                            "default",
-                            size,
-                            down,
-                            transfer_s=down["summary"].get("seconds"),
-                        )
-                    )
-                clean_target()
-                result = safe(f"curl up {tag}", errors, bench.curl_up, source, PARALLEL)
-                if result:
-                    rows.append(sample("upload", "curl", "p8", size, result))
-                result = safe(
-                    f"curl down {tag}",
-                    errors,
-                    bench.curl_down,
-                    bench.stack["outbox_bucket"],
-                    file_id,
-                    size,
-                    target,
-                    PARALLEL,
-                )
-                if result:
-                    rows.append(sample("download", "curl", "p8", size, result))
-                clean_target()
-                bench.drop_file_objects(file_id)
+            for cli in bench.clis:
+                rows += ghga_pass(bench, cli, source, md5, target, errors, tag)
         for client in clients:
-            key = f"{client}-{variant}-{os.urandom(3).hex()}"
-            for direction in ("upload", "download"):
-                path = source if direction == "upload" else target / "out.bin"
-                args, env = bench.s3_command(
-                    client, variant, "up" if direction == "upload" else "down", path, key
-                )
-                result = safe(f"{client} {variant} {direction} {tag}", errors, measured, args, env)
-                if result is None:
-                    break
-                if direction == "download" and path.stat().st_size != size:
-                    errors.append({"what": f"{client} download size", "error": "wrong size"})
-                rows.append(sample(direction, client, variant, size, result))
-            clean_target()
-            with contextlib.suppress(Exception):
-                bench.s3.delete_object(Bucket=BUCKET, Key=key)
+            rows += s3_client_pass(bench, client, variant, source, target, errors, tag)
     for r in rows:
         r["backend"] = bench.backend
     return rows
 
 
-def median_of(samples: list[dict]) -> list[dict]:
-    groups: dict[tuple, list[dict]] = {}
-    for s in samples:
-        groups.setdefault((s["direction"], s["client"], s["variant"], s["bytes"]), []).append(s)
-    merged = []
-    for group in groups.values():
-        ordered = sorted(group, key=lambda s: s["seconds"])
-        chosen = dict(ordered[len(ordered) // 2])
-        chosen["runs"] = len(group)
-        chosen["all_mb_per_s"] = [s["mb_per_s"] for s in group]
-        chosen["cpu_s_per_gib"] = sorted(s["cpu_s_per_gib"] for s in group)[len(group) // 2]
-        chosen["peak_rss_mib"] = sorted(s["peak_rss_mib"] for s in group)[len(group) // 2]
-        merged.append(chosen)
-    return merged
-
-
-def make_source(work: Path, size: int) -> tuple[Path, str]:
-    path = work / f"src-{size // MIB}MiB-{os.urandom(3).hex()}.bin"
-    log(f"writing {size // MIB} MiB of random data")
-    return path, stacklib.write_random_file(path, size)
-
-
 def section_transfers(bench, sizes, runs, variants_upto, errors, out) -> None:
     for size in sizes:
+        if bench.backend == "ceph" and not wait_for_ceph_space(COPIES * size + GIB):
+            errors.append({"what": f"transfers {size // MIB} MiB", "error": "no space on Ceph"})
+            continue
         source, md5 = make_source(bench.work, size)
         variants = ["default", "p8"] if size <= variants_upto else ["default"]
         samples = []
@@ -421,142 +216,135 @@ def section_transfers(bench, sizes, runs, variants_upto, errors, out) -> None:
         save(out)
 
 
+def growth_pass(
+    bench: Bench, cli: GhgaCli, source: Path, md5: str, last: bool, errors: list
+) -> list[dict]:
+    """Upload, staging, download of one size by one build; the source goes after the last
+    upload (a 16 GiB source and its download need not both stay on disk)."""
+    size = source.stat().st_size
+    tag = f"growth {size // MIB} MiB {cli.key}"
+    if bench.backend == "ceph" and not wait_for_ceph_space(COPIES * size + GIB):
+        errors.append({"what": tag, "error": "no space on Ceph"})
+        return []
+    out_rows: list[dict] = []
+    up = safe(f"{tag} up", errors, bench.ghga_up, cli, source, md5)
+    if last:
+        source.unlink()
+    if up is None:
+        return out_rows
+    result, file_id = up
+    target = fresh_dir(bench.work / "download")
+    try:
+        out_rows.append(ghga_sample("upload", cli, "default", size, result))
+        waited = safe(f"{tag} staging", errors, bench.wait_staged, file_id, 3600)
+        if waited is not None:
+            log(f"{tag}: staged after {waited:.0f} s")
+            down = safe(f"{tag} down", errors, bench.ghga_down, cli, file_id, target)
+            if down:
+                out_rows.append(ghga_sample("download", cli, "default", size, down))
+    finally:
+        shutil.rmtree(target, ignore_errors=True)
+        bench.drop_file_objects(file_id)
+    return out_rows
+
+
 def section_growth(bench, sizes, errors, out) -> None:
-    target = bench.work / "download"
     for size in sizes:
         free = shutil.disk_usage(bench.work).free
-        # The source and the download (the source is deleted before the download starts, but
-        # both exist while a failed step is cleaned up); Ceph's own space is CEPH_BLOCK_SIZE,
-        # which must hold inbox + permanent + outbox copies (3 x size).
+        # The source and the download (the source is deleted before the last download starts,
+        # but both exist while a failed step is cleaned up); Ceph's own space is
+        # CEPH_BLOCK_SIZE, which must hold inbox + permanent + outbox copies (3 x size).
         if free < 2 * size + 2 * GIB:
             errors.append({"what": f"growth {size // MIB} MiB", "error": f"only {free} B free"})
             continue
         source, md5 = make_source(bench.work, size)
         out["loads"].append(f"growth {size // MIB} MiB: {load()}")
         log(f"growth {size // MIB} MiB, load {load()}")
-        up = safe(f"growth up {size}", errors, bench.ghga_up, source, md5, None)
-        source.unlink()  # room for the download (16 GiB)
-        if not up:
-            continue
-        result, file_id = up
-        out["growth"].append(sample("upload", "ghga-cli", "default", size, result))
-        waited = bench.wait_staged(file_id, timeout=3600)
-        log(f"growth: staged after {waited:.0f} s")
-        shutil.rmtree(target, ignore_errors=True)
-        target.mkdir()
-        down = safe(f"growth down {size}", errors, bench.ghga_down, file_id, target, None)
-        if down:
-            out["growth"].append(sample("download", "ghga-cli", "default", size, down))
-        shutil.rmtree(target, ignore_errors=True)
-        bench.drop_file_objects(file_id)
+        for index, cli in enumerate(bench.clis):
+            last = index == len(bench.clis) - 1
+            out["growth"] += growth_pass(bench, cli, source, md5, last, errors)
+        source.unlink(missing_ok=True)
         save(out)
 
 
-def section_scale(bench, size, clients, errors, out) -> None:
+def launch_all(commands: list[list[str]], env: dict, errors: list) -> tuple[float, list[int]]:
+    """Start every command at once; wall time until the last one ended, and their exit codes."""
+    started = time.perf_counter()
+    procs = [
+        subprocess.Popen(a, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        for a in commands
+    ]
+    codes = []
+    for p in procs:
+        _, err = p.communicate()
+        codes.append(p.returncode)
+        if p.returncode:
+            errors.append({"what": "scale client", "error": err.decode()[-600:]})
+    return time.perf_counter() - started, codes
+
+
+def scale_pass(bench: Bench, cli: GhgaCli, size: int, clients: int, errors: list) -> list[dict]:
+    """``clients`` processes of one build upload ``clients`` files at once, then download them."""
     sources = [make_source(bench.work, size) for _ in range(clients)]
-    out["loads"].append(f"scale: {load()}")
-    log(f"scale: {clients} x {size // MIB} MiB, load {load()}")
     ids = [bench.register(path, md5) for path, md5 in sources]
+    dirs = [fresh_dir(bench.work / f"scale-{i}") for i in range(clients)]
     env = bench.cli_env()
 
-    def launch(args_list):
-        started = time.perf_counter()
-        procs = [
-            subprocess.Popen(a, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-            for a in args_list
-        ]
-        codes = []
-        for p in procs:
-            _, err = p.communicate()
-            codes.append(p.returncode)
-            if p.returncode:
-                errors.append({"what": "scale client", "error": err.decode()[-600:]})
-        return time.perf_counter() - started, codes
+    def row(direction: str, wall: float, failed: int) -> dict:
+        return {
+            "direction": direction,
+            "client": cli.key,
+            "clients": clients,
+            "bytes_each": size,
+            "wall_s": round(wall, 2),
+            "aggregate_mb_per_s": round(clients * size / 1e6 / wall, 1),
+            "errors": failed,
+        }
 
-    ucs = bench.stack["ucs_url"]
-    wall, codes = launch(
-        [
-            [
-                bench.cli,
-                "upload-by-id",
-                "--api-url",
-                ucs,
-                "--file-id",
-                fid,
-                "--file-path",
-                str(path),
-                "--json",
-                "--wait-timeout",
-                "0",
-            ]
+    rows = []
+    try:
+        uploads = [
+            [*bench.ghga_up_args(cli, fid, path), "--json", "--wait-timeout", "0"]
             for fid, (path, _) in zip(ids, sources)
         ]
-    )
-    out["scale"].append(
-        {
-            "direction": "upload",
-            "clients": clients,
-            "bytes_each": size,
-            "wall_s": round(wall, 2),
-            "aggregate_mb_per_s": round(clients * size / 1e6 / wall, 1),
-            "errors": sum(c != 0 for c in codes),
-        }
-    )
-    if any(codes):
-        log("scale: an upload failed; no download step")
-        return
-    for fid in ids:
-        bench.wait_staged(fid, timeout=900)
-    dirs = []
-    for i in range(clients):
-        d = bench.work / f"scale-{i}"
-        d.mkdir(exist_ok=True)
-        dirs.append(d)
-    wall, codes = launch(
-        [
-            [
-                bench.cli,
-                "download-by-id",
-                "--api-url",
-                ucs,
-                "--file-id",
-                fid,
-                "--output-dir",
-                str(d),
-                "--json",
-            ]
-            for fid, d in zip(ids, dirs)
-        ]
-    )
-    ok = sum(
-        c == 0 and (d / path.name).stat().st_size == size
-        for c, d, (path, _) in zip(codes, dirs, sources)
-    )
-    out["scale"].append(
-        {
-            "direction": "download",
-            "clients": clients,
-            "bytes_each": size,
-            "wall_s": round(wall, 2),
-            "aggregate_mb_per_s": round(clients * size / 1e6 / wall, 1),
-            "errors": clients - ok,
-        }
-    )
-    for d in dirs:
-        shutil.rmtree(d)
-    for path, _ in sources:
-        path.unlink()
-    for fid in ids:
-        bench.drop_file_objects(fid)
-    save(out)
+        wall, codes = launch_all(uploads, env, errors)
+        rows.append(row("upload", wall, sum(c != 0 for c in codes)))
+        if any(codes):
+            log("scale: an upload failed; no download step")
+            return rows
+        for fid in ids:
+            bench.wait_staged(fid, timeout=900)
+        downloads = [[*bench.ghga_down_args(cli, fid, d), "--json"] for fid, d in zip(ids, dirs)]
+        wall, codes = launch_all(downloads, env, errors)
+        ok = sum(
+            c == 0 and (d / path.name).stat().st_size == size
+            for c, d, (path, _) in zip(codes, dirs, sources)
+        )
+        rows.append(row("download", wall, clients - ok))
+        return rows
+    finally:
+        for d in dirs:
+            shutil.rmtree(d)
+        for path, _ in sources:
+            path.unlink()
+        for fid in ids:
+            bench.drop_file_objects(fid)
 
 
-def section_link(stack, backend, work, size, rate, errors, out) -> None:
-    from urllib.parse import urlsplit
+def section_scale(bench, size, clients, errors, out) -> None:
+    for cli in bench.clis:
+        out["loads"].append(f"scale {cli.key}: {load()}")
+        log(f"scale: {clients} x {size // MIB} MiB by {cli.key}, load {load()}")
+        out["scale"] += (
+            safe(f"scale {cli.key}", errors, scale_pass, bench, cli, size, clients, errors) or []
+        )
+        save(out)
 
+
+def section_link(stack, backend, work, clis, size, rate, errors, out) -> None:
     ports = [urlsplit(stack["ucs_url"]).port, urlsplit(stack["aws_endpoint_url"]).port]
     with netlink.shaped_link(rate, ports) as prefix:
-        bench = Bench(stack, backend, work, prefix)
+        bench = Bench(stack, backend, work, clis, prefix)
         source, md5 = make_source(work, size)
         out["loads"].append(f"link: {load()}")
         log(f"link {rate} Mbit/s, {size // MIB} MiB, load {load()}")
@@ -570,10 +358,11 @@ def section_link(stack, backend, work, size, rate, errors, out) -> None:
     save(out)
 
 
-def section_latency(stack, work, clients, rounds, errors, out) -> None:
-    bench = Bench(stack, "ceph", work)
+def section_latency(stack, work, clis, clients, rounds, errors, out) -> None:
+    bench = Bench(stack, "ceph", work, clis)
     source, md5 = make_source(work, 8 * MIB)
-    _, file_id = bench.ghga_up(source, md5, None)
+    _, file_id = bench.ghga_up(bench.cli, source, md5)
+    source.unlink()
     bench.wait_staged(file_id)
     (work / "stack.json").write_text(json.dumps(stack))
     out["loads"].append(f"latency: {load()}")
@@ -594,6 +383,7 @@ def section_latency(stack, work, clients, rounds, errors, out) -> None:
         cwd=PROJECT_DIR,
         env={**os.environ, "PYTHONPATH": str(PROJECT_DIR)},
     )
+    bench.drop_file_objects(file_id)
     if proc.returncode:
         errors.append({"what": "latency", "error": proc.stderr[-800:]})
     else:
@@ -601,7 +391,88 @@ def section_latency(stack, work, clients, rounds, errors, out) -> None:
     save(out)
 
 
-def tool_versions() -> dict[str, str]:
+def partsize_upload(bench: Bench, cli: GhgaCli, source: Path, md5: str, part: int) -> dict:
+    """One default upload (--wait-timeout 0); its row with the connections it used and the
+    part size the UCS gave it, read from the upload once it is accepted (then deleted)."""
+    result, file_id = bench.ghga_up(cli, source, md5)
+    try:
+        row = ghga_sample("upload", cli, "default", source.stat().st_size, result)
+        details = bench.wait_accepted(result["summary"]["upload_id"])
+        return row | {
+            "backend": "ceph",
+            "part_size_config": part,
+            "part_size": details.get("part_size"),
+        }
+    finally:
+        bench.drop_file_objects(file_id)
+
+
+def section_partsizes(work, clis, parts, size, runs, errors, out) -> None:
+    """Issue 14: memory and connections of an upload across the UCS part sizes (Ceph)."""
+    source, md5 = make_source(work, size)
+    samples: list[dict] = []
+    try:
+        for part in parts:
+            state = work / f"stack-ceph-part{part // MIB}"
+            env = {"UCS_PART_SIZE": str(part)}
+            with stacklib.launch(state, s3_backend="ceph", extra_env=env) as stack:
+                bench = Bench(stack, "ceph", work, clis)
+                for run in range(runs):
+                    for cli in clis:
+                        tag = f"partsizes {part // MIB} MiB parts {cli.key} run {run + 1}"
+                        if not wait_for_ceph_space(COPIES * size + GIB):
+                            errors.append({"what": tag, "error": "no space on Ceph"})
+                            continue
+                        out["loads"].append(f"{tag}: {load()}")
+                        log(f"{tag}, load {load()}")
+                        row = safe(tag, errors, partsize_upload, bench, cli, source, md5, part)
+                        if row:
+                            samples.append(row)
+            out["partsizes"] = median_of(samples, key_fields=("part_size_config",))
+            out["raw_partsizes"] = samples
+            save(out)
+    finally:
+        source.unlink()
+
+
+VALIDATE_BENCH = HERE / "validate_bench.py"
+
+
+def section_validate(stack, work, sizes, runs, errors, out) -> None:
+    """Issue 10: run bench/validate_bench.py (another branch's) when it exists.
+
+    Interface (see NOTES.md): ``validate_bench.py --s3 ceph --sizes 1G,4G --runs N --json OUT``
+    with CEPH_DIR and BENCH_STACK_JSON (this suite's running Ceph stack: endpoints, keys,
+    buckets) in the environment; it writes its report to OUT (``results`` rows with ``hash_gib_s``,
+    ``hash_cpu_s_per_gib`` ... and their ``projection``), stored here under ``validation``.
+    """
+    if not VALIDATE_BENCH.exists():
+        out["notes"].append("validate: bench/validate_bench.py is not in this checkout; skipped")
+        log("validate: bench/validate_bench.py absent, section skipped")
+        return
+    stack_json = work / "stack-ceph.json"
+    stack_json.write_text(json.dumps(stack))
+    report = work / "validate.json"
+    out["loads"].append(f"validate: {load()}")
+    log(f"validate: {sizes}, {runs} run(s), load {load()}")
+    options = ["--s3", "ceph", "--sizes", sizes, "--runs", str(runs), "--json", str(report)]
+    args = [sys.executable, str(VALIDATE_BENCH), *options]
+    env = {**os.environ, "BENCH_STACK_JSON": str(stack_json), "PYTHONPATH": str(PROJECT_DIR)}
+    env.setdefault("CEPH_DIR", str(PROJECT_DIR / ".ceph"))
+    started = time.monotonic()
+    proc = subprocess.run(args, capture_output=True, text=True, cwd=PROJECT_DIR, env=env)
+    if proc.returncode or not report.exists():
+        errors.append({"what": "validate", "error": (proc.stderr or proc.stdout)[-800:]})
+    else:
+        out["validation"] = json.loads(report.read_text()) | {
+            "command": " ".join(["python", "bench/validate_bench.py", *options]),
+            "duration_s": round(time.monotonic() - started),
+            "stdout": proc.stdout[-4000:],
+        }
+    save(out)
+
+
+def tool_versions(clis: list[GhgaCli]) -> dict[str, str]:
     def first_line(args: list[str]) -> str:
         try:
             done = subprocess.run(args, capture_output=True, text=True, timeout=60)
@@ -623,7 +494,7 @@ def tool_versions() -> dict[str, str]:
 
     import ghga_cli
 
-    return {
+    versions = {
         "ghga-cli": getattr(ghga_cli, "__version__", "?") + f" (git {git_rev()})",
         "pycurl": pycurl.version,
         "python (client)": platform.python_version(),
@@ -636,6 +507,11 @@ def tool_versions() -> dict[str, str]:
         "moto": first_line([sys.executable, "-c", "import moto; print(moto.__version__)"]),
         "bench venv packages": pip_versions.strip(),
     }
+    for cli in clis[1:]:
+        rev_file = Path(cli.path).resolve().parent.parent / "BASELINE_REV"
+        rev = rev_file.read_text().strip()[:7] if rev_file.exists() else "unknown commit"
+        versions[cli.label] = f"{first_line([cli.path, '--version'])} (git {rev}, {cli.path})"
+    return versions
 
 
 def git_rev() -> str:
@@ -669,12 +545,16 @@ def machine_facts() -> dict[str, str]:
     }
 
 
-RESULTS_JSON = HERE / "results.json"
+RESULTS_NAME = "results.json"
+OUT_DIR = HERE  # --out-dir: where results.json, RESULTS.md and results.png go
 
 
 # Result keys each section owns, for --merge.
 SECTION_KEYS = {
     "transfers": ("transfers", "raw"),
+    "partsizes": ("partsizes", "raw_partsizes"),
+    "batch": ("batch", "raw_batch", "batch_requests"),
+    "validate": ("validation",),
     "growth": ("growth",),
     "scale": ("scale",),
     "link": ("link",),
@@ -711,22 +591,70 @@ def save(out: dict) -> None:
                 "duration_s": out.get("duration_s"),
             },
         ]
-    RESULTS_JSON.write_text(json.dumps(data, indent=1))
+    (OUT_DIR / RESULTS_NAME).write_text(json.dumps(data, indent=1))
 
 
-def main() -> int:
+def sizes(text: str) -> list[int]:
+    """``256M,1G`` -> bytes (binary units M and G)."""
+    units = {"M": MIB, "G": GIB}
+    return [int(float(t[:-1]) * units[t[-1].upper()]) for t in text.split(",") if t]
+
+
+# --quick: every section end to end at small sizes, 1 run (a check of the script, not numbers);
+# these are defaults then, so e.g. `--quick --batch-workloads 4x1M` still applies.
+QUICK = {
+    "runs": 1,
+    "ceph_sizes": "64M",
+    "moto_sizes": "64M",
+    "p8_upto": "64M",
+    "growth_sizes": "32M",
+    "scale_size": "32M",
+    "link_size": "32M",
+    "partsize_parts": "16M,64M",
+    "partsize_file": "96M",
+    "batch_workloads": "6x1M,2x8M",
+    "validate_sizes": "64M",
+}
+
+
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--quick", action="store_true", help="small sizes, 1 run: script check")
-    parser.add_argument("--sections", default="transfers,growth,scale,link,latency,md5")
+    parser.add_argument("--sections", default=ALL_SECTIONS)
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--ceph-sizes", default="1G,4G")
+    parser.add_argument(
+        "--baseline-cli",
+        type=Path,
+        help="a second ghga-cli (make bench-baseline: bench/.baseline-venv/bin/ghga-cli) run in "
+        "every ghga-cli row as 'ghga-cli (before)'",
+    )
+    parser.add_argument("--ceph-sizes", default="2G")
     parser.add_argument("--moto-sizes", default="256M")
-    parser.add_argument("--p8-upto", default="1G", help="largest size also run with -p 8 variants")
+    parser.add_argument("--p8-upto", default="2G", help="largest size also run with -p 8 variants")
     # 16G: the source or the download (16 GiB) beside Ceph's inbox/permanent/outbox copies
     # (up to 48 GiB in the bluestore file before RGW's garbage collection): ~64 GiB of disk.
     parser.add_argument("--growth-sizes", default="256M,1G,4G,16G")
+    parser.add_argument(
+        "--partsize-parts", default="16M,64M,256M,512M", help="UCS_PART_SIZE of each stack"
+    )
+    parser.add_argument("--partsize-file", default="2G", help="file uploaded at each part size")
+    parser.add_argument(
+        "--batch-workloads", default="200x1M,16x64M", help="COUNTxSIZE,... files per batch row"
+    )
+    parser.add_argument("--batch-runs", type=int, default=1, help="median of this many rounds")
+    parser.add_argument(
+        "--batch-count-on",
+        default="moto",
+        help="backend on which the API requests of the batch runs are counted (none: skip)",
+    )
+    parser.add_argument(
+        "--no-baseline-loops",
+        action="store_true",
+        help="batch: no shell-loop rows for the --baseline-cli build (saves ~25 min of a full run)",
+    )
+    parser.add_argument("--validate-sizes", default="1G,4G")
     parser.add_argument(
         "--merge",
         action="store_true",
@@ -737,31 +665,38 @@ def main() -> int:
     parser.add_argument("--link-mbit", type=int, default=400)
     parser.add_argument("--backends", default="moto,ceph")
     parser.add_argument("--work-dir", type=Path, default=Path(os.environ.get("BENCH_WORK", "/tmp")))
+    parser.add_argument(
+        "--out-dir",
+        type=Path,
+        default=HERE,
+        help="where results.json, RESULTS.md and results.png go (default: bench/; a check run "
+        "should write elsewhere)",
+    )
+    if parser.parse_known_args()[0].quick:  # smaller defaults; options given still count
+        parser.set_defaults(**QUICK)
     args = parser.parse_args()
+    unknown = set(args.sections.split(",")) - set(ALL_SECTIONS.split(","))
+    if unknown:
+        parser.error(f"unknown sections {sorted(unknown)}; known: {ALL_SECTIONS}")
+    return args
 
-    def sizes(text: str) -> list[int]:
-        units = {"M": MIB, "G": GIB}
-        return [int(float(t[:-1]) * units[t[-1]]) for t in text.split(",") if t]
 
-    if args.quick:
-        args.runs = 1
-        args.ceph_sizes = args.moto_sizes = "64M"
-        args.p8_upto = "64M"
-        args.growth_sizes = "32M"
-        args.scale_size = args.link_size = "32M"
-    sections = set(args.sections.split(","))
-    global MERGE_BASE
-    if args.merge and RESULTS_JSON.is_file():
-        MERGE_BASE = json.loads(RESULTS_JSON.read_text())
-    out: dict[str, Any] = {
+def new_results(args: argparse.Namespace, clis: list[GhgaCli]) -> dict[str, Any]:
+    return {
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "machine": machine_facts(),
-        "versions": tool_versions(),
-        "settings": vars(args) | {"work_dir": str(args.work_dir)},
+        "versions": tool_versions(clis),
+        "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "loads": [f"start: {load()}"],
         "transfers": [],
         "raw": [],
+        "partsizes": [],
+        "raw_partsizes": [],
+        "batch": [],
+        "raw_batch": [],
+        "batch_requests": [],
+        "validation": None,
         "growth": [],
         "scale": [],
         "link": None,
@@ -769,40 +704,73 @@ def main() -> int:
         "errors": [],
         "notes": [],
     }
+
+
+def run_backend(args, sections, backend: str, work: Path, clis, out: dict) -> None:
+    """Every section that runs on one shared stack of ``backend``, most wanted rows first."""
     errors = out["errors"]
+    with stacklib.launch(work / f"stack-{backend}", s3_backend=backend) as stack:
+        log(f"stack up on {backend}: {stack['ucs_url']} S3 {stack['aws_endpoint_url']}")
+        bench = Bench(stack, backend, work, clis)
+        if "transfers" in sections:
+            chosen = sizes(args.ceph_sizes if backend == "ceph" else args.moto_sizes)
+            section_transfers(bench, chosen, args.runs, max(sizes(args.p8_upto)), errors, out)
+        if "validate" in sections and backend == "ceph":
+            section_validate(stack, work, args.validate_sizes, args.runs, errors, out)
+        if "batch" in sections:
+            workloads = [Workload.parse(w) for w in args.batch_workloads.split(",") if w]
+            counts = args.batch_count_on == backend
+            loops = not args.no_baseline_loops
+            section_batch(bench, workloads, args.batch_runs, counts, loops, errors, out, save)
+        if backend != "ceph":
+            return
+        if "growth" in sections:
+            section_growth(bench, sizes(args.growth_sizes), errors, out)
+        if "scale" in sections:
+            section_scale(bench, sizes(args.scale_size)[0], 4, errors, out)
+        if "link" in sections:
+            size = sizes(args.link_size)[0]
+            section_link(stack, backend, work, clis, size, args.link_mbit, errors, out)
+        if "latency" in sections:
+            section_latency(stack, work, clis, 16, 8, errors, out)
+
+
+def main() -> int:
+    global MERGE_BASE, OUT_DIR
+    args = parse_args()
+    OUT_DIR = args.out_dir.resolve()
+    OUT_DIR.mkdir(parents=True, exist_ok=True)
+    sections = set(args.sections.split(","))
+    clis = ghga_clis(args.baseline_cli)
+    results_file = OUT_DIR / RESULTS_NAME
+    if args.merge and results_file.is_file():
+        MERGE_BASE = json.loads(results_file.read_text())
+    out = new_results(args, clis)
     started = time.monotonic()
+    backends = args.backends.split(",")
     with tempfile.TemporaryDirectory(prefix="ghga-bench-", dir=args.work_dir) as workdir:
         work = Path(workdir)
-        for backend in args.backends.split(","):
-            with stacklib.launch(work / f"stack-{backend}", s3_backend=backend) as stack:
-                log(f"stack up on {backend}: {stack['ucs_url']} S3 {stack['aws_endpoint_url']}")
-                bench = Bench(stack, backend, work)
-                chosen = sizes(args.ceph_sizes if backend == "ceph" else args.moto_sizes)
-                p8_upto = max(sizes(args.p8_upto))
-                # The most wanted rows first: a stopped run still leaves them in results.json.
-                if "transfers" in sections:
-                    section_transfers(bench, chosen[:1], args.runs, p8_upto, errors, out)
-                if backend != "ceph":
-                    continue
-                if "latency" in sections:
-                    section_latency(stack, work, 16, 8, errors, out)
-                if "scale" in sections:
-                    section_scale(bench, sizes(args.scale_size)[0], 4, errors, out)
-                if "link" in sections:
-                    section_link(
-                        stack, backend, work, sizes(args.link_size)[0], args.link_mbit, errors, out
-                    )
-                if "transfers" in sections:
-                    section_transfers(bench, chosen[1:], args.runs, p8_upto, errors, out)
-                if "growth" in sections:
-                    section_growth(bench, sizes(args.growth_sizes), errors, out)
+        for backend in backends:
+            run_backend(args, sections, backend, work, clis, out)
+        if "partsizes" in sections and "ceph" in backends:
+            parts = sizes(args.partsize_parts)
+            size = sizes(args.partsize_file)[0]
+            section_partsizes(work, clis, parts, size, args.runs, out["errors"], out)
     out["loads"].append(f"end: {load()}")
     out["duration_s"] = round(time.monotonic() - started)
     save(out)
-    if "md5" in sections and "ceph" in args.backends:  # merges itself into results.json
+    if "md5" in sections and "ceph" in backends:  # merges itself into results.json
         quick = ["--size-mib", "64", "--runs", "1"] if args.quick else []
-        subprocess.run([sys.executable, str(HERE / "md5_cost.py"), *quick], check=False)
-    subprocess.run([str(BENCH_VENV / "python"), str(HERE / "report.py")], check=True)
+        md5_args = [
+            sys.executable,
+            str(HERE / "md5_cost.py"),
+            *quick,
+            "--results",
+            str(results_file),
+        ]
+        subprocess.run(md5_args, check=False)
+    report = [str(BENCH_VENV / "python"), str(HERE / "report.py"), "--out-dir", str(OUT_DIR)]
+    subprocess.run(report, check=True)
     return 0
 
 

@@ -59,9 +59,10 @@ def measured(args: list[str], env: dict[str, str] | None = None) -> dict[str, An
                 stderr=errors,
             )
             wall = time.perf_counter() - started
+            errors.seek(0)
+            stderr = errors.read().decode(errors="replace")
             if process.returncode != 0:
-                errors.seek(0)
-                message = errors.read().decode(errors="replace")[-1500:]
+                message = stderr[-1500:]
                 raise RuntimeError(f"{Path(args[0]).name} failed ({process.returncode}): {message}")
         fields = report.read().split()[-3:]
     maxrss_kib, user, system = int(fields[0]), float(fields[1]), float(fields[2])
@@ -70,6 +71,8 @@ def measured(args: list[str], env: dict[str, str] | None = None) -> dict[str, An
         "cpu_s": user + system,
         "peak_rss_mib": maxrss_kib / 1024,
         "stdout": process.stdout.decode(),
+        # the tail: log lines a row reports (e.g. the old client's "using N parallel transfers")
+        "stderr": stderr[-20000:],
     }
 
 

@@ -6,6 +6,7 @@ Each of ``--clients`` threads runs ``--rounds`` rounds of: ``POST /uploads`` (cr
 file per round), ``POST /uploads/{id}/signed_urls`` for 100 parts (batch presign) and
 ``GET /ga4gh/drs/v1/objects/{id}`` of an already staged object (get-object). One keep-alive
 ``http.client`` connection per thread. Prints JSON: per operation count, errors, p50/p90/p99, max.
+The (empty) multipart uploads it created are aborted at the end: the inbox may be a shared RGW.
 """
 
 from __future__ import annotations
@@ -30,6 +31,20 @@ def percentile(values: list[float], q: float) -> float:
         return float("nan")
     index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
     return ordered[index]
+
+
+def abort_uploads(stack: dict, prefix: str) -> int:
+    """Abort the inbox's multipart uploads under ``prefix`` (this run's); how many there were."""
+    from harness import s3_client
+
+    s3 = s3_client(stack["aws_endpoint_url"], stack["env"])
+    bucket = stack["inbox_bucket"]
+    uploads = []
+    for page in s3.get_paginator("list_multipart_uploads").paginate(Bucket=bucket, Prefix=prefix):
+        uploads += page.get("Uploads", [])
+    for upload in uploads:
+        s3.abort_multipart_upload(Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"])
+    return len(uploads)
 
 
 def main() -> int:
@@ -127,6 +142,7 @@ def main() -> int:
     with ThreadPoolExecutor(args.clients) as pool:
         list(pool.map(client, range(args.clients)))
     wall = time.perf_counter() - started
+    abort_uploads(stack, f"lat-{run}-")
     result = {
         "clients": args.clients,
         "rounds": args.rounds,

@@ -320,7 +320,7 @@ def start(state_dir: Path, s3_backend: str, ports: dict[str, int], demo_size: in
             env,
         )
         run_admin(["grant", "--file-id", DEMO_FILE_ID, "--user", DEMO_USER], env)
-        token = run_admin(["mint-token", "--user", DEMO_USER, "--ttl", str(7 * 24 * 3600)], env)
+        token = run_admin(["mint-token", "--user", DEMO_USER, "--ttl", "max"], env)
     except BaseException:
         stack.stop()
         raise

@@ -22,11 +22,15 @@ import stack as stacklib  # noqa: E402
 # Small parts keep multi-part cases cheap on moto (which holds objects in memory and is slow):
 # the services and moto's own S3 minimum are lowered together, by configuration only.
 E2E_PART_SIZE = 256 * 1024
+# New uploads per file and window: above the default (10), for tests and the fuzzer that
+# create and cancel uploads of one file repeatedly (tests/e2e/test_hardening.py checks the limit).
+E2E_UPLOAD_ATTEMPTS = 30
 E2E_ENV = {
     "S3_UPLOAD_PART_MIN_SIZE": str(E2E_PART_SIZE),
     "UCS_PART_SIZE": str(E2E_PART_SIZE),
     "UCS_MIN_PART_SIZE": str(E2E_PART_SIZE),
     "UCS_COPY_PART_SIZE": str(4 * E2E_PART_SIZE),
+    "UCS_UPLOAD_ATTEMPTS_PER_WINDOW": str(E2E_UPLOAD_ATTEMPTS),
 }
 
 

@@ -4,7 +4,8 @@
 * ``register-file`` — register a file for upload by a submitter.
 * ``register-files`` — register many files from a TSV (a study), every line checked first.
 * ``grant`` — let a user download a file (adds to its readers).
-* ``mint-token`` — print a bearer token for a user (signed with the first ``UCS_TOKEN_KEYS``).
+* ``mint-token`` — print a bearer token for a user (signed with the first ``UCS_TOKEN_KEYS``;
+  lifetime at most ``UCS_TOKEN_MAX_TTL``, ``aud``/``iss`` from ``UCS_TOKEN_AUDIENCE``/``_ISSUER``).
 
 Configuration comes from the environment; unset variables are taken from the local stack's
 ``.stack/stack.json`` (or ``$UCS_STACK_FILE``) when it exists. Bad input gives a one-line error
@@ -193,11 +194,22 @@ def _cmd_grant(args: argparse.Namespace) -> int:
 
 
 def _cmd_mint_token(args: argparse.Namespace) -> int:
+    ttl = get_settings().token_max_ttl if args.ttl == "max" else args.ttl
     try:
-        print(tokens.mint(args.user, ttl_seconds=args.ttl))
+        print(tokens.mint(args.user, ttl_seconds=ttl))
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     return 0
+
+
+def _ttl(value: str) -> int | str:
+    """``--ttl``: seconds, or ``max`` for the longest lifetime ``UCS_TOKEN_MAX_TTL`` allows."""
+    if value == "max":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError("must be an integer number of seconds or 'max'") from None
 
 
 def _non_empty(value: str) -> str:
@@ -250,9 +262,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--user", required=True, type=_non_empty)
     p.add_argument(
         "--ttl",
-        type=int,
+        type=_ttl,
         default=3600,
-        help="lifetime in seconds (default 3600; zero or negative: an expired token, for tests)",
+        help="lifetime in seconds (default 3600; at most UCS_TOKEN_MAX_TTL, 'max' for that; "
+        "zero or negative: an expired token, for tests)",
     )
     p.set_defaults(func=_cmd_mint_token)
     return parser

@@ -27,6 +27,10 @@ LOCAL_DRS_HOSTNAME = "127.0.0.1"
 #: One DNS label (an IPv4 address is four of them): what a ``drs://`` host may consist of.
 _LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 
+#: Longest token lifetime (``exp - iat``) accepted by default: a day bounds what a leaked token
+#: is worth, and covers an overnight batch (the client re-reads ``--token-file`` after a 401).
+DEFAULT_TOKEN_MAX_TTL = 24 * 3600
+
 
 class ConfigError(Exception):
     """A configuration value is missing or malformed (operator error, not client error)."""
@@ -53,10 +57,12 @@ def _float(name: str, default: float) -> float:
     return _number(name, default, float, "a number")
 
 
-def _positive(name: str, default: int) -> int:
+def _int_in(name: str, default: int, low: int, high: int | None = None) -> int:
+    """An integer setting with a range (limits, lifetimes, windows make no sense outside it)."""
     value = _int(name, default)
-    if value < 1:
-        raise ConfigError(f"{name} must be at least 1, got {value}")
+    if value < low or (high is not None and value > high):
+        wanted = f"between {low} and {high}" if high is not None else f"at least {low}"
+        raise ConfigError(f"{name} must be {wanted}, got {value}")
     return value
 
 
@@ -92,6 +98,7 @@ class Settings:
     stale_upload_seconds: int
     revalidate_seconds: int
     max_batch_urls: int
+    max_batch_files: int
     validate_budget_seconds: float
     validate_budget_bytes: int
     validate_range_size: int
@@ -107,6 +114,12 @@ class Settings:
     organization_name: str
     organization_url: str
     deployed: bool
+    token_max_ttl: int
+    token_leeway: int
+    token_audience: str | None
+    token_issuer: str | None
+    upload_attempts_per_window: int
+    upload_attempt_window_seconds: int
 
     @property
     def s3_addressing_style(self) -> str:
@@ -188,6 +201,7 @@ def get_settings() -> Settings:
         stale_upload_seconds=_int("UCS_STALE_UPLOAD_SECONDS", 7 * 24 * 3600),
         revalidate_seconds=_int("UCS_REVALIDATE_SECONDS", 3600),
         max_batch_urls=_int("UCS_MAX_BATCH_URLS", 1000),
+        max_batch_files=_int_in("UCS_MAX_BATCH_FILES", 1000, 1),
         # The job function's Lambda timeout is 900 s (.chalice/config.json): 600 s of reading
         # (or copying) leave time for the ranges in flight, the last checkpoint and the
         # continuation message.
@@ -202,10 +216,16 @@ def get_settings() -> Settings:
         staging_timeout_seconds=_int("UCS_STAGING_TIMEOUT_SECONDS", 3600),
         staging_bytes_per_second=_int("UCS_STAGING_BYTES_PER_SECOND", 200 * MiB),
         drs_hostname=_opt("UCS_DRS_HOSTNAME"),
-        drs_max_bulk_objects=_positive("UCS_DRS_MAX_BULK_OBJECTS", 1000),
+        drs_max_bulk_objects=_int_in("UCS_DRS_MAX_BULK_OBJECTS", 1000, 1),
         organization_name=_str("UCS_ORGANIZATION_NAME", "GHGA"),
         organization_url=_str("UCS_ORGANIZATION_URL", "https://www.ghga.de"),
         deployed=in_deployment(),
+        token_max_ttl=_int_in("UCS_TOKEN_MAX_TTL", DEFAULT_TOKEN_MAX_TTL, 1),
+        token_leeway=_int_in("UCS_TOKEN_LEEWAY_SECONDS", 60, 0, 300),
+        token_audience=_opt("UCS_TOKEN_AUDIENCE"),
+        token_issuer=_opt("UCS_TOKEN_ISSUER"),
+        upload_attempts_per_window=_int_in("UCS_UPLOAD_ATTEMPTS_PER_WINDOW", 10, 1),
+        upload_attempt_window_seconds=_int_in("UCS_UPLOAD_ATTEMPT_WINDOW_SECONDS", 3600, 1),
     )
 
 

@@ -1,4 +1,5 @@
-"""Bearer tokens: HS256 JWTs with ``sub`` (user id), ``iat`` and ``exp``.
+"""Bearer tokens: HS256 JWTs with ``sub`` (user id), ``iat`` and ``exp`` (and ``aud``/``iss``
+when ``UCS_TOKEN_AUDIENCE``/``UCS_TOKEN_ISSUER`` are set); the profile is in the README.
 
 ``UCS_TOKEN_KEYS`` holds comma-separated secrets: the first signs, all verify, so keys can be
 rotated without invalidating tokens in flight. In a deployment the keys can instead live in an
@@ -11,10 +12,12 @@ from __future__ import annotations
 import os
 import threading
 import time
+from typing import Any
 
 import jwt
 
-from .config import ConfigError, get_settings
+from .config import ConfigError, Settings, get_settings
+from .domain.claims import TokenPolicy, check_claims
 from .domain.errors import NotAuthenticated
 
 ALGORITHM = "HS256"
@@ -55,45 +58,79 @@ def _keys_from_ssm(name: str) -> list[str]:
     return keys
 
 
-def mint(user_id: str, ttl_seconds: int = 3600, key: str | None = None) -> str:
-    """A signed token for ``user_id`` valid for ``ttl_seconds``.
+def _policy(settings: Settings | None = None) -> TokenPolicy:
+    """The configured token profile (lifetime cap, leeway for ``iat``/``nbf``)."""
+    s = settings or get_settings()
+    return TokenPolicy(max_ttl=s.token_max_ttl, leeway=s.token_leeway)
 
-    A zero or negative ``ttl_seconds`` gives an already expired token (to test expiry).
+
+def mint(user_id: str, ttl_seconds: int = 3600, key: str | None = None) -> str:
+    """A signed token for ``user_id`` valid for ``ttl_seconds``, with ``aud``/``iss`` when set.
+
+    A zero or negative ``ttl_seconds`` gives an already expired token (to test expiry); more
+    than ``UCS_TOKEN_MAX_TTL`` raises ``ValueError``: the service would refuse such a token.
     """
     if not user_id:
         raise ValueError("user id must not be empty")
+    settings = get_settings()
+    if ttl_seconds > settings.token_max_ttl:
+        raise ValueError(
+            f"a lifetime (--ttl) of {ttl_seconds} seconds exceeds UCS_TOKEN_MAX_TTL "
+            f"({settings.token_max_ttl} seconds): the service would refuse the token"
+        )
     now = int(time.time())
-    claims = {"sub": user_id, "iat": now, "exp": now + int(ttl_seconds)}
+    claims: dict[str, Any] = {"sub": user_id, "iat": now, "exp": now + int(ttl_seconds)}
+    if settings.token_audience:
+        claims["aud"] = settings.token_audience
+    if settings.token_issuer:
+        claims["iss"] = settings.token_issuer
     return jwt.encode(claims, key or signing_keys()[0], algorithm=ALGORITHM)
 
 
 def verify(token: str) -> str:
     """The user id of a valid token; raises NotAuthenticated for anything else.
 
-    Only HS256 is accepted (``alg: none`` and asymmetric algorithms are refused), ``exp`` and
-    ``sub`` are required, and the signature must match one of the configured keys. ``exp`` is
-    checked without leeway; ``iat`` is not checked, so a minting machine whose clock runs a
-    little ahead does not produce tokens that are "not yet valid".
+    Only HS256 is accepted (``alg: none`` and asymmetric algorithms are refused), the signature
+    must match one of the configured keys, ``aud``/``iss`` must match when configured, and the
+    claims must fit the token profile of :mod:`ucs_lambda.domain.claims` (integer ``exp`` and
+    ``iat``, ``iat`` not in the future, lifetime capped). PyJWT's own time checks are switched
+    off because they accept numeric strings and booleans; ours run after the signature check.
     """
-    keys = signing_keys()
-    for key in keys:
+    settings = get_settings()
+    required = ["exp", "iat", "sub"]
+    if settings.token_audience:
+        required.append("aud")
+    if settings.token_issuer:
+        required.append("iss")
+    options = {
+        "require": required,
+        "verify_exp": False,
+        "verify_iat": False,
+        "verify_nbf": False,
+        "verify_aud": bool(settings.token_audience),
+        "verify_iss": bool(settings.token_issuer),
+    }
+    for key in signing_keys():
         try:
             claims = jwt.decode(
                 token,
                 key,
                 algorithms=[ALGORITHM],
-                options={"require": ["exp", "sub"], "verify_iat": False},
+                options=options,  # type: ignore[arg-type]
+                audience=settings.token_audience,
+                issuer=settings.token_issuer,
             )
         except jwt.InvalidSignatureError:
             continue
-        except jwt.ExpiredSignatureError:
-            raise NotAuthenticated("The token has expired.") from None
+        except jwt.MissingRequiredClaimError as exc:
+            raise NotAuthenticated(f"The token lacks the '{exc.claim}' claim.") from None
+        except jwt.InvalidAudienceError:
+            raise NotAuthenticated("The token is not meant for this service ('aud').") from None
+        except jwt.InvalidIssuerError:
+            raise NotAuthenticated("The token comes from an unknown issuer ('iss').") from None
         except jwt.InvalidTokenError:
             raise NotAuthenticated("The token is malformed or invalid.") from None
-        sub = claims.get("sub")
-        if not isinstance(sub, str) or not sub:
-            raise NotAuthenticated("The token names no user.")
-        return sub
+        return check_claims(claims, time.time(), _policy(settings))
     raise NotAuthenticated("The token signature is not valid.")
 
 

@@ -1,8 +1,10 @@
 """The infrastructure the service needs, merged into what ``chalice package`` generates.
 
 Chalice generates the functions, the API, the SQS event source and the schedules; this adds the
-DynamoDB tables, the three buckets, the job queue with its dead-letter queue, log groups and a
-DLQ alarm, and points the functions' environment and IAM policy at those resources.
+DynamoDB tables (with their indexes), the three buckets, the job queue with its dead-letter queue,
+log groups, a DLQ alarm and the API stage's throttling (``api_throttling`` of the stage in
+``.chalice/config.json``: ``rate_limit`` requests per second, ``burst_limit``), and points the
+functions' environment and IAM policy at those resources.
 
 Two outputs from one description (standard library only, no AWS access):
 
@@ -73,7 +75,27 @@ TF_NAMES = {
     "JobQueue": "jobs",
 }
 TABLE_KEYS = {"FilesTable": "file_id", "UploadsTable": "upload_id"}
-GSI = ("UploadsTable", "file_id-index", "file_id")
+#: Global secondary indexes per table: (name, [(attribute, HASH|RANGE)], projection). The same
+#: as the pynamodb models of ucs_lambda/adapters/dynamo.py (tests/deploy compares them). All key
+#: attributes are strings (``updated`` is pynamodb's UTC timestamp text, sortable).
+INDEXES: dict[str, list[tuple[str, list[tuple[str, str]], str]]] = {
+    "UploadsTable": [
+        ("file_id-index", [("file_id", "HASH")], "ALL"),
+        # the stale-upload sweep: uploads by status, oldest change first (keys only)
+        ("upload_status-index", [("upload_status", "HASH"), ("updated", "RANGE")], "KEYS_ONLY"),
+    ]
+}
+#: API Gateway stage throttling (requests per second, burst) when a stage sets no
+#: ``api_throttling`` in .chalice/config.json.
+DEFAULT_THROTTLING = {"rate_limit": 50, "burst_limit": 100}
+
+
+def _index_attributes(logical: str) -> list[str]:
+    """Key attributes of the table's indexes (each once, in order of appearance)."""
+    names: list[str] = []
+    for _, keys, _ in INDEXES.get(logical, []):
+        names += [a for a, _ in keys if a not in names]
+    return names
 
 
 def load_stage(stage: str, root: Path = ROOT) -> dict[str, Any]:
@@ -90,6 +112,12 @@ def load_stage(stage: str, root: Path = ROOT) -> dict[str, Any]:
         raise SystemExit(f"stage {stage}: set UCS_TOKEN_KEYS_PARAMETER (SSM SecureString name)")
     policy_file = st.get("iam_policy_file") or config.get("iam_policy_file")
     policy = json.loads((root / ".chalice" / policy_file).read_text())
+    throttling = {**DEFAULT_THROTTLING, **config.get("api_throttling", {})}
+    throttling.update(st.get("api_throttling", {}))
+    for name in ("rate_limit", "burst_limit"):
+        value = throttling[name]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise SystemExit(f"stage {stage}: api_throttling.{name} must be a positive integer")
     timeouts = {
         name: st.get("lambda_functions", {}).get(name, {}).get("lambda_timeout")
         or st.get("lambda_timeout")
@@ -102,6 +130,7 @@ def load_stage(stage: str, root: Path = ROOT) -> dict[str, Any]:
         "env": env,
         "policy": policy,
         "timeouts": timeouts,
+        "throttling": throttling,
     }
 
 
@@ -226,14 +255,17 @@ def cloudformation(stage: dict[str, Any]) -> dict[str, Any]:
                 "PointInTimeRecoverySpecification": {"PointInTimeRecoveryEnabled": True},
                 "SSESpecification": {"SSEEnabled": True},
             }
-            if logical == GSI[0]:
-                attrs.append({"AttributeName": GSI[2], "AttributeType": "S"})
+            attrs += [
+                {"AttributeName": a, "AttributeType": "S"} for a in _index_attributes(logical)
+            ]
+            if logical in INDEXES:
                 props["GlobalSecondaryIndexes"] = [
                     {
-                        "IndexName": GSI[1],
-                        "KeySchema": [{"AttributeName": GSI[2], "KeyType": "HASH"}],
-                        "Projection": {"ProjectionType": "ALL"},
+                        "IndexName": index,
+                        "KeySchema": [{"AttributeName": a, "KeyType": t} for a, t in keys],
+                        "Projection": {"ProjectionType": projection},
                     }
+                    for index, keys, projection in INDEXES[logical]
                 ]
             props["AttributeDefinitions"] = attrs
             res[logical] = {"Type": "AWS::DynamoDB::Table", **retain, "Properties": props}
@@ -360,7 +392,18 @@ def cloudformation(stage: dict[str, Any]) -> dict[str, Any]:
     }
     gateway = json.loads((ROOT / ".chalice" / "gateway-responses.json").read_text())
     res["RestAPI"] = gateway["Resources"]["RestAPI"]  # chalice takes one merge template
+    res["RestAPI"]["Properties"]["MethodSettings"] = [_cfn_throttling(stage["throttling"])]
     return {"Resources": res, "Outputs": outputs}
+
+
+def _cfn_throttling(throttling: dict[str, int]) -> dict[str, Any]:
+    """Stage-wide throttling of every method (SAM ``AWS::Serverless::Api`` MethodSettings)."""
+    return {
+        "ResourcePath": "/*",
+        "HttpMethod": "*",
+        "ThrottlingRateLimit": throttling["rate_limit"],
+        "ThrottlingBurstLimit": throttling["burst_limit"],
+    }
 
 
 # ---- Terraform -----------------------------------------------------------------------
@@ -390,10 +433,15 @@ def terraform_resources(stage: dict[str, Any]) -> dict[str, Any]:
                 "server_side_encryption": [{"enabled": True}],
                 "lifecycle": [{"prevent_destroy": True}],
             }
-            if logical == GSI[0]:
-                body["attribute"].append({"name": GSI[2], "type": "S"})
+            body["attribute"] += [{"name": a, "type": "S"} for a in _index_attributes(logical)]
+            if logical in INDEXES:
                 body["global_secondary_index"] = [
-                    {"name": GSI[1], "hash_key": GSI[2], "projection_type": "ALL"}
+                    {
+                        "name": index,
+                        "projection_type": projection,
+                        **{("hash_key" if t == "HASH" else "range_key"): a for a, t in keys},
+                    }
+                    for index, keys, projection in INDEXES[logical]
                 ]
             add("aws_dynamodb_table", tf, body)
         elif kind == "bucket":
@@ -542,6 +590,18 @@ def merge_terraform(template: dict[str, Any], stage: dict[str, Any]) -> dict[str
         resources["aws_iam_role_policy"][f"{handler}_role"]["policy"] = policy
     for mapping in resources.get("aws_lambda_event_source_mapping", {}).values():
         mapping["event_source_arn"] = "${aws_sqs_queue.jobs.arn}"
+    # Stage-wide throttling of every method, as the CloudFormation template's MethodSettings.
+    resources.setdefault("aws_api_gateway_method_settings", {})["rest_api"] = {
+        "rest_api_id": "${aws_api_gateway_rest_api.rest_api.id}",
+        "stage_name": "${aws_api_gateway_deployment.rest_api.stage_name}",
+        "method_path": "*/*",
+        "settings": [
+            {
+                "throttling_rate_limit": stage["throttling"]["rate_limit"],
+                "throttling_burst_limit": stage["throttling"]["burst_limit"],
+            }
+        ],
+    }
     # API Gateway's own errors in the API's error shape (what --merge-template does for CFN).
     gateway = json.loads((ROOT / ".chalice" / "gateway-responses.json").read_text())
     body = gateway["Resources"]["RestAPI"]["Properties"]["DefinitionBody"]

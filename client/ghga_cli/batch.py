@@ -29,11 +29,11 @@ from ghga_cli.errors import (
     CliError,
     UsageError,
 )
-from ghga_cli.files import sanitise_name
+from ghga_cli.files import LocalFile, sanitise_name
 from ghga_cli.manifest import Entry, ManifestError
 from ghga_cli.progress import Progress, format_bytes
 from ghga_cli.session import ApiAccess, FileResult
-from ghga_cli.uploads import LocalFile, UploadJob, UploadOptions
+from ghga_cli.uploads import UploadJob, UploadOptions
 
 #: Which exit code a batch with differently failed files ends with: the first of these that any
 #: file ended with. Failures a rerun cannot fix come first; Ctrl+C (130) next; network failures

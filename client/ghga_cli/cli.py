@@ -526,7 +526,7 @@ def _run(
 
         check_output_dir(args.output_dir)
     elif not args.cancel and not batch:
-        from ghga_cli.uploads import check_local_file
+        from ghga_cli.files import check_local_file
 
         check_local_file(args.file_path)
     if args.command == "upload-by-id" and args.max_memory is not None:

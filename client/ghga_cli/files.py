@@ -1,4 +1,5 @@
-"""Local file-system helpers: safe output names, writability, free space, atomic state files."""
+"""Local file-system helpers: safe output names, writability, free space, atomic state files,
+and the identity of a file being uploaded (size and modification time)."""
 
 from __future__ import annotations
 
@@ -7,10 +8,11 @@ import json
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ghga_cli.errors import ConflictError, UsageError
+from ghga_cli.errors import ConflictError, IntegrityError, UsageError
 
 _WINDOWS_RESERVED = {
     "CON",
@@ -196,3 +198,57 @@ def read_json(path: Path) -> Any:
             return json.load(handle)
     except (OSError, ValueError):
         return None
+
+
+@dataclass(frozen=True)
+class LocalFile:
+    """A local file as it was when the upload started (size and modification time)."""
+
+    path: Path
+    size: int
+    mtime_ns: int
+
+    @classmethod
+    def inspect(cls, path: Path) -> LocalFile:
+        """The regular, readable file at ``path`` (UsageError otherwise)."""
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            raise UsageError(f"file not found: {path}", "check --file-path") from None
+        except OSError as exc:
+            raise UsageError(f"cannot access {path}: {exc.strerror}", "check --file-path") from None
+        if path.is_dir():
+            raise UsageError(f"{path} is a directory, not a file", "give the path of a file")
+        if not path.is_file():
+            raise UsageError(f"{path} is not a regular file", "give the path of a regular file")
+        try:
+            with path.open("rb") as handle:
+                handle.read(1)
+        except OSError as exc:
+            raise UsageError(
+                f"cannot read {path}: {exc.strerror or exc}", "check the file's permissions"
+            ) from None
+        return cls(path, st.st_size, st.st_mtime_ns)
+
+    def check_unchanged(self) -> None:
+        """IntegrityError if the file's size or modification time differ from the recorded."""
+        try:
+            st = self.path.stat()
+        except OSError as exc:
+            raise UsageError(
+                f"{self.path} cannot be read any more: {exc.strerror or exc}",
+                "do not move or delete the file during the upload; rerun to resume",
+            ) from None
+        if st.st_size != self.size or st.st_mtime_ns != self.mtime_ns:
+            raise IntegrityError(
+                f"{self.path} changed while it was being uploaded "
+                f"(size {self.size} -> {st.st_size} bytes, or modified); the upload was not "
+                "confirmed",
+                "do not modify the file during the upload; rerun the same command once it is "
+                "final: stored parts are checked against the file and only changed ones resent",
+            )
+
+
+def check_local_file(path: Path) -> int:
+    """Size of the regular, readable file at ``path`` (UsageError otherwise)."""
+    return LocalFile.inspect(path).size

@@ -11,7 +11,7 @@ from ghga_cli.downloads import DownloadJob, DownloadOptions
 from ghga_cli.engine import Engine, EngineStats, plan_parts
 from ghga_cli.retry import RetryPolicy
 from ghga_cli.session import SessionOptions, TransferSession
-from ghga_cli.uploads import UploadTransfer, UrlProvider, WholeFileHasher
+from ghga_cli.upload_transfer import UploadTransfer, UrlProvider, WholeFileHasher
 
 
 class Presigner:

@@ -16,7 +16,7 @@ import pytest
 import s3helpers
 from s3helpers import FakeDrs, Presigner, engine_download, engine_upload
 
-from ghga_cli import uploads
+from ghga_cli import upload_transfer as uploads
 from ghga_cli.api import DrsObject
 from ghga_cli.errors import EXIT_AUTH, CliError
 

@@ -20,7 +20,7 @@ from fake_services import FakeServices
 
 from ghga_cli import integrity
 from ghga_cli.cli import main
-from ghga_cli.downloads import DownloadState, plan_ranges
+from ghga_cli.download_transfer import DownloadState, plan_ranges
 from ghga_cli.errors import EXIT_INTEGRITY
 
 TOKEN = "checksum-token"
@@ -109,7 +109,7 @@ def test_a_server_that_does_not_verify_always_gets_the_whole_file_md5(
 def test_a_file_modified_during_the_upload_is_not_confirmed(
     tmp_path: Path, services: FakeServices, capsys: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from ghga_cli import uploads
+    from ghga_cli import upload_transfer as uploads
 
     argv = upload(services, tmp_path, "GHGAC4")
     src = Path(argv[argv.index("--file-path") + 1])

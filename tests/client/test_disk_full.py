@@ -16,7 +16,7 @@ import pytest
 from s3helpers import FakeDrs, engine_download
 
 from ghga_cli import cli
-from ghga_cli.downloads import DownloadTransfer
+from ghga_cli.download_transfer import DownloadTransfer
 from ghga_cli.errors import EXIT_USAGE, CliError, LocalIOError
 from ghga_cli.files import allocated_bytes, write_json_atomic
 

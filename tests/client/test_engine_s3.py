@@ -11,7 +11,7 @@ import pytest
 from s3helpers import FakeDrs, engine_download, engine_upload, md5
 
 from ghga_cli.api import PartInfo
-from ghga_cli.downloads import DownloadState
+from ghga_cli.download_transfer import DownloadState
 from ghga_cli.engine import plan_parts
 
 PART = 64 * 1024

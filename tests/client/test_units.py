@@ -10,7 +10,7 @@ import pytest
 from ghga_cli.api import drs_base, parse_drs_object
 from ghga_cli.cli import build_parser, main, parse_size, read_token
 from ghga_cli.curl import HeaderCollector, redact_url
-from ghga_cli.downloads import (
+from ghga_cli.download_transfer import (
     MAX_RANGES,
     DownloadState,
     parse_content_range,

@@ -25,6 +25,34 @@ def stage_env(stage: str) -> dict[str, str]:
     return merge.load_stage(stage)["env"]
 
 
+def stage_throttling(stage: str) -> dict[str, int]:
+    """What .chalice/config.json says for the stage (checked to be set, not defaulted)."""
+    config = json.loads((ROOT / ".chalice" / "config.json").read_text())
+    return config["stages"][stage]["api_throttling"]
+
+
+def model_indexes() -> set[tuple[str, tuple[tuple[str, str], ...], str]]:
+    """The uploads table's GSIs as the service declares them (pynamodb models)."""
+    from ucs_lambda.adapters.dynamo import UploadItem
+
+    found = set()
+    for index in UploadItem._get_schema()["global_secondary_indexes"]:
+        key_schema = sorted(index["key_schema"], key=lambda k: k["KeyType"])  # HASH, RANGE
+        keys = tuple((k["AttributeName"], k["KeyType"]) for k in key_schema)
+        found.add((index["index_name"], keys, index["projection"]["ProjectionType"]))
+    return found
+
+
+def cfn_indexes(props: dict[str, Any]) -> set[tuple[str, tuple[tuple[str, str], ...], str]]:
+    defined = {a["AttributeName"] for a in props["AttributeDefinitions"]}
+    found = set()
+    for index in props["GlobalSecondaryIndexes"]:
+        keys = tuple((k["AttributeName"], k["KeyType"]) for k in index["KeySchema"])
+        assert {name for name, _ in keys} <= defined
+        found.add((index["IndexName"], keys, index["Projection"]["ProjectionType"]))
+    return found
+
+
 def of_type(template: dict[str, Any], typ: str) -> dict[str, dict[str, Any]]:
     return {k: v for k, v in template["Resources"].items() if v["Type"] == typ}
 
@@ -50,9 +78,8 @@ def test_cfn_template_has_the_service_resources(packaged: dict[str, Any], stage:
     assert uploads["TableName"] == env["UCS_UPLOADS_TABLE"]
     assert files["KeySchema"] == [{"AttributeName": "file_id", "KeyType": "HASH"}]
     assert uploads["KeySchema"] == [{"AttributeName": "upload_id", "KeyType": "HASH"}]
-    (gsi,) = uploads["GlobalSecondaryIndexes"]
-    assert gsi["IndexName"] == "file_id-index"
-    assert gsi["KeySchema"] == [{"AttributeName": "file_id", "KeyType": "HASH"}]
+    assert cfn_indexes(uploads) == model_indexes()
+    assert "GlobalSecondaryIndexes" not in files
     for table in tables.values():
         p = table["Properties"]
         assert p["BillingMode"] == "PAY_PER_REQUEST"
@@ -122,7 +149,21 @@ def test_cfn_template_has_the_service_resources(packaged: dict[str, Any], stage:
 
     # the gateway responses (API Gateway's own errors as JSON) are still merged in
     body = res["RestAPI"]["Properties"]["DefinitionBody"]
-    assert "MISSING_AUTHENTICATION_TOKEN" in body["x-amazon-apigateway-gateway-responses"]
+    responses = body["x-amazon-apigateway-gateway-responses"]
+    assert "MISSING_AUTHENTICATION_TOKEN" in responses
+    assert responses["THROTTLED"]["statusCode"] == "429"
+    assert "tooManyRequests" in json.dumps(responses["THROTTLED"])
+
+    # stage throttling from the stage's api_throttling in .chalice/config.json
+    throttling = stage_throttling(stage)
+    assert res["RestAPI"]["Properties"]["MethodSettings"] == [
+        {
+            "ResourcePath": "/*",
+            "HttpMethod": "*",
+            "ThrottlingRateLimit": throttling["rate_limit"],
+            "ThrottlingBurstLimit": throttling["burst_limit"],
+        }
+    ]
 
 
 def test_templates_hold_no_secret(packaged: dict[str, Any]) -> None:
@@ -145,7 +186,25 @@ def test_terraform_names_the_same_resources(packaged: dict[str, Any]) -> None:
         p["Properties"]["TableName"] for p in of_type(cfn, "AWS::DynamoDB::Table").values()
     }
     uploads = r["aws_dynamodb_table"]["uploads"]
-    assert uploads["global_secondary_index"][0]["name"] == "file_id-index"
+    defined = {a["name"] for a in uploads["attribute"]}
+    tf_indexes = set()
+    for index in uploads["global_secondary_index"]:
+        keys = ((index["hash_key"], "HASH"),)
+        if "range_key" in index:
+            keys += ((index["range_key"], "RANGE"),)
+        assert {name for name, _ in keys} <= defined
+        tf_indexes.add((index["name"], keys, index["projection_type"]))
+    assert tf_indexes == model_indexes()
+    (settings,) = r["aws_api_gateway_method_settings"].values()
+    assert settings["method_path"] == "*/*"
+    assert settings["stage_name"] == "${aws_api_gateway_deployment.rest_api.stage_name}"
+    throttling = stage_throttling("dev")
+    assert settings["settings"] == [
+        {
+            "throttling_rate_limit": throttling["rate_limit"],
+            "throttling_burst_limit": throttling["burst_limit"],
+        }
+    ]
     assert all(
         t["billing_mode"] == "PAY_PER_REQUEST"
         and t["point_in_time_recovery"] == [{"enabled": True}]

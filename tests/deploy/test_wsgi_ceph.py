@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -23,17 +22,11 @@ from typing import Any
 import pytest
 
 from tests import ceph_support
+from tests.support import GUNICORN, free_port, gunicorn
 
 from .conftest import ROOT
 
-GUNICORN = Path(sys.executable).parent / "gunicorn"
 KEY = "wsgi-test-key-0123456789abcdef0123456789abcdef"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
@@ -144,27 +137,7 @@ def test_gunicorn_serves_an_upload(
     )
     token = admin("mint-token", "--user", "alice")
 
-    port = free_port()
-    log = (tmp_path / "gunicorn.log").open("wb")
-    server = subprocess.Popen(
-        [
-            str(GUNICORN),
-            "--workers",
-            "2",
-            "--threads",
-            "4",
-            "--bind",
-            f"127.0.0.1:{port}",
-            "ucs_lambda.wsgi:application",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    api = f"http://127.0.0.1:{port}"
-    try:
-        wait_http(api + "/openapi.json", server)
+    with gunicorn(env, tmp_path / "gunicorn.log", workers=2) as api:
         status, body = call("POST", f"{api}/uploads", {"file_id": f"F-{run}"}, token)
         assert status == 200, body
         upload_id = body["upload_id"]
@@ -193,7 +166,4 @@ def test_gunicorn_serves_an_upload(
         assert status == 200 and body["upload_status"] in ("uploaded", "accepted"), body
         status, body = call("GET", f"{api}/no/such/route", token=token)
         assert status == 404 and body["exception_id"] == "notFound", body
-    finally:
-        server.terminate()
-        server.wait(15)
     assert b"Traceback" not in (tmp_path / "gunicorn.log").read_bytes()

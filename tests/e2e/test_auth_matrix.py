@@ -96,6 +96,7 @@ def routes(world: dict[str, Any]) -> list[tuple[str, str, dict | None]]:
         ("POST", f"/uploads/{u}/parts/1/signed_urls", None),
         ("POST", f"/uploads/{u}/signed_urls", {"part_numbers": [1, 2]}),
         ("GET", f"/uploads/{u}/parts", None),
+        ("POST", "/batch/files", {"file_ids": [f]}),
         ("GET", f"/ga4gh/drs/v1/objects/{a}", None),
         ("GET", f"/ga4gh/drs/v1/objects/{a}/access/s3", None),
         ("POST", "/ga4gh/drs/v1/objects", {"bulk_object_ids": [a]}),
@@ -197,6 +198,12 @@ def test_users_without_rights_get_403_and_change_nothing(
         status, answer = call(method, url, stranger, body)
         if path.endswith("service-info"):
             assert status == 200
+            continue
+        if path == "/batch/files":  # batch lookup: a 403 per file, nothing else about it
+            assert status == 200, answer
+            (entry,) = answer["files"]
+            assert entry["status"] == 403 and entry["error"]["exception_id"] == "noFileAccess"
+            assert set(entry) == {"file_id", "status", "error"}
             continue
         if path.endswith("/objects"):  # bulk: a 403 per object, nothing else about it
             assert status == 200, answer

@@ -417,3 +417,46 @@ def test_a_renewed_token_file_lets_a_long_batch_continue(
     assert fresh not in result.stdout + result.stderr
     for file_id, _path, data in files:
         assert stored(local_stack, file_id) == data
+
+
+def test_the_first_byte_moves_after_a_few_api_calls_not_one_per_file(
+    tmp_path: Path,
+    local_stack: dict[str, Any],
+    stack_env: dict[str, str],
+    person: dict[str, str],
+    ghga_cli: list[str],
+) -> None:
+    """40 files: one batch lookup checks them all; transfers start after a handful of calls
+    (per file in flight: create, list parts, presign), not after 40+ round trips."""
+    files = make_study(stack_env, person["user"], tmp_path / "data", [1000] * 40)
+    manifest = write_upload_manifest(tmp_path / "data" / "upload.tsv", files)
+    ids = tmp_path / "ids.txt"
+    ids.write_text("\n".join(fid for fid, _, _ in files) + "\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    with FaultProxy() as proxy:
+        env = client_env(person["token"], proxy)
+        result = run_cli(ghga_cli, [*upload_batch(local_stack, manifest), "--json"], env)
+        assert result.returncode == 0, result.stderr[-3000:]
+        upload_log = list(proxy.requests)
+        proxy.reset_log()
+        result = run_cli(ghga_cli, [*download_batch(local_stack, ids, out), "--json"], env)
+        assert result.returncode == 0, result.stderr[-3000:]
+        download_log = list(proxy.requests)
+    s3_port = local_stack["aws_endpoint_url"].rsplit(":", 1)[1]
+
+    def api_calls_before_first(log: list[Any], method: str) -> int:
+        first = next(i for i, r in enumerate(log) if r.method == method and f":{s3_port}/" in r.url)
+        return sum(1 for r in log[:first] if f":{s3_port}/" not in r.url)
+
+    assert api_calls_before_first(upload_log, "PUT") <= 1 + 4 * 3
+    # Downloads: bulk requests only (the first stages all 40 files, later ones ask again for
+    # those still being staged), never one GET per file.
+    first_get = next(
+        i for i, r in enumerate(download_log) if r.method == "GET" and f":{s3_port}/" in r.url
+    )
+    before = [r for r in download_log[:first_get] if f":{s3_port}/" not in r.url]
+    assert before and all(r.method == "POST" and r.url.endswith("/objects") for r in before)
+    assert len(before) <= 5
+    assert sum(1 for r in upload_log if r.url.endswith("/batch/files")) == 1
+    assert sum(1 for r in download_log if r.method == "POST" and r.url.endswith("/objects")) >= 1

@@ -1,9 +1,11 @@
 """DynamoDB persistence with pynamodb: the files and uploads tables, and every status change.
 
 The invariant "per file at most one upload in pending/uploaded/accepted, none after accepted"
-lives in the ``active_upload_id`` attribute of the file item (docs/CONTRACTS.md). Every write
-that could break it is conditional, and the two-item changes are single ``TransactWriteItems``
-calls, so concurrent requests cannot both win; nothing here reads and then decides to write.
+lives in the ``active_upload_id`` attribute of the file item (docs/CONTRACTS.md); the same
+item counts the uploads created per time window (``attempt_window_start``/``attempt_count``,
+the churn limit). Every write that could break either is conditional, and the two-item
+changes are single ``TransactWriteItems`` calls, so concurrent requests cannot both win; a read
+here at most chooses which conditional write to send, the condition decides.
 
 Methods return ``False`` (or raise :class:`ConditionLost`) when a condition did not hold; the
 service layer then reads the current state, only to build a helpful error message.
@@ -29,19 +31,29 @@ from pynamodb.attributes import (
 )
 from pynamodb.connection import Connection
 from pynamodb.exceptions import PutError, TransactWriteError, UpdateError
-from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
+from pynamodb.indexes import AllProjection, GlobalSecondaryIndex, KeysOnlyProjection
 from pynamodb.models import Model
 from pynamodb.transactions import TransactWrite
 
 from ..config import Settings
+from ..domain.attempts import AttemptBudget
 from ..domain.models import FileRecord, UploadRecord, UploadStatus, Verification
 from ..domain.status import allowed_sources
 
 FILE_ID_INDEX = "file_id-index"
+STATUS_INDEX = "upload_status-index"
 
 
 class ConditionLost(Exception):
     """A conditional write found the item in a different state than required."""
+
+
+class AttemptsSpent(Exception):
+    """The file's upload-attempt window has no room (nothing was written)."""
+
+    def __init__(self, window_start: int | None) -> None:
+        super().__init__(f"attempt window opened at {window_start} is spent")
+        self.window_start = window_start
 
 
 def utcnow() -> datetime:
@@ -73,6 +85,9 @@ class FileItem(Model):
     # DRS staging: epoch seconds when the running staging job was claimed / finished.
     staging_started = NumberAttribute(null=True)
     staged_at = NumberAttribute(null=True)
+    # Upload churn: start (epoch seconds) of the current attempt window and attempts in it.
+    attempt_window_start = NumberAttribute(null=True)
+    attempt_count = NumberAttribute(null=True)
     # Computed by the validation job from the accepted object (absent on older files).
     sha256_checksum = UnicodeAttribute(null=True)
 
@@ -85,6 +100,21 @@ class FileIdIndex(GlobalSecondaryIndex):
         projection = AllProjection()
 
     file_id = UnicodeAttribute(hash_key=True)
+
+
+class StatusIndex(GlobalSecondaryIndex):
+    """Uploads by status and last change (``upload_status-index``), for the sweeps.
+
+    Keys only: the sweeps find few candidates and read each one again consistently, and the
+    index stays small (no copies of the part-ETag blobs of accepted uploads).
+    """
+
+    class Meta:
+        index_name = STATUS_INDEX
+        projection = KeysOnlyProjection()
+
+    upload_status = UnicodeAttribute(hash_key=True)
+    updated = UTCDateTimeAttribute(range_key=True)
 
 
 class UploadItem(Model):
@@ -124,6 +154,7 @@ class UploadItem(Model):
     copy_upload_id = UnicodeAttribute(null=True)
 
     file_id_index = FileIdIndex()
+    status_index = StatusIndex()
 
 
 _bind_lock = threading.Lock()
@@ -202,6 +233,10 @@ def _file_record(item: FileItem) -> FileRecord:
         accepted_at=item.accepted_at,
         staging_started=item.staging_started,
         staged_at=item.staged_at,
+        attempt_window_start=(
+            int(item.attempt_window_start) if item.attempt_window_start is not None else None
+        ),
+        attempt_count=int(item.attempt_count or 0),
         sha256_checksum=item.sha256_checksum,
     )
 
@@ -295,16 +330,28 @@ class Repository:
         except UploadItem.DoesNotExist:
             return None
 
+    def get_uploads(self, upload_ids: list[str]) -> dict[str, UploadRecord]:
+        """Many uploads by id with ``BatchGetItem`` (strongly consistent); missing are absent."""
+        unique = list(dict.fromkeys(upload_ids))
+        return {
+            item.upload_id: _upload_record(item)
+            for item in UploadItem.batch_get(unique, consistent_read=True)
+        }
+
     def uploads_for_file(self, file_id: str) -> list[UploadRecord]:
         """All attempts for a file via the GSI (eventually consistent), oldest first."""
         items = [_upload_record(i) for i in UploadItem.file_id_index.query(file_id)]
         return sorted(items, key=lambda u: u.created)
 
-    def create_upload(self, upload: UploadRecord) -> None:
-        """Store a new pending upload and take the file's lock in one transaction.
+    def create_upload(self, upload: UploadRecord, budget: AttemptBudget) -> None:
+        """Store a new pending upload, take the file's lock and count the attempt: one transaction.
 
-        Conditions: the file exists and has no ``active_upload_id``; the upload id is new.
-        Raises :class:`ConditionLost` when either does not hold.
+        Conditions: the file exists and has no ``active_upload_id``, the upload id is new, and
+        the upload fits the file's attempt window: counted into the running window if it has
+        room, or opening a new window if none is running. Which of the two transactions to
+        send is chosen from a consistent read of the file; their conditions decide, and one
+        lost because a racing request changed the file is sent once more from a fresh read.
+        Raises :class:`ConditionLost` (lock taken, file gone) or :class:`AttemptsSpent`.
         """
         now = upload.created
         item = UploadItem(
@@ -317,23 +364,46 @@ class Repository:
             created=now,
             updated=now,
         )
-        try:
-            with _transaction(self.settings) as tw:
-                tw.update(
-                    FileItem(upload.file_id),
-                    actions=[
-                        FileItem.active_upload_id.set(upload.upload_id),
-                        FileItem.current_upload_id.set(upload.upload_id),
-                        FileItem.update_date.set(now),
-                    ],
-                    condition=FileItem.file_id.exists()
-                    & FileItem.active_upload_id.does_not_exist(),
+        lock = [
+            FileItem.active_upload_id.set(upload.upload_id),
+            FileItem.current_upload_id.set(upload.upload_id),
+            FileItem.update_date.set(now),
+        ]
+        for _ in range(2):
+            file = self.get_file(upload.file_id)
+            if file is None or file.active_upload_id:
+                raise ConditionLost(upload.upload_id)
+            start = file.attempt_window_start
+            if budget.spent(start, file.attempt_count):
+                raise AttemptsSpent(start)
+            if budget.is_current(start):
+                charge = [FileItem.attempt_count.add(1)]
+                fits = (FileItem.attempt_window_start > budget.current_after) & (
+                    FileItem.attempt_count < budget.limit
                 )
-                tw.save(item, condition=UploadItem.upload_id.does_not_exist())
-        except TransactWriteError as exc:
-            if _lost(exc):
-                raise ConditionLost(upload.upload_id) from None
-            raise
+            else:
+                charge = [
+                    FileItem.attempt_window_start.set(budget.now),
+                    FileItem.attempt_count.set(1),
+                ]
+                fits = FileItem.attempt_window_start.does_not_exist() | (
+                    FileItem.attempt_window_start <= budget.current_after
+                )
+            try:
+                with _transaction(self.settings) as tw:
+                    tw.update(
+                        FileItem(upload.file_id),
+                        actions=lock + charge,
+                        condition=FileItem.file_id.exists()
+                        & FileItem.active_upload_id.does_not_exist()
+                        & fits,
+                    )
+                    tw.save(item, condition=UploadItem.upload_id.does_not_exist())
+                return
+            except TransactWriteError as exc:
+                if not _lost(exc):
+                    raise
+        raise ConditionLost(upload.upload_id)
 
     def mark_uploaded(
         self,
@@ -566,12 +636,23 @@ class Repository:
     def uploads_in_status(
         self, status: UploadStatus, updated_before: datetime
     ) -> Iterator[UploadRecord]:
-        """Uploads in ``status`` not updated since ``updated_before`` (a scan: sweeps only)."""
-        condition = (UploadItem.upload_status == status.value) & (
-            UploadItem.updated < updated_before
+        """Uploads in ``status`` not updated since ``updated_before``, oldest first (sweeps).
+
+        A query of ``upload_status-index`` reads only the candidates, not the whole table. The
+        index is eventually consistent and holds keys only, so every hit is read again and
+        yielded only while it still qualifies.
+        """
+        hits = UploadItem.status_index.query(
+            status.value, range_key_condition=UploadItem.updated < updated_before
         )
-        for item in UploadItem.scan(filter_condition=condition):
-            yield _upload_record(item)
+        for hit in hits:
+            upload = self.get_upload(hit.upload_id)
+            if (
+                upload is not None
+                and upload.upload_status is status
+                and upload.updated < updated_before
+            ):
+                yield upload
 
     # ---- DRS staging -------------------------------------------------------------------
 

@@ -1,12 +1,14 @@
 """Create the tables, buckets and queue the service needs (idempotent).
 
 Used by ``python -m ucs_lambda.admin create-resources``, the local stack and the tests, so all
-three get the same schema (including the ``file_id-index`` GSI).
+three get the same schema (including the ``file_id-index`` and ``upload_status-index`` GSIs).
 """
 
 from __future__ import annotations
 
 import logging
+import time
+from typing import Any
 
 from botocore.exceptions import ClientError
 
@@ -18,14 +20,70 @@ log = logging.getLogger(__name__)
 
 
 def create_tables(settings: Settings) -> list[str]:
-    """Create both tables (on-demand billing) unless they exist; returns what was created."""
+    """Create both tables (on-demand billing) unless they exist; returns what was created.
+
+    A table created by an older version gets the global secondary indexes it lacks (e.g.
+    ``upload_status-index``, which the stale-upload sweep queries).
+    """
     _bind(settings)
     created = []
     for model in (FileItem, UploadItem):
         if not model.exists():
             model.create_table(billing_mode="PAY_PER_REQUEST", wait=True)
             created.append(model.Meta.table_name)
+        else:
+            added = add_missing_indexes(model, settings)
+            created += [f"{model.Meta.table_name}/{index}" for index in added]
     return created
+
+
+def add_missing_indexes(
+    model: type[FileItem] | type[UploadItem], settings: Settings, timeout: float = 1800
+) -> list[str]:
+    """Create the model's GSIs the existing table lacks, one per ``UpdateTable`` call (as
+    DynamoDB requires), each waited for until ``ACTIVE`` (queries fail while it backfills)."""
+    client = aws.client("dynamodb", settings)
+    table = model.Meta.table_name
+    have = {
+        i["IndexName"]
+        for i in client.describe_table(TableName=table)["Table"].get("GlobalSecondaryIndexes", [])
+    }
+    added = []
+    for index in model._indexes.values():  # pynamodb's declared indexes
+        schema = index._get_schema()
+        name = schema["index_name"]
+        if name in have:
+            continue
+        client.update_table(
+            TableName=table,
+            AttributeDefinitions=schema["attribute_definitions"],
+            GlobalSecondaryIndexUpdates=[
+                {
+                    "Create": {
+                        "IndexName": name,
+                        # HASH before RANGE, as DynamoDB wants (pynamodb sorts them likewise)
+                        "KeySchema": sorted(schema["key_schema"], key=lambda k: k["KeyType"]),
+                        "Projection": schema["projection"],
+                    }
+                }
+            ],
+        )
+        deadline = time.monotonic() + timeout
+        while not _index_active(client, table, name):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"index {name} of table {table} is not active yet")
+            time.sleep(2)
+        log.info("added index %s to table %s", name, table)
+        added.append(name)
+    return added
+
+
+def _index_active(client: Any, table: str, name: str) -> bool:
+    described = client.describe_table(TableName=table)["Table"]
+    for index in described.get("GlobalSecondaryIndexes", []):
+        if index["IndexName"] == name:
+            return index.get("IndexStatus", "ACTIVE") == "ACTIVE"
+    return False
 
 
 def create_buckets(settings: Settings, abort_incomplete_days: int = 14) -> list[str]:

@@ -101,8 +101,16 @@ class Storage:
             resp = self.client.create_multipart_upload(Bucket=bucket, Key=key, **extra)
         return str(resp["UploadId"])
 
-    def presign_upload_part(self, bucket: str, key: str, s3_upload_id: str, part_no: int) -> str:
-        """A SigV4 presigned PUT URL for one part (no network call)."""
+    def presign_upload_part(
+        self, bucket: str, key: str, s3_upload_id: str, part_no: int, content_length: int
+    ) -> str:
+        """A SigV4 presigned PUT URL for one part of exactly ``content_length`` bytes.
+
+        botocore serialises ``ContentLength`` into a ``Content-Length`` header and signs every
+        header of the request, so ``X-Amz-SignedHeaders`` becomes ``content-length;host``: S3
+        (and Ceph RGW, tests/e2e/test_hardening.py) refuses a body of another length with
+        403 ``SignatureDoesNotMatch``. No network call.
+        """
         return str(
             self.client.generate_presigned_url(
                 "upload_part",
@@ -111,6 +119,7 @@ class Storage:
                     "Key": key,
                     "UploadId": s3_upload_id,
                     "PartNumber": part_no,
+                    "ContentLength": content_length,
                 },
                 ExpiresIn=self.settings.presign_ttl,
             )

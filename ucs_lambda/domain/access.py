@@ -6,14 +6,17 @@ operator) may download. Authentication (is the token valid?) happens before, in 
 
 from __future__ import annotations
 
-from .errors import NoFileAccess, NoSuchObject
+from .errors import NoFileAccess, NoSuchObject, NoUploadAccess
 from .models import FileRecord
 
 
-def require_submitter(file: FileRecord, user_id: str) -> None:
-    """Raise ``noFileAccess`` unless ``user_id`` is a registered submitter of ``file``."""
+def require_submitter(file: FileRecord, user_id: str, upload_id: str | None = None) -> None:
+    """Raise ``noFileAccess`` unless ``user_id`` is a registered submitter of ``file``.
+
+    ``upload_id``: the caller named an upload, not the file; the error then withholds the file.
+    """
     if user_id not in file.submitters:
-        raise NoFileAccess(file.file_id)
+        raise NoFileAccess(file.file_id) if upload_id is None else NoUploadAccess(upload_id)
 
 
 def require_reader(file: FileRecord, user_id: str) -> None:

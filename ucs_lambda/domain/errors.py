@@ -42,11 +42,29 @@ class InvalidRequest(DomainError):
 
 
 class NoFileAccess(DomainError):
+    """The caller may not act on the file it named (ucs.yaml: 403, ``data.file_id`` required)."""
+
     exception_id = "noFileAccess"
 
     def __init__(self, file_id: str) -> None:
         super().__init__(
             f"The user has no access to the file with ID {file_id!r}.", {"file_id": file_id}
+        )
+
+
+class NoUploadAccess(NoFileAccess):
+    """``noFileAccess`` for another user's upload: the upload's file is not named.
+
+    Error bodies carry only ids the caller sent. ``data.file_id`` (required by ucs.yaml) is
+    empty, so a guessed upload id reveals that the upload exists (403 vs 404, as ucs.yaml
+    prescribes) but not whose file it belongs to.
+    """
+
+    def __init__(self, upload_id: str) -> None:
+        DomainError.__init__(
+            self,
+            f"The user has no access to the upload with ID {upload_id!r}.",
+            {"file_id": "", "upload_id": upload_id},
         )
 
 
@@ -133,3 +151,23 @@ class BulkRequestTooLarge(DomainError):
             f"A bulk request may name at most {limit} objects, this one names {requested}.",
             {"limit": limit, "requested": requested},
         )
+
+
+class TooManyUploadAttempts(DomainError):
+    """Upload churn: more new uploads for one file than ``UCS_UPLOAD_ATTEMPTS_PER_WINDOW`` allows
+    within ``UCS_UPLOAD_ATTEMPT_WINDOW_SECONDS`` (HTTP 429 with ``Retry-After``)."""
+
+    exception_id = "tooManyUploadAttempts"
+
+    def __init__(self, file_id: str, limit: int, window_seconds: int, retry_after: int) -> None:
+        super().__init__(
+            f"Too many upload attempts for the file with ID {file_id!r}: at most {limit} per "
+            f"{window_seconds} seconds; retry after {retry_after} seconds.",
+            {
+                "file_id": file_id,
+                "limit": limit,
+                "window_seconds": window_seconds,
+                "retry_after": retry_after,
+            },
+        )
+        self.retry_after = retry_after

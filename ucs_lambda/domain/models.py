@@ -63,6 +63,9 @@ class FileRecord:
     accepted_at: datetime | None = None
     staging_started: float | None = None
     staged_at: float | None = None
+    #: Upload churn: start (epoch seconds) of the file's attempt window, uploads created in it.
+    attempt_window_start: int | None = None
+    attempt_count: int = 0
     #: SHA-256 the validation job computed from the accepted object (None: accepted before
     #: the server recorded one, or not accepted yet).
     sha256_checksum: str | None = None

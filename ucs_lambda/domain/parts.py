@@ -47,6 +47,27 @@ def part_count(file_size: int, part_size: int) -> int:
     return max(1, _ceil_div(file_size, part_size))
 
 
+def part_length(file_size: int, part_size: int, part_no: int) -> int:
+    """The exact byte count of part ``part_no`` (1-based): what its presigned URL is signed for.
+
+    ``min(part_size, size - (n-1) * part_size)``; an empty file has one part of 0 bytes. Raises
+    :class:`PartBeyondFile` for a part number past the file's last part.
+    """
+    count = part_count(file_size, part_size)
+    if not 1 <= part_no <= count:
+        raise PartBeyondFile(part_no, count)
+    return min(part_size, file_size - (part_no - 1) * part_size)
+
+
+class PartBeyondFile(ValueError):
+    """A part number the file does not have (S3 would take its bytes into the object)."""
+
+    def __init__(self, part_no: int, count: int) -> None:
+        super().__init__(f"part {part_no} is beyond the file's last part ({count})")
+        self.part_no = part_no
+        self.count = count
+
+
 def part_ranges(file_size: int, part_size: int) -> list[tuple[int, int, int]]:
     """``(part_no, first_byte, last_byte)`` for each part, inclusive ranges (HTTP Range style)."""
     return [

@@ -36,6 +36,7 @@ STATUS_BY_ID: dict[str, int] = {
     "methodNotAllowed": 405,
     "payloadTooLarge": 413,
     "unsupportedMediaType": 415,
+    "tooManyUploadAttempts": 429,
     "internalError": 500,
 }
 
@@ -64,6 +65,9 @@ def error_response(
     all_headers = dict(JSON_HEADERS)
     if code == 401:
         all_headers["WWW-Authenticate"] = 'Bearer realm="ghga"'
+    retry_after = getattr(error, "retry_after", None)
+    if retry_after is not None:
+        all_headers["Retry-After"] = str(retry_after)
     all_headers.update(headers or {})
     return Response(body=error.to_body(), status_code=code, headers=all_headers)
 
@@ -104,6 +108,10 @@ def read_json_object(request: Request, required: bool = True) -> dict[str, Any]:
         value = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
         raise InvalidRequest(f"The request body is not valid JSON: {exc}", {}) from None
+    except RecursionError:
+        # json's C scanner gives up after about 1,000 levels (the interpreter's recursion
+        # limit), quickly and without harm; no body of this API nests more than three.
+        raise InvalidRequest("The request body is nested too deeply.", {}) from None
     if not isinstance(value, dict):
         raise InvalidRequest("The request body must be a JSON object.", {})
     return value
@@ -116,9 +124,35 @@ def require_string(body: dict[str, Any], field: str) -> str:
     return value
 
 
+def authorization_header(request: Request) -> str | None:
+    """The request's one ``Authorization`` header; ``invalidRequest`` when it has several.
+
+    With two headers, a proxy that checks one and a server that reads the other would disagree
+    about who is calling, so such requests are refused (400, as RFC 6750 asks for a repeated
+    parameter). How repeats reach the app: API Gateway's REST proxy event lists every value in
+    ``multiValueHeaders`` (``headers`` keeps the last); WSGI servers (gunicorn, wsgiref) join
+    repeats with commas, and ``build/serve_local.py`` does the same for ``chalice local``, whose
+    own handler would keep only the first. A bearer token never contains a comma.
+    """
+    event = request.to_original_event()
+    repeated = [
+        value
+        for name, values in (event.get("multiValueHeaders") or {}).items()
+        if name.lower() == "authorization"
+        for value in values or ()
+    ]
+    value = request.headers.get("authorization")
+    if len(repeated) > 1 or (value is not None and "," in value):
+        raise InvalidRequest(
+            "The request carries more than one Authorization header; send exactly one.",
+            {"header": "Authorization"},
+        )
+    return value
+
+
 def authenticate(request: Request) -> str:
     """The user id of the request's bearer token (raises notAuthenticated)."""
-    return tokens.from_header(request.headers.get("authorization"))
+    return tokens.from_header(authorization_header(request))
 
 
 Handler = Callable[..., Any]

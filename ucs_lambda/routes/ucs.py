@@ -107,3 +107,22 @@ def create_presigned_urls(request: Request, user: str, upload_id: str) -> Respon
 def list_upload_parts(request: Request, user: str, upload_id: str) -> Response:
     """Extension: the parts S3 already holds, to resume an interrupted upload."""
     return json_response(_service().list_parts(user, upload_id))
+
+
+@bp.route("/batch/files", methods=["POST"])
+@endpoint(statuses={"bulkRequestTooLarge": 413})
+def lookup_files(request: Request, user: str) -> Response:
+    """Extension: metadata and current upload of many files (``{"file_ids": [...]}``)."""
+    body = read_json_object(request)
+    ids = body.get("file_ids")
+    if (
+        not isinstance(ids, list)
+        or not ids
+        or not all(isinstance(i, str) and i for i in ids)
+        or set(body) - {"file_ids"}
+    ):
+        raise InvalidRequest(
+            "'file_ids' must be a non-empty list of non-empty strings (and nothing else).",
+            {"field": "file_ids"},
+        )
+    return json_response({"files": _service().lookup_files(user, ids)})

@@ -15,23 +15,26 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from ..adapters.dynamo import ConditionLost, Repository, utcnow
+from ..adapters.dynamo import AttemptsSpent, ConditionLost, Repository, utcnow
 from ..adapters.s3 import ObjectMissing, Part, Storage, StorageError
 from ..adapters.sqs import JobQueue, JobQueueError
 from ..config import Settings, get_settings
 from ..domain import access
+from ..domain.attempts import AttemptBudget
 from ..domain.errors import (
+    BulkRequestTooLarge,
     DomainError,
     ExistingActiveUpload,
     FileNotRegistered,
     InvalidRequest,
     NoSuchUpload,
+    TooManyUploadAttempts,
     UploadNotPending,
     UploadStatusChange,
 )
 from ..domain.integrity import is_md5_hex
 from ..domain.models import FileRecord, UploadRecord, UploadStatus
-from ..domain.parts import MAX_PARTS, FileTooLarge, part_size_for
+from ..domain.parts import MAX_PARTS, FileTooLarge, PartBeyondFile, part_length, part_size_for
 from ..domain.status import check_client_change
 
 log = logging.getLogger(__name__)
@@ -111,23 +114,69 @@ class UploadService:
         access.require_submitter(file, user_id)
         return file
 
-    def _upload_for_submitter(self, user_id: str, upload_id: str) -> UploadRecord:
+    def _upload_and_file(self, user_id: str, upload_id: str) -> tuple[UploadRecord, FileRecord]:
         upload = self.repo.get_upload(upload_id)
         if upload is None:
             raise NoSuchUpload(upload_id)
         file = self.repo.get_file(upload.file_id)
         if file is None:  # uploads outlive no file; treat a dangling one as unknown
             raise NoSuchUpload(upload_id)
-        access.require_submitter(file, user_id)
-        return upload
+        access.require_submitter(file, user_id, upload_id=upload_id)
+        return upload, file
 
-    def _pending_upload(self, user_id: str, upload_id: str) -> UploadRecord:
-        upload = self._upload_for_submitter(user_id, upload_id)
+    def _upload_for_submitter(self, user_id: str, upload_id: str) -> UploadRecord:
+        return self._upload_and_file(user_id, upload_id)[0]
+
+    def _pending_upload_and_file(
+        self, user_id: str, upload_id: str
+    ) -> tuple[UploadRecord, FileRecord]:
+        upload, file = self._upload_and_file(user_id, upload_id)
         if upload.upload_status is not UploadStatus.PENDING:
             raise UploadNotPending(upload_id, upload.upload_status.value)
-        return upload
+        return upload, file
+
+    def _pending_upload(self, user_id: str, upload_id: str) -> UploadRecord:
+        return self._pending_upload_and_file(user_id, upload_id)[0]
 
     # ---- operations --------------------------------------------------------------------
+
+    def lookup_files(self, user_id: str, file_ids: list[str]) -> list[dict[str, Any]]:
+        """Batch ``GET /files/{id}`` plus each file's current upload (extension, one call).
+
+        A client uploading a study checks every file before any byte moves; per file the
+        answer is what the single routes would say: metadata and the current upload's details,
+        or the error (404 ``fileNotRegistered``, 403 ``noFileAccess``). Two ``BatchGetItem``
+        reads, not two calls per file.
+        """
+        limit = self.settings.max_batch_files
+        if len(file_ids) > limit:
+            raise BulkRequestTooLarge(len(file_ids), limit)
+        ids = list(dict.fromkeys(file_ids))
+        files = self.repo.get_files(ids)
+        allowed: dict[str, FileRecord] = {}
+        results: dict[str, dict[str, Any]] = {}
+        for file_id in ids:
+            file = files.get(file_id)
+            try:
+                if file is None:
+                    raise FileNotRegistered(file_id)
+                access.require_submitter(file, user_id)
+            except DomainError as exc:
+                status = 404 if isinstance(exc, FileNotRegistered) else 403
+                results[file_id] = {"file_id": file_id, "status": status, "error": exc.to_body()}
+                continue
+            allowed[file_id] = file
+        current = [f.current_upload_id for f in allowed.values() if f.current_upload_id]
+        uploads = self.repo.get_uploads(current) if current else {}
+        for file_id, file in allowed.items():
+            upload = uploads.get(file.current_upload_id or "")
+            results[file_id] = {
+                "file_id": file_id,
+                "status": 200,
+                "metadata": file.metadata(),
+                "current_upload": upload.details() if upload else None,
+            }
+        return [results[file_id] for file_id in ids]
 
     def get_file_metadata(self, user_id: str, file_id: str) -> dict[str, Any]:
         return self._file_for_submitter(user_id, file_id).metadata()
@@ -153,6 +202,12 @@ class UploadService:
             part_size = part_size_for(file.size, default=s.part_size, minimum=s.min_part_size)
         except FileTooLarge as exc:  # admin refuses such files; defend anyway
             raise InvalidRequest(str(exc), {"file_id": file_id}) from None
+        budget = AttemptBudget(
+            s.upload_attempts_per_window, s.upload_attempt_window_seconds, int(time.time())
+        )
+        if budget.spent(file.attempt_window_start, file.attempt_count):
+            # fast path: no S3 work; the transaction below is what enforces the limit
+            raise self._too_many(file_id, budget, file.attempt_window_start)
         upload_id = str(uuid.uuid4())
         key = f"{file_id}/{upload_id}"
         s3_upload_id = self.storage.create_multipart_upload(s.inbox_bucket, key)
@@ -168,7 +223,10 @@ class UploadService:
             updated=now,
         )
         try:
-            self.repo.create_upload(upload)
+            self.repo.create_upload(upload, budget)
+        except AttemptsSpent as exc:
+            self._quietly(self.storage.abort_multipart_upload, s.inbox_bucket, key, s3_upload_id)
+            raise self._too_many(file_id, budget, exc.window_start) from None
         except ConditionLost:
             self._quietly(self.storage.abort_multipart_upload, s.inbox_bucket, key, s3_upload_id)
             if self.repo.get_file(file_id) is None:
@@ -179,28 +237,56 @@ class UploadService:
             raise
         return upload.details()
 
-    def presign_part(self, user_id: str, upload_id: str, part_no: int) -> dict[str, Any]:
-        upload = self._pending_upload(user_id, upload_id)
-        url = self.storage.presign_upload_part(
-            self.settings.inbox_bucket, upload.object_key, upload.s3_upload_id, part_no
+    def _part_urls(
+        self, upload: UploadRecord, file: FileRecord, part_numbers: list[int], field: str
+    ) -> list[dict[str, Any]]:
+        """Presigned PUT URLs, each signed for its part's exact ``Content-Length``.
+
+        With only ``host`` signed, a URL took a body of any size, and part numbers the file
+        does not have could be filled; the completion then assembled whatever S3 held. Now S3
+        refuses another length (``SignatureDoesNotMatch``) and part numbers past the registered
+        size are refused here. ``Content-MD5`` is not signed (docs/CONTRACTS.md says why).
+        """
+        lengths = []
+        for n in part_numbers:
+            try:
+                lengths.append(part_length(file.size, upload.part_size, n))
+            except PartBeyondFile as exc:
+                parts = "1 part" if exc.count == 1 else f"{exc.count} parts"
+                raise InvalidRequest(
+                    f"Part {n} does not exist: the file's {file.size} bytes make {parts} "
+                    f"of at most {upload.part_size} bytes.",
+                    {"field": field, "part_no": n, "part_count": exc.count},
+                ) from None
+        bucket = self.settings.inbox_bucket
+        return [
+            {
+                "part_no": n,
+                "url": self.storage.presign_upload_part(
+                    bucket, upload.object_key, upload.s3_upload_id, n, length
+                ),
+            }
+            for n, length in zip(part_numbers, lengths)
+        ]
+
+    @staticmethod
+    def _too_many(
+        file_id: str, budget: AttemptBudget, window_start: int | None
+    ) -> TooManyUploadAttempts:
+        return TooManyUploadAttempts(
+            file_id, budget.limit, budget.window_seconds, budget.retry_after(window_start)
         )
-        return {"url": url}
+
+    def presign_part(self, user_id: str, upload_id: str, part_no: int) -> dict[str, Any]:
+        upload, file = self._pending_upload_and_file(user_id, upload_id)
+        return {"url": self._part_urls(upload, file, [part_no], "part_no")[0]["url"]}
 
     def presign_parts(
         self, user_id: str, upload_id: str, part_numbers: list[int]
     ) -> dict[str, Any]:
         """Batch presign (extension): one request for up to ``UCS_MAX_BATCH_URLS`` parts."""
-        upload = self._pending_upload(user_id, upload_id)
-        bucket = self.settings.inbox_bucket
-        urls = [
-            {
-                "part_no": n,
-                "url": self.storage.presign_upload_part(
-                    bucket, upload.object_key, upload.s3_upload_id, n
-                ),
-            }
-            for n in part_numbers
-        ]
+        upload, file = self._pending_upload_and_file(user_id, upload_id)
+        urls = self._part_urls(upload, file, part_numbers, "part_numbers")
         return {"urls": urls, "expires_in": self.settings.presign_ttl}
 
     def list_parts(self, user_id: str, upload_id: str) -> dict[str, Any]:

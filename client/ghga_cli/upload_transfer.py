@@ -1,0 +1,410 @@
+"""The engine's transfer of one upload: parts stream from the file, hashed beside the send.
+
+How bytes and checksums flow (memory independent of the file and of the part size):
+
+- Parts stream from the file: each engine handle reads its part straight from disk through its
+  own file object (``READFUNCTION`` of a :class:`PartStream`, 2 MiB per call with
+  ``UPLOAD_BUFFERSIZE``), positioned with ``seek`` (no ``pread``: Windows has none), with
+  ``INFILESIZE_LARGE`` set (never chunked encoding) and an empty ``Expect:``. Nothing of a part
+  is kept: a retried part is read from the file again. Memory is ``parallel`` x libcurl's
+  upload buffer plus the hashers' buffers, whatever the part size (5 TiB files get ~525 MiB
+  parts), so ``--parallel`` is never lowered for large parts.
+- Each part's MD5 is computed while the part is sent, on a small thread pool that reads the same
+  range through its own file objects (:class:`PartHasher`; 8 MiB reads, ``hashlib`` releases the
+  GIL, so hashing uses the other cores and never blocks the engine's loop). The answer's ``ETag``
+  must equal it (S3 semantics for unencrypted and SSE-S3 objects); a mismatch is retried, then
+  fails with exit code 5. ``--no-part-md5`` turns this off for CPU-starved machines.
+- The whole-file MD5, where it is still needed, is one sequential pass on its own thread
+  (:class:`WholeFileHasher`), in file order, with one buffer.
+- Parts S3 already holds (a resumed upload) are hashed from the local file first and skipped
+  only when size and ETag match; sending starts at once with the parts S3 lacks.
+
+Presigned URLs are short-lived, so they are fetched in batches just before use (batch size follows
+the observed part rate so that a batch is used well within its lifetime), refreshed when older
+than half their lifetime, and on a 403 answer (:class:`UrlProvider`).
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import io
+import os
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO, Callable
+
+from ghga_cli.api import PartInfo
+from ghga_cli.curl import pycurl_module
+from ghga_cli.engine import Part, PartError, Slot, Transfer
+from ghga_cli.errors import EXIT_INTEGRITY, CliError, IntegrityError
+from ghga_cli.integrity import READ_BLOCK, normalise_etag
+
+UPLOAD_BUFFER = 2 * 1024 * 1024
+#: Threads hashing parts (the machine's cores, at most 4: MD5 runs at ~0.7 GB/s per core).
+HASH_WORKERS = max(1, min(4, os.cpu_count() or 2))
+
+
+def _read_range(handle: BinaryIO, offset: int, size: int, buffer: bytearray, digest: Any) -> int:
+    """Feed ``size`` bytes at ``offset`` of ``handle`` into ``digest``; bytes read."""
+    view = memoryview(buffer)
+    handle.seek(offset)
+    remaining = size
+    while remaining > 0:
+        n = handle.readinto(view[: min(remaining, len(buffer))])  # type: ignore[attr-defined]
+        if not n:
+            break
+        digest.update(view[:n])
+        remaining -= n
+    return size - remaining
+
+
+class PartHasher:
+    """MD5s of file ranges on a thread pool; each thread has its own file object and buffer."""
+
+    def __init__(self, path: Path, workers: int = HASH_WORKERS) -> None:
+        self.path = path
+        self._pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="ghga-md5")
+        self._local = threading.local()
+        self._handles: list[BinaryIO] = []
+        self._lock = threading.Lock()
+
+    def submit(self, offset: int, size: int) -> Future[str]:
+        return self._pool.submit(self._md5, offset, size)
+
+    def _md5(self, offset: int, size: int) -> str:
+        handle = getattr(self._local, "handle", None)
+        if handle is None:
+            handle = self.path.open("rb", buffering=0)
+            self._local.handle = handle
+            self._local.buffer = bytearray(READ_BLOCK)
+            with self._lock:
+                self._handles.append(handle)
+        digest = hashlib.md5()
+        if _read_range(handle, offset, size, self._local.buffer, digest) != size:
+            raise IntegrityError(
+                f"{self.path} became shorter while it was read",
+                "do not modify the file during the upload",
+            )
+        return digest.hexdigest()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        with self._lock:
+            for handle in self._handles:
+                handle.close()
+            self._handles = []
+
+
+class WholeFileHasher:
+    """The whole file's MD5 in one sequential pass on its own thread (bounded memory)."""
+
+    def __init__(self, path: Path, size: int) -> None:
+        self.path = path
+        self.size = size
+        self._result: Future[str] = Future()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="ghga-file-md5", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def result(self) -> str:
+        return self._result.result()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        try:
+            digest = hashlib.md5()
+            buffer = bytearray(READ_BLOCK)
+            view = memoryview(buffer)
+            done = 0
+            with self.path.open("rb", buffering=0) as handle:
+                while not self._stop.is_set():
+                    n = handle.readinto(buffer)
+                    if not n:
+                        break
+                    digest.update(view[:n])
+                    done += n
+            if self._stop.is_set():
+                raise CliError("stopped")
+            if done != self.size:
+                raise IntegrityError(
+                    f"{self.path} changed size while it was read ({done} of {self.size} bytes)",
+                    "do not modify the file during the upload",
+                )
+            self._result.set_result(digest.hexdigest())
+        except BaseException as exc:  # surfaced by result()
+            self._result.set_exception(exc)
+
+
+class PartStream:
+    """libcurl's body source for one part: reads ``size`` bytes at ``offset`` of ``handle``.
+
+    ``read`` is called with libcurl's buffer size (2 MiB) and never returns more than the part
+    holds; ``seek`` serves libcurl's rewind when it resends a body on a reused connection.
+    """
+
+    def __init__(self, handle: BinaryIO, offset: int, size: int) -> None:
+        self.handle = handle
+        self.offset = offset
+        self.size = size
+        self.position = 0
+        handle.seek(offset)
+
+    def read(self, n: int) -> bytes:
+        n = min(n, self.size - self.position)
+        if n <= 0:
+            return b""
+        data = self.handle.read(n)
+        self.position += len(data)
+        return data
+
+    def seek(self, offset: int, origin: int) -> int:
+        if origin == io.SEEK_SET:
+            self.position = offset
+        elif origin == io.SEEK_CUR:
+            self.position += offset
+        else:
+            self.position = self.size + offset
+        self.handle.seek(self.offset + self.position)
+        return 0  # CURL_SEEKFUNC_OK
+
+
+@dataclass
+class _SlotBody:
+    """What one handle reads (the part) and writes (S3's answer) for its current part."""
+
+    stream: PartStream
+    response: io.BytesIO
+
+
+@dataclass
+class UploadPart(Part):
+    """A part of an upload: its MD5 (computed while it is sent) belongs to this attempt."""
+
+    digest: Future[str] | None = field(default=None, repr=False)
+
+
+class UrlProvider:
+    """Presigned part URLs, fetched in batches shortly before use and refreshed when old."""
+
+    def __init__(
+        self,
+        presign: Callable[[str, list[int]], tuple[dict[int, str], float]],
+        upload_id: str,
+        part_count: int,
+        skip_hint: set[int],
+        *,
+        min_batch: int = 16,
+        max_batch: int = 1000,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self._presign = presign  # UcsClient.presign_parts of the calling thread
+        self.upload_id = upload_id
+        self.part_count = part_count
+        self.skip_hint = skip_hint
+        self.min_batch = max(1, min_batch)
+        self.max_batch = max(self.min_batch, max_batch)
+        self._clock = clock
+        self._urls: dict[int, tuple[str, float]] = {}  # part_no -> (url, stale_at)
+        self._started = clock()
+        self._parts_done = 0
+        self._lock = threading.Lock()
+        self.batches = 0
+
+    def note_part_done(self) -> None:
+        self._parts_done += 1
+
+    def batch_size(self, lifetime: float = 900.0) -> int:
+        """Parts expected to be used within a third of a URL's lifetime (clamped)."""
+        elapsed = self._clock() - self._started
+        if self._parts_done < 2 or elapsed <= 0:
+            return self.min_batch
+        rate = self._parts_done / elapsed
+        return int(max(self.min_batch, min(self.max_batch, rate * lifetime / 3)))
+
+    def get(self, number: int, refresh: bool = False) -> str:
+        with self._lock:
+            now = self._clock()
+            cached = self._urls.get(number)
+            if cached is not None and not refresh and now < cached[1]:
+                return self._urls.pop(number)[0]
+            wanted = [number]
+            candidate = number + 1
+            limit = self.batch_size()
+            while len(wanted) < limit and candidate <= self.part_count:
+                entry = self._urls.get(candidate)
+                if candidate not in self.skip_hint and (entry is None or now >= entry[1]):
+                    wanted.append(candidate)
+                candidate += 1
+            urls, expires_in = self._presign(self.upload_id, wanted)
+            if number not in urls:  # cannot happen with a correct server; fail clearly if it does
+                raise CliError(f"the API returned no upload URL for part {number}")
+            self.batches += 1
+            stale_at = self._clock() + max(1.0, expires_in / 2)
+            for part_no, url in urls.items():
+                self._urls[part_no] = (url, stale_at)
+            return self._urls.pop(number)[0]
+
+
+class UploadTransfer(Transfer[UploadPart]):
+    """The engine's view of an upload: which parts to send, from where, and how to check them.
+
+    Parts S3 lacks are ready at once; parts S3 holds (``existing``) are hashed first and become
+    ready only if they do not match. ``on_skipped`` hears of each stored part that matched.
+    """
+
+    direction = "upload"
+
+    def __init__(
+        self,
+        label: str,
+        path: Path,
+        pieces: list[tuple[int, int]],
+        urls: UrlProvider,
+        *,
+        existing: dict[int, PartInfo] | None = None,
+        check_parts: bool = True,
+        hasher: PartHasher | None = None,
+        on_skipped: Callable[[int], None] | None = None,
+    ) -> None:
+        super().__init__(label)
+        self.path = path
+        self.pieces = pieces
+        self.urls = urls
+        self.check_parts = check_parts
+        self.hasher = hasher or PartHasher(path)
+        self._on_skipped = on_skipped or (lambda _n: None)
+        self.part_md5s: list[str | None] = [None] * len(pieces)
+        self.skipped = 0
+        self.skipped_bytes = 0
+        self._done_bytes = 0
+        self._handles: dict[int, BinaryIO] = {}
+        self._bodies: dict[int, _SlotBody] = {}
+        self._lock = threading.Lock()
+        self._ready: collections.deque[UploadPart] = collections.deque()
+        self._checking = 0  # stored parts whose hash is not known yet
+        existing = existing or {}
+        for index, (offset, size) in enumerate(pieces):
+            part = UploadPart(self, index, offset, size)
+            known = existing.get(index + 1)
+            if known is not None and known.size == size:
+                self._checking += 1
+                future = self.hasher.submit(offset, size)
+                future.add_done_callback(lambda f, p=part, k=known: self._stored_checked(p, k, f))
+            else:
+                self._ready.append(part)
+
+    def _stored_checked(self, part: UploadPart, known: PartInfo, digest: Future[str]) -> None:
+        """Skip a stored part whose ETag is the local bytes' MD5; otherwise send it again."""
+        with self._lock:
+            self._checking -= 1
+            if digest.cancelled() or digest.exception() is not None:
+                self._ready.appendleft(part)  # its hash is taken again when it is sent
+                return
+            value = digest.result()
+            if value == known.etag:
+                self.part_md5s[part.index] = value
+                self.skipped += 1
+                self.skipped_bytes += part.size
+            else:
+                part.digest = digest
+                self._ready.appendleft(part)
+                return
+        self._on_skipped(part.size)
+
+    def next_part(self) -> UploadPart | None:
+        with self._lock:
+            return self._ready.popleft() if self._ready else None
+
+    def exhausted(self) -> bool:
+        with self._lock:
+            return not self._ready and self._checking == 0
+
+    def configure(self, slot: Slot, part: UploadPart) -> None:
+        pycurl = pycurl_module()
+        curl = slot.curl
+        url = self.urls.get(part.number, refresh=part.refresh_url)
+        handle = self._handles.get(slot.index)
+        if handle is None:
+            handle = self.path.open("rb", buffering=0)
+            self._handles[slot.index] = handle
+        if part.digest is None or part.attempts > 0:
+            # A retry re-reads the part from the file, so its hash is taken again as well.
+            part.digest = self.hasher.submit(part.offset, part.size) if self.check_parts else None
+        stream = PartStream(handle, part.offset, part.size)
+        body = io.BytesIO()  # S3's answer: empty, or an error document
+        self._bodies[slot.index] = _SlotBody(stream, body)
+        curl.setopt(pycurl.URL, url)
+        curl.setopt(pycurl.UPLOAD, 1)
+        curl.setopt(pycurl.INFILESIZE_LARGE, part.size)
+        curl.setopt(pycurl.READFUNCTION, stream.read)
+        curl.setopt(pycurl.SEEKFUNCTION, stream.seek)
+        if hasattr(pycurl, "UPLOAD_BUFFERSIZE"):  # pycurl >= 7.44; 2 MiB reads, not 64 KiB
+            curl.setopt(pycurl.UPLOAD_BUFFERSIZE, UPLOAD_BUFFER)
+        curl.setopt(pycurl.HTTPHEADER, ["Expect:", "Content-Type:"])
+        curl.setopt(pycurl.WRITEDATA, body)
+
+    def check(self, slot: Slot, part: UploadPart) -> None:
+        sent = self._bodies[slot.index].stream.position
+        if sent != part.size:
+            raise PartError(f"sent {sent} of {part.size} bytes", retryable=True)
+        if part.digest is None:
+            return
+        try:
+            expected = part.digest.result()
+        except CliError as exc:
+            raise PartError(exc.message, retryable=False, exit_code=exc.exit_code) from None
+        got = normalise_etag(slot.headers.get("etag"))
+        if got != expected:
+            raise PartError(
+                f"the storage's ETag {got or '(none)'} differs from the part's MD5 {expected}",
+                retryable=True,
+                exit_code=EXIT_INTEGRITY,
+                hint="the bytes were damaged on the way (check the network or proxy), or the "
+                "file changed during the upload",
+            )
+
+    def part_done(self, slot: Slot, part: UploadPart) -> None:
+        if part.digest is not None:
+            self.part_md5s[part.index] = part.digest.result()
+        with self._lock:
+            self._done_bytes += part.size
+        self.urls.note_part_done()
+
+    def bytes_moved(self) -> int:
+        return self._done_bytes
+
+    def describe_http_error(self, slot: Slot, part: UploadPart, status: int) -> PartError:
+        body = self._bodies[slot.index].response.getvalue()[:2000]
+        code = _s3_error_code(body)
+        if status == 404:
+            return PartError(
+                f"the storage no longer knows this upload (HTTP 404{', ' + code if code else ''})",
+                retryable=False,
+                exit_code=4,
+                hint="the upload was probably cancelled; rerun to start a new one",
+            )
+        detail = f" ({code})" if code else ""
+        return PartError(f"the storage answered HTTP {status}{detail}", retryable=False)
+
+    def close(self) -> None:
+        self.hasher.close()
+        for handle in self._handles.values():
+            handle.close()
+        self._handles = {}
+
+
+def _s3_error_code(body: bytes) -> str:
+    start = body.find(b"<Code>")
+    end = body.find(b"</Code>")
+    if start < 0 or end < start:
+        return ""
+    return body[start + 6 : end].decode("utf-8", "replace")[:64]
