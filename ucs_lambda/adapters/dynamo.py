@@ -581,14 +581,11 @@ class Repository:
             stored |= UploadItem.verified_bytes.does_not_exist()
         actions = [
             UploadItem.verified_bytes.set(progress.offset),
+            UploadItem.verify_state.set(progress.state),
             UploadItem.verify_etag.set(progress.etag),
             UploadItem.verify_lease_until.set(now + lease_seconds),
             UploadItem.updated.set(utcnow()),
         ]
-        if progress.state:
-            actions.append(UploadItem.verify_state.set(progress.state))
-        else:
-            actions.append(UploadItem.verify_state.remove())
         return self._verifier_update(upload_id, progress.owner, actions, stored)
 
     def renew_verification(
