@@ -86,7 +86,7 @@ class DownloadJob(FileJob):
             self.resolved(session, self.known)
             return
         delay = self.known.retry_after if isinstance(self.known, Staging) else 0.0
-        staging_waiter(session).add(self, self.options.wait_timeout, delay)
+        session.waiter(StagingWaiter).add(self, self.options.wait_timeout, delay)
 
     def resolved(self, session: TransferSession, obj: DrsObject) -> None:
         """The staging waiter found the object staged: download it on a worker."""
@@ -292,20 +292,6 @@ class _Download:
         self.lock.remove_file()
         os.replace(self.part_path, self.target)
         self.summary[drs_type] = digest
-
-
-def staging_waiter(session: TransferSession) -> StagingWaiter:
-    """The session's one staging waiter (created on first use)."""
-    with _waiter_lock:
-        waiter = getattr(session, "_staging_waiter", None)
-        if waiter is None:
-            waiter = StagingWaiter(session)
-            session._staging_waiter = waiter  # type: ignore[attr-defined]
-            session.add_waiter(waiter)
-    return waiter
-
-
-_waiter_lock = threading.Lock()
 
 
 class StagingWaiter(Waiter):

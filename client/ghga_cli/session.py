@@ -29,7 +29,7 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 
 from ghga_cli.api import DrsClient, UcsClient
 from ghga_cli.engine import (
@@ -156,6 +156,9 @@ class Waiter:
         raise NotImplementedError
 
 
+W = TypeVar("W", bound=Waiter)
+
+
 class TransferSession:
     """Runs :class:`FileJob` objects on one engine (see the module docstring)."""
 
@@ -210,10 +213,18 @@ class TransferSession:
         future: Future[str | None] = self._pool.submit(self._guarded, job, step)
         del future
 
-    def add_waiter(self, waiter: Waiter) -> None:
+    def waiter(self, kind: Callable[[TransferSession], W]) -> W:
+        """The session's one waiter of ``kind`` (made on first use, served by the waiter
+        thread): all uploads waiting for validation share one, all downloads waiting for
+        staging another, so each polls for many files at once."""
         with self._lock:
-            self._waiters.append(waiter)
+            for waiter in self._waiters:
+                if type(waiter) is kind:
+                    return waiter  # type: ignore[return-value]
+            made = kind(self)
+            self._waiters.append(made)
         self._waiter_wake.set()
+        return made
 
     def wake_waiters(self) -> None:
         self._waiter_wake.set()

@@ -121,7 +121,7 @@ class UploadJob(FileJob):
             if status == "uploaded":
                 return status
             return self.conclude(self.api.ucs().get_upload(upload_id))
-        validation_waiter(session).add(self, upload_id, size, self.options.wait_timeout)
+        session.waiter(ValidationWaiter).add(self, upload_id, size, self.options.wait_timeout)
         return None
 
     def conclude(self, upload: UploadDetails) -> str:
@@ -310,20 +310,6 @@ class UploadJob(FileJob):
             current = ucs.get_upload(upload_id)
             if current.upload_status not in ("uploaded", "accepted", "rejected", "failed"):
                 raise
-
-
-def validation_waiter(session: TransferSession) -> ValidationWaiter:
-    """The session's one validation waiter (created on first use)."""
-    with _waiter_lock:
-        waiter = getattr(session, "_validation_waiter", None)
-        if waiter is None:
-            waiter = ValidationWaiter(session)
-            session._validation_waiter = waiter  # type: ignore[attr-defined]
-            session.add_waiter(waiter)
-    return waiter
-
-
-_waiter_lock = threading.Lock()
 
 
 class ValidationWaiter(Waiter):
