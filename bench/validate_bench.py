@@ -218,6 +218,7 @@ def _prepared(size: int) -> str:
     """Store the object first (its MD5 is only known then), then register file and upload."""
     from ucs_lambda.adapters.dynamo import Repository, utcnow
     from ucs_lambda.config import get_settings
+    from ucs_lambda.domain.attempts import AttemptBudget
     from ucs_lambda.domain.models import FileRecord, UploadRecord, UploadStatus
 
     s = get_settings()
@@ -229,7 +230,10 @@ def _prepared(size: int) -> str:
         FileRecord(file_id, f"{file_id}.bin", size, md5, "", "", now, now, frozenset({"bench"}))
     )
     upload = UploadRecord(upload_id, file_id, "-", key, UploadStatus.PENDING, 64 * MiB, now, now)
-    repo.create_upload(upload)
+    budget = AttemptBudget(
+        s.upload_attempts_per_window, s.upload_attempt_window_seconds, int(time.time())
+    )
+    repo.create_upload(upload, budget)
     assert repo.mark_uploaded(upload_id, [], "", None, [])
     return upload_id
 
