@@ -104,11 +104,6 @@ class Progress:
         # The engine updates from its thread, file jobs add totals and messages from theirs.
         self._lock = threading.RLock()
 
-    def set_baseline(self, already_done: int) -> None:
-        """Bytes that were done before this run: counted in %, not in the rate."""
-        self.baseline = already_done
-        self.done = max(self.done, already_done)
-
     def add_skipped(self, nbytes: int) -> None:
         """More bytes done by an earlier run (a resumed file joined the batch)."""
         with self._lock:
