@@ -300,31 +300,19 @@ class StagingWaiter(Waiter):
     Each object is asked for again after the ``Retry-After`` its last answer named.
     """
 
-    def __init__(self, session: TransferSession, clock: Callable[[], float] = time.monotonic):
-        self.session = session
-        self._clock = clock
-        self._entries: list[WaitEntry] = []
-        self._lock = threading.Lock()
-
     def add(self, job: DownloadJob, timeout: float, delay: float = 0.0) -> None:
         now = self._clock()
         entry = WaitEntry(
             job=job, due=now + delay, interval=0.0, deadline=now + timeout, last_progress=now
         )
-        with self._lock:
-            self._entries.append(entry)
-        self.session.wake_waiters()
+        self._enter(entry)
 
     def poll(self) -> float:
         now = self._clock()
-        with self._lock:
-            due = [e for e in self._entries if e.due <= now]
+        due = self._due(now)
         if due:
             self._ask(due, now)
-        with self._lock:
-            if not self._entries:
-                return float("inf")
-            return max(0.0, min(e.due for e in self._entries) - self._clock())
+        return self._next_delay()
 
     def _ask(self, due: list[WaitEntry], now: float) -> None:
         """One request for all due objects (a bulk request for several, else a single GET)."""
@@ -367,8 +355,3 @@ class StagingWaiter(Waiter):
             self.session.finish(job, error=answer)
         else:
             job.resolved(self.session, answer)
-
-    def _remove(self, entry: WaitEntry) -> None:
-        with self._lock:
-            if entry in self._entries:
-                self._entries.remove(entry)

@@ -149,11 +149,42 @@ class FileJob:
 
 
 class Waiter:
-    """Files waiting on the server, polled together from the session's waiter thread."""
+    """Files waiting on the server, polled together from the session's waiter thread.
+
+    Subclasses add entries (:meth:`_enter`) and implement :meth:`poll`; the bookkeeping of
+    the entries (which are due, when the next one is) is shared here.
+    """
+
+    def __init__(self, session: TransferSession, clock: Callable[[], float] = time.monotonic):
+        self.session = session
+        self._clock = clock
+        self._entries: list[WaitEntry] = []
+        self._lock = threading.Lock()
 
     def poll(self) -> float:
         """Do what is due; seconds until something is due again (``inf`` when idle)."""
         raise NotImplementedError
+
+    def _enter(self, entry: WaitEntry) -> None:
+        with self._lock:
+            self._entries.append(entry)
+        self.session.wake_waiters()
+
+    def _due(self, now: float) -> list[WaitEntry]:
+        """The entries due at ``now``, the longest due first."""
+        with self._lock:
+            return sorted((e for e in self._entries if e.due <= now), key=lambda e: e.due)
+
+    def _next_delay(self) -> float:
+        with self._lock:
+            if not self._entries:
+                return float("inf")
+            return max(0.0, min(e.due for e in self._entries) - self._clock())
+
+    def _remove(self, entry: WaitEntry) -> None:
+        with self._lock:
+            if entry in self._entries:
+                self._entries.remove(entry)
 
 
 W = TypeVar("W", bound=Waiter)

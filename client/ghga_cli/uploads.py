@@ -13,7 +13,6 @@ anything is sent and checked again before the upload is confirmed.
 
 from __future__ import annotations
 
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -321,10 +320,7 @@ class ValidationWaiter(Waiter):
     """
 
     def __init__(self, session: TransferSession, clock: Callable[[], float] = time.monotonic):
-        self.session = session
-        self._clock = clock
-        self._entries: list[WaitEntry] = []
-        self._lock = threading.Lock()
+        super().__init__(session, clock)
         self._last_verdict = clock()
 
     def add(self, job: UploadJob, upload_id: str, size: int, timeout: float | None) -> None:
@@ -343,20 +339,13 @@ class ValidationWaiter(Waiter):
                 "timeout": timeout,
             },
         )
-        with self._lock:
-            self._entries.append(entry)
-        self.session.wake_waiters()
+        self._enter(entry)
 
     def poll(self) -> float:
         now = self._clock()
-        with self._lock:
-            due = sorted((e for e in self._entries if e.due <= now), key=lambda e: e.due)
-        for entry in due[:POLLS_PER_ROUND]:
+        for entry in self._due(now)[:POLLS_PER_ROUND]:
             self._poll_one(entry, now)
-        with self._lock:
-            if not self._entries:
-                return float("inf")
-            return max(0.0, min(e.due for e in self._entries) - self._clock())
+        return self._next_delay()
 
     def _poll_one(self, entry: WaitEntry, now: float) -> None:
         job: UploadJob = entry.job
@@ -411,8 +400,3 @@ class ValidationWaiter(Waiter):
                 f"upload {upload_id} was not validated: the server showed no progress for "
                 f"{IDLE_WAIT:.0f} s (status: uploaded)"
             )
-
-    def _remove(self, entry: WaitEntry) -> None:
-        with self._lock:
-            if entry in self._entries:
-                self._entries.remove(entry)
