@@ -39,6 +39,9 @@ RESTART_ENV = {
     "UCS_REVALIDATE_SECONDS": "3",
     "UCS_STALE_UPLOAD_SECONDS": "6",
     "UCS_WORKER_SWEEP_SECONDS": "1",
+    # A validation whose worker was killed is taken over once its lease lapses (120 s deployed).
+    "UCS_VALIDATE_CHECKPOINT_SECONDS": "0.5",
+    "UCS_VALIDATE_LEASE_SECONDS": "3",
 }
 
 
