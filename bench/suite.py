@@ -12,9 +12,9 @@ never starts or stops one). Sections, all in one run so that ratios compare like
   Time is the process's wall time (start-up, multipart create/complete included) for all
   clients; ghga-cli uploads with ``--wait-timeout 0`` (exits once the upload is confirmed) and the
   file is staged before ghga-cli downloads it, so neither server-side copy is counted. The
-  current ghga-cli also uploads with ``--no-part-md5``; with ``--baseline-cli`` the "before"
-  build runs in every ghga-cli row too. Download rows carry the tail (wall - transfer phase) and
-  the client's own ``hash_tail_seconds``.
+  current ghga-cli also uploads with ``--part-md5`` (per-part checking on); with
+  ``--baseline-cli`` the "before" build runs in every ghga-cli row too. Download rows carry the
+  tail (wall - transfer phase) and the client's own ``hash_tail_seconds``.
 - partsizes: a 2 GiB upload by each ghga-cli build with default options on Ceph stacks started
   with UCS_PART_SIZE 16/64/256/512 MiB: MB/s, CPU, peak RSS and the connections used.
 - batch: many files per run (bench/batch_bench.py): manifest run vs shell loop vs s5cmd and
@@ -84,7 +84,7 @@ def ghga_pass(
 ) -> list[dict]:
     """One ghga-cli build: upload (--wait-timeout 0), then the download of that file once it
     is staged; the current build adds curl on the same staged object and an upload with
-    ``--no-part-md5`` ("per-part checking off"). Every stored copy is deleted afterwards."""
+    ``--part-md5`` ("per-part checking on"). Every stored copy is deleted afterwards."""
     size = source.stat().st_size
     rows: list[dict] = []
     up = safe(f"{cli.key} up {tag}", errors, bench.ghga_up, cli, source, md5)
@@ -107,16 +107,16 @@ def ghga_pass(
             fresh_dir(target)
             bench.drop_file_objects(file_id)
     if cli.current:
-        rows += no_part_md5_pass(bench, cli, source, md5, errors, tag)
+        rows += part_md5_pass(bench, cli, source, md5, errors, tag)
     return rows
 
 
-def no_part_md5_pass(
+def part_md5_pass(
     bench: Bench, cli: GhgaCli, source: Path, md5: str, errors: list, tag: str
 ) -> list[dict]:
-    """The upload with per-part checking off; its verdict is awaited before it is deleted."""
-    label = f"{cli.key} up --no-part-md5 {tag}"
-    up = safe(label, errors, bench.ghga_up, cli, source, md5, ["--no-part-md5"])
+    """The upload with per-part checking on; its verdict is awaited before it is deleted."""
+    label = f"{cli.key} up --part-md5 {tag}"
+    up = safe(label, errors, bench.ghga_up, cli, source, md5, ["--part-md5"])
     if up is None:
         return []
     result, file_id = up
@@ -124,7 +124,7 @@ def no_part_md5_pass(
         safe(f"{label} verdict", errors, bench.wait_accepted, result["summary"].get("upload_id"))
     finally:
         bench.drop_file_objects(file_id)
-    return [ghga_sample("upload", cli, "no-part-md5", source.stat().st_size, result)]
+    return [ghga_sample("upload", cli, "part-md5", source.stat().st_size, result)]
 
 
 def curl_pass(

@@ -61,11 +61,14 @@ proxies:
 
 UPLOAD_EPILOG = f"""\
 checksums:
-  Each part's MD5 is checked against the storage's ETag while it is sent (a damaged
-  part is resent at once; --no-part-md5 turns this off). The whole file's MD5 is
-  checked by the server, which reads every uploaded byte back before it accepts a
-  file; this client computes it too only with --local-md5, or when the server does
-  not verify files itself.
+  The server reads every uploaded byte back and accepts a file only if its size and
+  MD5 equal the registered ones, so by default this client hashes nothing while it
+  sends. --part-md5 also checks each part's MD5 against the storage's ETag while it
+  is sent (a damaged part is resent at once instead of the file being rejected at the
+  end); --local-md5 computes the whole file's MD5 here too. Against a server that
+  does not verify files itself both checks are on (--no-part-md5 turns off the first).
+  Parts already in storage are checked against the local file before a resume skips
+  them.
 
 many files:
   --manifest FILE lists one file per line: FILE_ID<TAB>PATH, or a CSV file with the
@@ -280,13 +283,26 @@ def build_parser() -> argparse.ArgumentParser:
         "wait and exit 0 once the upload is confirmed (default: wait as long as the server "
         "makes progress: give up after an hour without any)",
     )
-    up.add_argument(
+    parts = up.add_mutually_exclusive_group()
+    parts.add_argument(
+        "--part-md5",
+        dest="part_md5",
+        action="store_const",
+        const=True,
+        default=None,
+        help="check each part's MD5 against the ETag the storage returns while it is sent, so "
+        "that a part damaged on its way is sent again at once (default: only against a server "
+        "that does not read files back itself; costs about 1.5 CPU s/GiB). Useful over plain "
+        "http on an unreliable network, where the server's check would otherwise reject the "
+        "whole file at the end. Stored parts are always checked on resume",
+    )
+    parts.add_argument(
         "--no-part-md5",
         dest="part_md5",
-        action="store_false",
-        help="do not check each part's MD5 against the ETag the storage returns (saves CPU "
-        "on slow machines; a damaged part is then found by the server's check of the whole "
-        "file, and the file must be uploaded again). Stored parts are still checked on resume",
+        action="store_const",
+        const=False,
+        help="never check the parts' MD5s while sending, not even against a server that does "
+        "not verify files (then only the whole-file MD5 is compared before confirming)",
     )
     up.add_argument(
         "--local-md5",

@@ -13,7 +13,8 @@ How bytes and checksums flow (memory independent of the file and of the part siz
   range through its own file objects (:class:`PartHasher`; 8 MiB reads, ``hashlib`` releases the
   GIL, so hashing uses the other cores and never blocks the engine's loop). The answer's ``ETag``
   must equal it (S3 semantics for unencrypted and SSE-S3 objects); a mismatch is retried, then
-  fails with exit code 5. ``--no-part-md5`` turns this off for CPU-starved machines.
+  fails with exit code 5. Off by default against a server that reads every uploaded byte back
+  (it finds a damaged part too, at the end instead of at once); ``--part-md5`` turns it on.
 - The whole-file MD5, where it is still needed, is one sequential pass on its own thread
   (:class:`WholeFileHasher`), in file order, with one buffer.
 - Parts S3 already holds (a resumed upload) are hashed from the local file first and skipped

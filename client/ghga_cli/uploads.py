@@ -50,7 +50,9 @@ class UploadOptions:
 
     file_id: str
     path: Path
-    check_parts: bool = True  # each part's MD5 against its ETag (--no-part-md5: off)
+    # Each part's MD5 against its ETag: True (--part-md5), False (--no-part-md5), or None: only
+    # when the server does not read the file back itself (it would find a damaged part too).
+    check_parts: bool | None = None
     local_md5: bool = False  # the whole-file MD5 even when the server verifies (--local-md5)
     wait_timeout: float | None = None  # None: wait while the server makes progress
     skip_accepted: bool = False  # a batch skips files accepted earlier; one file says so (exit 4)
@@ -73,6 +75,7 @@ class UploadJob(FileJob):
         self.lookup = lookup
         self.local = local
         self.summary.update(upload_id=None)
+        self._created_upload_id: str | None = None
 
     # -- steps run by the session ----------------------------------------------------------
 
@@ -181,7 +184,7 @@ class UploadJob(FileJob):
             if current.upload_status == "accepted":
                 return self._already_accepted()
         try:
-            return ucs.create_upload(self.options.file_id)
+            created = ucs.create_upload(self.options.file_id)
         except ApiError as exc:
             if exc.exception_id != "existingActiveUpload":
                 raise
@@ -192,6 +195,8 @@ class UploadJob(FileJob):
             if active.get("upload_id") and status in ("pending", "uploaded"):
                 return ucs.get_upload(str(active["upload_id"]))
             raise
+        self._created_upload_id = created.upload_id
+        return created
 
     def _already_accepted(self) -> None:
         if self.options.skip_accepted:
@@ -213,11 +218,14 @@ class UploadJob(FileJob):
         """Move the parts S3 lacks, then confirm the upload."""
         options = self.options
         pieces = self._plan(upload, local.size)
-        listed = ucs.list_parts(upload.upload_id) or []
+        # An upload created by this run has no parts yet: no need to ask.
+        fresh = upload.upload_id == self._created_upload_id
+        listed = [] if fresh else ucs.list_parts(upload.upload_id) or []
         existing = {p.part_no: p for p in listed if 1 <= p.part_no <= len(pieces)}
         if existing:
             log(f"{len(existing)} of {len(pieces)} parts are already in storage; checking them")
         verifies = upload.server_verifies or meta.server_verifies
+        check_parts = options.check_parts if options.check_parts is not None else not verifies
         whole = (
             WholeFileHasher(local.path, local.size) if options.local_md5 or not verifies else None
         )
@@ -236,13 +244,13 @@ class UploadJob(FileJob):
             pieces,
             urls,
             existing=existing,
-            check_parts=options.check_parts,
+            check_parts=check_parts,
             on_skipped=progress.add_skipped if progress is not None else None,
         )
         self.summary.update(
             parts=len(pieces),
             parallel=session.options.parallel,
-            part_md5_check=options.check_parts,
+            part_md5_check=check_parts,
             whole_file_md5=whole is not None,
         )
         self.stats = transfer.stats

@@ -78,10 +78,32 @@ def test_a_verifying_server_spares_the_whole_file_md5(
     assert code == 0, err
     assert summary["server_verifies"] is True and summary["whole_file_md5"] is False
     assert "md5" not in summary
+    assert summary["part_md5_check"] is False  # the server's read-back finds a damaged part
+    (patch,) = services.patches
+    assert not patch.get("checksums")  # nothing computed, nothing sent
+    assert "verifying on the server:" in err  # the wait line shows the server's progress
+
+
+def test_part_md5_checks_every_part_against_a_verifying_server_too(
+    tmp_path: Path, services: FakeServices, capsys: Any
+) -> None:
+    services.server_verifies = True
+    code, summary, err = run(capsys, *upload(services, tmp_path, "GHGAC4", "--part-md5"))
+    assert code == 0, err
+    assert summary["part_md5_check"] is True and summary["whole_file_md5"] is False
     (patch,) = services.patches
     assert "md5" not in patch["checksums"]  # only what was computed is sent
-    assert len(patch["checksums"]["part_md5s"]) == 6 and summary["part_md5_check"] is True
-    assert "verifying on the server:" in err  # the wait line shows the server's progress
+    assert len(patch["checksums"]["part_md5s"]) == 6
+
+
+def test_a_server_that_does_not_verify_gets_part_and_whole_file_md5s_by_default(
+    tmp_path: Path, services: FakeServices, capsys: Any
+) -> None:
+    code, summary, err = run(capsys, *upload(services, tmp_path, "GHGAC5"))
+    assert code == 0, err
+    assert summary["part_md5_check"] is True and summary["whole_file_md5"] is True
+    (patch,) = services.patches
+    assert len(patch["checksums"]["part_md5s"]) == 6 and patch["checksums"]["md5"]
 
 
 def test_local_md5_brings_the_whole_file_check_back(

@@ -108,6 +108,7 @@ def test_a_part_listing_longer_than_s3_allows_is_refused(
     tmp_path: Path, services: FakeServices, capsys: Any
 ) -> None:
     argv = _upload_argv(services, tmp_path)
+    assert services._create("GHGAH1")[0] == 200  # a pending upload: the client asks for its parts
     services.bad_parts = [{"part_no": 1, "size": PART, "etag": "0" * 32}] * 10_001
     code, err, _, _ = _run_measured(capsys, argv)
     assert code == EXIT_PROTOCOL, err
