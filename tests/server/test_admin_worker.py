@@ -40,6 +40,10 @@ def test_create_resources_is_idempotent(env: dict, capsys: pytest.CaptureFixture
     s3 = aws.client("s3", get_settings())
     rules = s3.get_bucket_lifecycle_configuration(Bucket="t-inbox")["Rules"]
     assert rules[0]["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"] == 14
+    # The services' own copies: an accept copy whose run died before saving its upload id.
+    for bucket in ("t-permanent", "t-outbox"):
+        (rule,) = s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
+        assert rule["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"] == 2
     table = aws.client("dynamodb", get_settings()).describe_table(TableName="t-uploads")
     assert table["Table"]["GlobalSecondaryIndexes"][0]["IndexName"] == "file_id-index"
 

@@ -86,11 +86,21 @@ def _index_active(client: Any, table: str, name: str) -> bool:
     return False
 
 
+#: Days after which S3 aborts an incomplete multipart upload in the permanent and outbox
+#: buckets. Only the services' own copies run there (minutes to hours, resumed across job runs
+#: from their saved upload id); a run that died between creating a copy's multipart upload and
+#: saving its id leaves one nobody continues. The inbox keeps clients' uploads for
+#: ``abort_incomplete_days`` (users resume for days). The same figures as the stages' templates.
+COPY_ABORT_DAYS = 2
+
+
 def create_buckets(settings: Settings, abort_incomplete_days: int = 14) -> list[str]:
     """Create inbox, permanent and outbox buckets unless they exist.
 
-    The inbox also gets a lifecycle rule aborting incomplete multipart uploads after
-    ``abort_incomplete_days`` days: a backstop for uploads whose abort call failed.
+    Each gets a lifecycle rule aborting incomplete multipart uploads: a backstop for uploads
+    and copies whose abort call never came. The inbox's rule is (re)set every time; the other
+    buckets get theirs only when created here, so an operator's own lifecycle configuration of
+    an archive bucket (transitions, say) is never replaced.
     """
     s3 = aws.client("s3", settings)
     created = []
@@ -113,25 +123,30 @@ def create_buckets(settings: Settings, abort_incomplete_days: int = 14) -> list[
                 "BucketAlreadyExists",
             ):
                 raise
+    rules = {settings.inbox_bucket: abort_incomplete_days}
+    rules.update({b: COPY_ABORT_DAYS for b in created if b != settings.inbox_bucket})
+    for bucket, days in rules.items():
+        _abort_incomplete_uploads(s3, bucket, days)
+    return created
+
+
+def _abort_incomplete_uploads(s3: Any, bucket: str, days: int) -> None:
     try:
         s3.put_bucket_lifecycle_configuration(
-            Bucket=settings.inbox_bucket,
+            Bucket=bucket,
             LifecycleConfiguration={
                 "Rules": [
                     {
                         "ID": "abort-incomplete-uploads",
                         "Status": "Enabled",
                         "Filter": {"Prefix": ""},
-                        "AbortIncompleteMultipartUpload": {
-                            "DaysAfterInitiation": abort_incomplete_days
-                        },
+                        "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": days},
                     }
                 ]
             },
         )
     except ClientError as exc:  # some S3-compatible stores lack lifecycle support
-        log.warning("could not set the inbox lifecycle rule: %s", exc)
-    return created
+        log.warning("could not set the lifecycle rule of %s: %s", bucket, exc)
 
 
 def create_queue(settings: Settings, visibility_timeout: int = 900) -> str:
