@@ -1,7 +1,9 @@
 """Progress reporting and the human-readable formatting it needs.
 
 Three modes: on a terminal one live line (bytes, %, MiB/s, ETA) redrawn at most 4 times a second;
-otherwise (pipes, CI logs) one plain line every 5 seconds; ``--quiet`` prints nothing. The engine
+otherwise (pipes, CI logs) one plain line every 5 seconds while bytes move and one when they are
+all done (none for a transfer shorter than that, none while files wait for the server);
+``--quiet`` prints nothing. The engine
 calls :meth:`Progress.update` as often as it likes; throttling happens here.
 """
 
@@ -99,6 +101,7 @@ class Progress:
         # short transfers do not clutter them.
         self._last_draw = -1e9 if tty else self.start
         self._lines = 0
+        self._logged_done = -1  # bytes done when the last log line was written
         self._samples: list[tuple[float, int]] = [(self.start, 0)]  # (time, bytes moved)
         self._drawn = False
         # The engine updates from its thread, file jobs add totals and messages from theirs.
@@ -134,12 +137,13 @@ class Progress:
         if self.total <= 0:
             return  # no file's size is known yet: nothing to show
         now = self._clock()
-        interval = self.TTY_INTERVAL if self.tty else self.LOG_INTERVAL
-        if not force and now - self._last_draw < interval:
+        if self.tty:
+            if not force and now - self._last_draw < self.TTY_INTERVAL:
+                return
+        elif not self._log_due(now, done, force):
             return
-        if force and not self.tty and self._lines == 0:
-            return  # nothing was logged during the transfer: the summary line suffices
         self._last_draw = now
+        self._logged_done = done
         rate = self._rate(now, max(0, done - self.baseline))
         line = progress_line(done, self.total, now - self.start, rate, self.files)
         if self.label:
@@ -151,6 +155,17 @@ class Progress:
             self.stream.write(f"ghga-cli: {line}\n")
         self._lines += 1
         self.stream.flush()
+
+    def _log_due(self, now: float, done: int, force: bool) -> bool:
+        """Whether a log (non-terminal) line is due: every LOG_INTERVAL while bytes are left,
+        once more when all known bytes are done (the 100% line), then nothing while the files
+        wait for the server: repeated 100% lines with a falling rate would say nothing."""
+        complete = done >= self.total
+        if complete and done == self._logged_done:
+            return False  # the complete state is logged already
+        if force or complete:
+            return self._lines > 0  # nothing was logged during the transfer: the summary suffices
+        return now - self._last_draw >= self.LOG_INTERVAL
 
     def _rate(self, now: float, moved: int) -> float:
         """Rate over the last ~10 s (smooths bursts, follows changes)."""

@@ -278,12 +278,42 @@ def test_progress_throttles_log_lines() -> None:
     assert len(lines) == 2  # at 5 s and 10 s: one line per 5 s, none at the start
     progress.update(100 * MIB, force=True)
     assert len(stream.getvalue().splitlines()) == 3  # the final state, since lines were shown
+    for second in range(12, 40):  # waiting for the server's verdict: nothing new to say
+        clock.now = float(second)
+        progress.update(100 * MIB)
+    progress.update(100 * MIB, force=True)
+    assert len(stream.getvalue().splitlines()) == 3
     short = io.StringIO()
     progress = Progress(10, stream=short, tty=False, clock=clock)
     progress.update(10, force=True)
     assert short.getvalue() == ""  # a transfer shorter than 5 s logs no progress line
     assert all(line.startswith("ghga-cli: ") for line in lines)
     assert "MiB/s" in lines[-1]
+
+
+def test_progress_logs_no_lines_while_a_short_transfer_waits_for_the_server() -> None:
+    stream = io.StringIO()
+    clock = _Clock()
+    progress = Progress(256 * MIB, stream=stream, tty=False, clock=clock)
+    clock.now = 1.0
+    progress.update(256 * MIB)  # moved in a second: below the log interval
+    for tick in range(10, 200):  # the engine keeps sampling while the upload is validated
+        clock.now = tick / 10
+        progress.update(256 * MIB)
+    progress.update(256 * MIB, force=True)
+    assert stream.getvalue() == ""  # the file's summary line says it all
+
+
+def test_progress_logs_the_moment_a_long_transfer_completes() -> None:
+    stream = io.StringIO()
+    clock = _Clock()
+    progress = Progress(100 * MIB, stream=stream, tty=False, clock=clock)
+    clock.now = 6.0
+    progress.update(60 * MIB)  # a periodic line
+    clock.now = 7.0
+    progress.update(100 * MIB)  # complete: logged at once, with the rate of the transfer
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 2 and "100.0%" in lines[1] and "0.0 MiB/s" not in lines[1]
 
 
 def test_progress_tty_redraws_in_place_and_quiet_prints_nothing() -> None:
