@@ -31,7 +31,6 @@ import hashlib
 import json
 import math
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -61,16 +60,10 @@ def parse_size(text: str) -> int:
     return int(text)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @contextlib.contextmanager
 def moto_server(log: Path) -> Iterator[str]:
     """The local stack's moto server (S3 with O(range) ranged GETs, DynamoDB, SQS)."""
-    port = free_port()
+    port = stacklib.free_port()
     server = [sys.executable, str(ROOT / "build" / "moto_ranged.py")]
     with log.open("wb") as out:
         process = subprocess.Popen(
@@ -80,15 +73,10 @@ def moto_server(log: Path) -> Iterator[str]:
         )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1):
-                    break
-            except OSError:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    raise SystemExit(f"moto server did not start; see {log}") from None
-                time.sleep(0.1)
+        try:
+            stacklib.wait_for_http(url, 60, process, log)
+        except stacklib.StackError as exc:
+            raise SystemExit(f"moto server did not start: {exc}") from None
         yield url
     finally:
         process.terminate()

@@ -292,7 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="check each part's MD5 against the ETag the storage returns while it is sent, so "
         "that a part damaged on its way is sent again at once (default: only against a server "
-        "that does not read files back itself; costs about 1.5 CPU s/GiB). Useful over plain "
+        "that does not read files back itself; costs about 2 CPU s/GiB). Useful over plain "
         "http on an unreliable network, where the server's check would otherwise reject the "
         "whole file at the end. Stored parts are always checked on resume",
     )

@@ -3,8 +3,8 @@
 Three modes: on a terminal one live line (bytes, %, MiB/s, ETA) redrawn at most 4 times a second;
 otherwise (pipes, CI logs) one plain line every 5 seconds while bytes move and one when they are
 all done (none for a transfer shorter than that, none while files wait for the server);
-``--quiet`` prints nothing. The engine
-calls :meth:`Progress.update` as often as it likes; throttling happens here.
+``--quiet`` prints nothing. The engine calls :meth:`Progress.update` as often as it likes;
+throttling happens here.
 """
 
 from __future__ import annotations
