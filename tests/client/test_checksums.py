@@ -96,6 +96,15 @@ def test_part_md5_checks_every_part_against_a_verifying_server_too(
     assert len(patch["checksums"]["part_md5s"]) == 6
 
 
+def test_an_upload_created_by_this_run_is_not_asked_for_its_parts(
+    tmp_path: Path, services: FakeServices, capsys: Any
+) -> None:
+    code, summary, err = run(capsys, *upload(services, tmp_path, "GHGAC6"))
+    assert code == 0, err
+    assert summary["parts"] == 6
+    assert not [r for r in services.requests if r[1].endswith("/parts")]  # it has none yet
+
+
 def test_a_server_that_does_not_verify_gets_part_and_whole_file_md5s_by_default(
     tmp_path: Path, services: FakeServices, capsys: Any
 ) -> None:
