@@ -28,6 +28,7 @@ from pynamodb.exceptions import PynamoDBException
 
 from . import tokens
 from .config import ConfigError, apply_stack_env, get_settings
+from .domain.ids import MAX_ID_BYTES, id_problem
 from .domain.integrity import is_md5_hex
 from .domain.models import FileRecord
 from .domain.parts import MAX_FILE_SIZE
@@ -187,6 +188,9 @@ def _cmd_register_files(args: argparse.Namespace) -> int:
 def _cmd_grant(args: argparse.Namespace) -> int:
     from .adapters.dynamo import Repository
 
+    problem = id_problem(args.file_id)
+    if problem:  # no file can have it, and the store would refuse the key
+        raise UsageError(f"--file-id {problem}: ids are 1 to {MAX_ID_BYTES} bytes of UTF-8")
     if not Repository(get_settings()).grant_reader(args.file_id, args.user):
         raise UsageError(f"file {args.file_id!r} is not registered")
     print(f"granted download access to {args.file_id} for {args.user}")

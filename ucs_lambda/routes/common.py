@@ -18,6 +18,7 @@ from chalice.app import Request
 from .. import tokens
 from ..config import ConfigError, get_settings
 from ..domain.errors import DomainError, InvalidRequest
+from ..domain.ids import check_id
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,10 @@ STATUS_BY_ID: dict[str, int] = {
 }
 
 JSON_HEADERS = {"Content-Type": "application/json", "Cache-Control": "no-store"}
+
+#: Path parameters that are store keys: ``@endpoint`` refuses unusable values (over 2048
+#: bytes of UTF-8, not encodable) with 400 ``invalidRequest`` before the view runs.
+KEY_PARAMS = ("file_id", "upload_id", "object_id")
 
 
 class HttpError(DomainError):
@@ -162,7 +167,8 @@ class Endpoint:
     """Decorator factory binding views to a blueprint's current request.
 
     ``@endpoint(statuses={...}, public=False)`` wraps a view ``f(request, user, **path)``; the
-    wrapper takes only the path parameters, as Chalice calls it.
+    wrapper takes only the path parameters, as Chalice calls it, and checks those in
+    ``KEY_PARAMS`` (public views read no store and take any id).
     """
 
     def __init__(self, blueprint: Blueprint, render_error: Callable | None = None) -> None:
@@ -180,6 +186,10 @@ class Endpoint:
                 request = self.blueprint.current_request
                 try:
                     user = "" if public else authenticate(request)
+                    if not public:
+                        for name in KEY_PARAMS:
+                            if name in path:
+                                check_id(path[name], name)
                     return view(request, user, **path)
                 except DomainError as exc:
                     return self.render_error(exc, overrides.get(exc.exception_id))

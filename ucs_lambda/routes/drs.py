@@ -16,6 +16,7 @@ from chalice import Blueprint, Response
 from chalice.app import Request
 
 from ..domain.errors import DomainError, InvalidRequest
+from ..domain.ids import check_ids
 from ..services.downloads import AUTHORIZATIONS, BulkAnswer, DownloadService
 from .common import JSON_HEADERS, STATUS_BY_ID, Endpoint, json_response, read_json_object
 
@@ -98,7 +99,7 @@ def service_info(request: Request, user: str) -> Response:
 
 
 def bulk_object_ids(body: dict[str, Any]) -> list[str]:
-    """``bulk_object_ids`` of a DRS 1.4 bulk request: a non-empty list of non-empty strings.
+    """``bulk_object_ids`` of a DRS 1.4 bulk request: a non-empty list of usable ids.
 
     DRS's optional ``passports`` are not supported (bearer tokens only) and refused rather
     than silently ignored, so a caller relying on them learns it at once.
@@ -116,7 +117,7 @@ def bulk_object_ids(body: dict[str, Any]) -> list[str]:
             "Every entry of 'bulk_object_ids' must be a non-empty string.",
             {"field": "bulk_object_ids"},
         )
-    return ids
+    return check_ids(ids, "bulk_object_ids")
 
 
 def bulk_body(answer: BulkAnswer) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from chalice.app import Request
 
 from ..config import get_settings
 from ..domain.errors import FileNotRegistered, InvalidRequest
+from ..domain.ids import check_id, check_ids
 from ..domain.models import UploadStatus
 from ..domain.parts import parse_part_number
 from ..services.uploads import Checksums, UploadService
@@ -39,7 +40,7 @@ def create_upload(request: Request, user: str) -> Response:
     if body.get("file_id") == "":
         # A string, as ucs.yaml asks, but no file can have it (nor be looked up by it).
         raise FileNotRegistered("")
-    file_id = require_string(body, "file_id")
+    file_id = check_id(require_string(body, "file_id"), "file_id")
     return json_response(_service().create_upload(user, file_id))
 
 
@@ -125,4 +126,4 @@ def lookup_files(request: Request, user: str) -> Response:
             "'file_ids' must be a non-empty list of non-empty strings (and nothing else).",
             {"field": "file_ids"},
         )
-    return json_response({"files": _service().lookup_files(user, ids)})
+    return json_response({"files": _service().lookup_files(user, check_ids(ids, "file_ids"))})
