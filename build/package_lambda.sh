@@ -14,8 +14,11 @@
 # default for (UCS_DRS_HOSTNAME, the host of the drs:// URIs). `chalice package` zips only app.py, chalicelib/, vendor/ and the packages of
 # requirements.txt, so ucs_lambda/ is copied into vendor/ first; stale zips in
 # .chalice/deployments were reused by chalice, so that directory is removed. The SQS handler's
-# queue name is fixed at packaging time (Chalice writes it into the template), so it is taken
-# from the stage's environment_variables in .chalice/config.json. build/cfn/merge.py adds the
+# queue name and maximum concurrency are fixed at packaging time (Chalice writes them into the
+# template), so they are taken from the stage in .chalice/config.json: the queue name from its
+# environment_variables, the event source's maximum concurrency (UCS_JOB_MAX_CONCURRENCY, read
+# by ucs_lambda/app.py) equal to the job function's reserved_concurrency, so that Lambda never
+# starts more job invocations than are reserved for them. build/cfn/merge.py adds the
 # resources and the gateway responses of .chalice/gateway-responses.json (API Gateway's own
 # errors in the API's JSON error shape): with --merge-template for CloudFormation, by merging
 # into chalice.tf.json for Terraform.
@@ -42,12 +45,15 @@ cp -r ucs_lambda vendor/ucs_lambda
 find vendor/ucs_lambda -name '__pycache__' -type d -prune -exec rm -rf {} +
 trap 'rm -rf "$ROOT/vendor/ucs_lambda"' EXIT
 
-UCS_JOB_QUEUE="$("$PYTHON" -c '
-import json, sys
-cfg = json.load(open(".chalice/config.json"))
-print(cfg["stages"][sys.argv[1]]["environment_variables"]["UCS_JOB_QUEUE"])
+STAGE_VALUES="$("$PYTHON" -c '
+import sys
+sys.path.insert(0, "build/cfn")
+from merge import load_stage
+stage = load_stage(sys.argv[1])
+print(stage["env"]["UCS_JOB_QUEUE"], stage["job_concurrency"])
 ' "$STAGE")"
-export UCS_JOB_QUEUE
+read -r UCS_JOB_QUEUE UCS_JOB_MAX_CONCURRENCY <<<"$STAGE_VALUES"
+export UCS_JOB_QUEUE UCS_JOB_MAX_CONCURRENCY
 
 CHALICE="$(dirname "$PYTHON")/chalice"
 if [ "$PKG_FORMAT" = cloudformation ]; then

@@ -10,9 +10,10 @@ module makes all of them JSON ``{exception_id, description, data}``:
 * every method a real route lacks is registered to answer 405 ``methodNotAllowed``;
 * an HTTP middleware rewrites whatever Chalice-shaped error is left.
 
-The SQS handler's queue name is read from ``UCS_JOB_QUEUE`` when this module is imported,
-because Chalice's decorator needs it at packaging time (``chalice package`` writes it into
-the template); everything else is read lazily at run time.
+The SQS handler's queue name and maximum concurrency are read from ``UCS_JOB_QUEUE`` and
+``UCS_JOB_MAX_CONCURRENCY`` when this module is imported, because Chalice's decorator needs
+them at packaging time (``chalice package`` writes them into the template); everything else
+is read lazily at run time.
 """
 
 from __future__ import annotations
@@ -125,7 +126,28 @@ def json_errors(event: Any, get_response: Any) -> Response:
 JOB_QUEUE = os.environ.get("UCS_JOB_QUEUE") or "ghga-jobs"
 
 
-@app.on_sqs_message(queue=JOB_QUEUE, batch_size=1)
+def _packaging_count(name: str) -> int | None:
+    raw = (os.environ.get(name) or "").strip()
+    return int(raw) if raw.isdigit() and int(raw) > 0 else None
+
+
+#: Most job functions the SQS event source runs at once (its ``ScalingConfig``
+#: ``MaximumConcurrency``). Fixed at packaging time like the queue name:
+#: build/package_lambda.sh sets it to the stage's ``reserved_concurrency`` of
+#: ``on_job_message`` in .chalice/config.json, so Lambda's SQS pollers never start more
+#: invocations than are reserved. Above the reservation an invocation is throttled and its
+#: message returns to the queue only after the whole visibility timeout, counting as a receive
+#: toward the dead-letter queue. Unset (None) outside packaging: it changes nothing at run time.
+JOB_MAX_CONCURRENCY = _packaging_count("UCS_JOB_MAX_CONCURRENCY")
+
+
+# batch_size=1 on purpose: one message is one job run, and a job run is built to use one
+# invocation's whole time (UCS_VALIDATE_BUDGET_SECONDS, 600 of the function's 900 s). The
+# messages of a batch would share those 900 s, so every run in it would have to stop early
+# or be killed mid-job, and one failing message would send the whole batch back for
+# redelivery. Lambda runs jobs side by side instead, one message per invocation, up to
+# JOB_MAX_CONCURRENCY.
+@app.on_sqs_message(queue=JOB_QUEUE, batch_size=1, maximum_concurrency=JOB_MAX_CONCURRENCY)
 def on_job_message(event: Any) -> None:
     """Lambda entry for queued jobs; raising leaves the message for redelivery."""
     for record in event:

@@ -1,10 +1,25 @@
-"""Local job worker: ``python -m ucs_lambda.worker``.
+"""Local job worker: ``python -m ucs_lambda.worker [--concurrency N]``.
 
-Does locally what Lambda does in AWS: long-polls the job queue, runs
-:func:`ucs_lambda.jobs.handle_message` for each message, deletes the message when the job
-succeeded and leaves it for redelivery when it failed. Also runs the periodic sweeps
-(stale uploads, outbox clean-up) every ``UCS_WORKER_SWEEP_SECONDS``. Stops on SIGTERM/SIGINT
-after the job at hand.
+Does locally what Lambda does in AWS: long-polls the job queue and runs
+:func:`ucs_lambda.jobs.handle_message` for each message, up to N jobs at once on a thread pool
+(``--concurrency``, else ``$UCS_WORKER_CONCURRENCY``, else :func:`default_concurrency`). A
+message is deleted when its job succeeded, left for redelivery (its visibility shortened to
+``--retry-delay`` seconds) when the job failed, and dropped when no retry can fix it (not JSON,
+unknown job). Also runs the periodic sweeps (stale uploads, outbox clean-up) every
+``UCS_WORKER_SWEEP_SECONDS`` on the polling thread, so never two at once, also while every job
+slot is busy. SIGTERM/SIGINT stop the polling; the worker exits after the jobs at hand finish.
+
+The polling thread asks SQS for at most as many messages as there are free job slots (at most
+10, SQS's limit per call) and starts each one it receives at once; while every slot is busy it
+does not poll, so it never holds an invisible message it cannot start. A message that arrives
+after a stop request is handed back (made visible again) instead of being started.
+
+The worker does not extend a message's visibility timeout. A job that runs longer than the
+queue's visibility timeout (900 s as ``admin create-resources`` creates it) can be delivered a
+second time, to this worker or another one, while the first run still works. The jobs are
+safe against that: a validation run holds a lease and writes conditionally, a staging copy is
+claimed (docs/CONTRACTS.md), so the second run finds the lease or claim held, or the work done,
+and does nothing.
 """
 
 from __future__ import annotations
@@ -17,31 +32,111 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from . import jobs
+from .adapters import aws
 from .adapters.sqs import JobQueue
-from .config import ConfigError, apply_stack_env, get_settings
+from .config import ConfigError, Settings, apply_stack_env, get_settings
 from .domain import digests
 
 log = logging.getLogger("ucs_lambda.worker")
 
+#: SQS's limit of messages per ReceiveMessage call.
+RECEIVE_LIMIT = 10
+#: Most job slots one worker accepts (each thread shares the process's S3 connection pool).
+MAX_CONCURRENCY = 64
+#: While every slot is busy, the polling thread looks at the stop flag and the sweep this often.
+SLOT_WAIT_SECONDS = 0.5
+
+CONCURRENCY_HELP = (
+    "jobs run at once (1..%d; default $UCS_WORKER_CONCURRENCY, else min(4, 2 x CPU cores) = %d "
+    "here). Two per core because jobs mostly wait: the RGW does the server-side copies, ranged "
+    "reads wait on the network, while a validating job hashes on about one core. At most 4 by "
+    "default because each validating job holds up to (UCS_VALIDATE_CONCURRENCY + 1) x 16 MiB "
+    "of read buffers (~144 MiB) and keeps UCS_VALIDATE_CONCURRENCY (8) ranged GETs in flight "
+    "on the one shared S3 client, whose connection pool holds 32. Raise it on a bigger machine "
+    "(README: Deploy next to Ceph)"
+)
+
+
+def default_concurrency(cpus: int | None = None) -> int:
+    """Job slots when nothing is configured: ``min(4, 2 x cores)`` (see ``CONCURRENCY_HELP``)."""
+    cores = os.cpu_count() if cpus is None else cpus
+    return max(1, min(4, 2 * (cores or 1)))
+
+
+def concurrency_setting(value: int | None, environ: Mapping[str, str] = os.environ) -> int:
+    """``--concurrency`` if given, else ``UCS_WORKER_CONCURRENCY``, else the default."""
+    name = "--concurrency"
+    if value is None:
+        raw = (environ.get("UCS_WORKER_CONCURRENCY") or "").strip()
+        if not raw:
+            return default_concurrency()
+        name = "UCS_WORKER_CONCURRENCY"
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ConfigError(f"{name} must be an integer, not {raw!r}") from None
+    if not 1 <= value <= MAX_CONCURRENCY:
+        raise ConfigError(f"{name} must be between 1 and {MAX_CONCURRENCY}, not {value}")
+    return value
+
+
+def prepare_clients(settings: Settings) -> None:
+    """Build the shared clients on the calling thread, before the job threads start.
+
+    boto3 clients are thread-safe once built, but building them from one session is not:
+    :func:`ucs_lambda.adapters.aws.client` builds under a lock and caches, so every job thread
+    shares one S3 and one SQS client; building them here takes that work out of the first jobs.
+    pynamodb builds its botocore client lazily from a per-thread session (safe; a race only
+    builds a spare client); building the models' clients here lets the job threads share them.
+    No network call: the queue URL is looked up by the first poll, before any job starts.
+    """
+    from .adapters.dynamo import FileItem, Repository, UploadItem
+
+    aws.client("sqs", settings)
+    aws.client("s3", settings)
+    Repository(settings)  # points the models at the configured tables
+    for model in (FileItem, UploadItem):
+        _ = model._get_connection().connection.client
+
 
 class Worker:
-    """A polling loop with a stop flag (set by signals or by tests)."""
+    """A polling loop feeding up to ``concurrency`` job threads, with a stop flag (set by
+    signals or by tests)."""
 
     def __init__(
-        self, sweep_seconds: float = 60.0, retry_delay: int = 5, wait_seconds: int = 1
+        self,
+        sweep_seconds: float = 60.0,
+        retry_delay: int = 5,
+        wait_seconds: int = 1,
+        concurrency: int = 1,
     ) -> None:
+        if not 1 <= concurrency <= MAX_CONCURRENCY:
+            raise ValueError(f"concurrency must be between 1 and {MAX_CONCURRENCY}")
         self.sweep_seconds = sweep_seconds
         self.retry_delay = retry_delay
         self.wait_seconds = wait_seconds
+        self.concurrency = concurrency
         self.stop_event = threading.Event()
         self._last_sweep = 0.0
+        self._slots = threading.Condition()
+        self._running = 0
 
     def stop(self, *_: Any) -> None:
+        """Stop polling; :meth:`run` returns once the running jobs have finished.
+
+        Only sets a flag, so it is safe in a signal handler."""
         self.stop_event.set()
+
+    @property
+    def running(self) -> int:
+        """Jobs running now."""
+        with self._slots:
+            return self._running
 
     def process(self, queue: JobQueue, message: dict[str, Any]) -> bool:
         """Run one message's job; True when it may be deleted."""
@@ -86,27 +181,105 @@ class Worker:
             log.error("sweep failed: %s: %s", type(exc).__name__, exc)
 
     def run_once(self) -> int:
-        """One poll (plus a due sweep); returns the number of messages handled."""
+        """One poll (plus a due sweep) for up to ``concurrency`` messages, run side by side
+        until all have finished; returns the number of messages handled."""
         self.sweep_if_due()
         queue = JobQueue(get_settings())
-        messages = queue.receive(wait_seconds=self.wait_seconds)
-        for message in messages:
-            self.process(queue, message)
+        wanted = min(RECEIVE_LIMIT, self.concurrency)
+        messages = queue.receive(wait_seconds=self.wait_seconds, max_messages=wanted)
+        if len(messages) == 1:
+            self._run_job(queue, messages[0])
+        elif messages:
+            with ThreadPoolExecutor(len(messages), thread_name_prefix="ucs-job") as pool:
+                for message in messages:
+                    self._start(pool, queue, message)
         return len(messages)
 
     def run(self) -> None:
-        log.info("worker started")
-        while not self.stop_event.is_set():
-            try:
-                self.run_once()
-            except Exception as exc:  # queue unreachable etc.: back off, keep running
-                log.error("polling failed: %s: %s", type(exc).__name__, exc)
-                self.stop_event.wait(2.0)
+        """Poll and run jobs until :meth:`stop`; then wait for the running jobs."""
+        try:
+            prepare_clients(get_settings())
+        except Exception as exc:  # the jobs build them themselves (under aws.client's lock)
+            log.warning("could not prepare the clients: %s: %s", type(exc).__name__, exc)
+        log.info("worker started: %d job slot(s)", self.concurrency)
+        with ThreadPoolExecutor(self.concurrency, thread_name_prefix="ucs-job") as pool:
+            while not self.stop_event.is_set():
+                self.sweep_if_due()
+                free = self._wait_for_free_slots()
+                if not free:
+                    continue  # still busy (look at the sweep and the stop flag), or stopping
+                try:
+                    queue = JobQueue(get_settings())
+                    messages = queue.receive(
+                        wait_seconds=self.wait_seconds, max_messages=min(RECEIVE_LIMIT, free)
+                    )
+                except Exception as exc:  # queue unreachable etc.: back off, keep running
+                    log.error("polling failed: %s: %s", type(exc).__name__, exc)
+                    self.stop_event.wait(2.0)
+                    continue
+                for message in messages:
+                    if self.stop_event.is_set():
+                        self._hand_back(queue, message)
+                    else:
+                        self._start(pool, queue, message)
+            if self.running:
+                log.info("worker stopping: waiting for %d running job(s)", self.running)
         log.info("worker stopped")
+
+    # ---- job slots ----------------------------------------------------------------------
+
+    def _wait_for_free_slots(self) -> int:
+        """Free slots now (0 while all are busy after a short wait, or when stopping)."""
+        with self._slots:
+            if self._running >= self.concurrency and not self.stop_event.is_set():
+                self._slots.wait(SLOT_WAIT_SECONDS)
+            if self.stop_event.is_set():
+                return 0
+            return self.concurrency - self._running
+
+    def _start(self, pool: ThreadPoolExecutor, queue: JobQueue, message: dict[str, Any]) -> None:
+        with self._slots:
+            self._running += 1
+        try:
+            pool.submit(self._run_job, queue, message, True)
+        except BaseException:
+            self._slot_freed()
+            raise
+
+    def _run_job(self, queue: JobQueue, message: dict[str, Any], slot: bool = False) -> None:
+        try:
+            self.process(queue, message)
+        except Exception as exc:  # deleting the message failed: it comes again, a no-op then
+            log.error(
+                "job %s: could not delete its message (%s: %s); it will be delivered again",
+                message.get("MessageId"),
+                type(exc).__name__,
+                exc,
+            )
+        finally:
+            if slot:
+                self._slot_freed()
+
+    def _slot_freed(self) -> None:
+        with self._slots:
+            self._running -= 1
+            self._slots.notify_all()
+
+    def _hand_back(self, queue: JobQueue, message: dict[str, Any]) -> None:
+        """A message received while stopping: visible again at once, for the next worker."""
+        try:
+            queue.retry_later(message["ReceiptHandle"], 0)
+            log.info("stopping: handed job message %s back", message.get("MessageId"))
+        except Exception as exc:  # it becomes visible when its visibility timeout ends
+            log.warning("could not hand back job message %s: %s", message.get("MessageId"), exc)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ucs_lambda.worker", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m ucs_lambda.worker",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument(
         "--sweep-seconds",
         type=float,
@@ -114,13 +287,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="interval of the stale-upload/outbox sweeps (default $UCS_WORKER_SWEEP_SECONDS or 60)",
     )
     parser.add_argument("--retry-delay", type=int, default=5, help="seconds before a retry")
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=None,
+        metavar="N",
+        help=CONCURRENCY_HELP % (MAX_CONCURRENCY, default_concurrency()),
+    )
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s [%(threadName)s] %(message)s"
+    )
     try:
         apply_stack_env()
         sweep = args.sweep_seconds
         if sweep is None:
             sweep = float(os.environ.get("UCS_WORKER_SWEEP_SECONDS") or 60)
+        concurrency = concurrency_setting(args.concurrency)
         get_settings()
     except (ConfigError, ValueError) as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
@@ -130,7 +313,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except digests.DigestUnavailable as exc:
         print(f"cannot validate uploads here: {exc}", file=sys.stderr)
         return 3
-    worker = Worker(sweep_seconds=sweep, retry_delay=args.retry_delay)
+    worker = Worker(sweep_seconds=sweep, retry_delay=args.retry_delay, concurrency=concurrency)
     signal.signal(signal.SIGTERM, worker.stop)
     signal.signal(signal.SIGINT, worker.stop)
     worker.run()

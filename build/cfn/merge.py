@@ -56,6 +56,9 @@ ABORT_INCOMPLETE_DAYS = 14
 DLQ_MAX_RECEIVES = 5
 #: SQS visibility timeout: AWS advises six times the consuming function's timeout.
 VISIBILITY_FACTOR = 6
+#: What the job function's ``reserved_concurrency`` may be: it is also the SQS event source's
+#: ``MaximumConcurrency`` (build/package_lambda.sh), which Lambda accepts from 2 to 1000.
+JOB_CONCURRENCY_RANGE = (2, 1000)
 
 # logical name -> (environment variable, kind)
 RESOURCES = {
@@ -118,6 +121,21 @@ def load_stage(stage: str, root: Path = ROOT) -> dict[str, Any]:
         value = throttling[name]
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise SystemExit(f"stage {stage}: api_throttling.{name} must be a positive integer")
+    # The job function's reserved concurrency is required, not defaulted: without it, a burst of
+    # jobs could take the account's whole Lambda concurrency from the API.
+    job_concurrency = (
+        st.get("lambda_functions", {}).get(SQS_FUNCTION, {}).get("reserved_concurrency")
+    )
+    low, high = JOB_CONCURRENCY_RANGE
+    if (
+        isinstance(job_concurrency, bool)
+        or not isinstance(job_concurrency, int)
+        or not low <= job_concurrency <= high
+    ):
+        raise SystemExit(
+            f"stage {stage}: lambda_functions.{SQS_FUNCTION}.reserved_concurrency must be an "
+            f"integer from {low} to {high}, not {job_concurrency!r}"
+        )
     timeouts = {
         name: st.get("lambda_functions", {}).get(name, {}).get("lambda_timeout")
         or st.get("lambda_timeout")
@@ -131,6 +149,7 @@ def load_stage(stage: str, root: Path = ROOT) -> dict[str, Any]:
         "policy": policy,
         "timeouts": timeouts,
         "throttling": throttling,
+        "job_concurrency": job_concurrency,
     }
 
 
@@ -610,11 +629,12 @@ def merge_terraform(template: dict[str, Any], stage: dict[str, Any]) -> dict[str
     out["locals"]["chalice_api_swagger"] = json.dumps(swagger)
     # Chalice pins Terraform < 1.4 and the AWS provider < 5; the generated resources are valid
     # for the AWS provider 5 too (checked by `terraform validate` in tests/deploy). Its
-    # null_data_source is unused and would need the deprecated null provider.
+    # null_data_source is unused and would need the deprecated null provider. 4.51 is the
+    # first provider with the event source mapping's scaling_config (maximum concurrency).
     out["data"].pop("null_data_source", None)
     out["terraform"] = {
         "required_version": ">= 1.0",
-        "required_providers": {"aws": {"source": "hashicorp/aws", "version": ">= 4.0, < 6"}},
+        "required_providers": {"aws": {"source": "hashicorp/aws", "version": ">= 4.51, < 6"}},
     }
     outputs = out.setdefault("output", {})
     outputs.update(

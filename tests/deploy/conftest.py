@@ -44,11 +44,12 @@ def package(out: Path, stage: str = "dev", fmt: str = "cloudformation") -> Path:
 
 @pytest.fixture(scope="session")
 def packaged(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """{"cfn": {stage: dir}, "tf": dir} for both stages (CloudFormation) and dev (Terraform)."""
+    """{"cfn": {stage: dir}, "tf_stages": {stage: dir}, "tf": the dev stage's Terraform dir}:
+    both stages as CloudFormation and as Terraform."""
     base = tmp_path_factory.mktemp("package")
     cfn = {stage: package(base / f"cfn-{stage}", stage) for stage in ("dev", "prod")}
-    tf = package(base / "tf-dev", "dev", "terraform")
-    return {"cfn": cfn, "tf": tf}
+    tf = {stage: package(base / f"tf-{stage}", stage, "terraform") for stage in ("dev", "prod")}
+    return {"cfn": cfn, "tf": tf["dev"], "tf_stages": tf}
 
 
 def load(path: Path) -> dict[str, Any]:

@@ -31,6 +31,12 @@ def stage_throttling(stage: str) -> dict[str, int]:
     return config["stages"][stage]["api_throttling"]
 
 
+def job_concurrency(stage: str) -> int:
+    """The job function's reserved concurrency the stage sets in .chalice/config.json."""
+    config = json.loads((ROOT / ".chalice" / "config.json").read_text())
+    return config["stages"][stage]["lambda_functions"]["on_job_message"]["reserved_concurrency"]
+
+
 def model_indexes() -> set[tuple[str, tuple[tuple[str, str], ...], str]]:
     """The uploads table's GSIs as the service declares them (pynamodb models)."""
     from ucs_lambda.adapters.dynamo import UploadItem
@@ -164,6 +170,55 @@ def test_cfn_template_has_the_service_resources(packaged: dict[str, Any], stage:
             "ThrottlingBurstLimit": throttling["burst_limit"],
         }
     ]
+
+
+def test_the_job_function_runs_one_message_per_invocation_within_its_reservation(
+    packaged: dict[str, Any],
+) -> None:
+    """Batch size 1 (each job run has an invocation's whole 900 s to itself) and the stage's
+    reserved concurrency for the job function, which is also the SQS event source's maximum
+    concurrency (no invocation above the reservation, so no throttled message waits out the
+    visibility timeout): in both stages, in CloudFormation and in Terraform. No other function
+    reserves concurrency (the API scales within the account's unreserved pool)."""
+    assert (job_concurrency("dev"), job_concurrency("prod")) == (10, 50)
+    for stage in STAGES:
+        expected = job_concurrency(stage)
+        assert merge.load_stage(stage)["job_concurrency"] == expected
+
+        res = load(packaged["cfn"][stage] / "sam.json")["Resources"]
+        job = res["OnJobMessage"]["Properties"]
+        assert job["ReservedConcurrentExecutions"] == expected, stage
+        (event,) = job["Events"].values()
+        assert event["Type"] == "SQS"
+        assert event["Properties"]["BatchSize"] == 1
+        assert event["Properties"]["ScalingConfig"] == {"MaximumConcurrency": expected}
+        for logical in set(merge.FUNCTIONS.values()) - {"OnJobMessage"}:
+            assert "ReservedConcurrentExecutions" not in res[logical]["Properties"], logical
+
+        r = load(packaged["tf_stages"][stage] / "chalice.tf.json")["resource"]
+        functions = r["aws_lambda_function"]
+        assert functions["on_job_message"]["reserved_concurrent_executions"] == expected, stage
+        for handler in set(merge.FUNCTIONS) - {"on_job_message"}:
+            assert "reserved_concurrent_executions" not in functions[handler], handler
+        (mapping,) = r["aws_lambda_event_source_mapping"].values()
+        assert mapping["function_name"] == "${aws_lambda_function.on_job_message.arn}"
+        assert mapping["batch_size"] == 1
+        assert mapping["scaling_config"] == {"maximum_concurrency": expected}
+
+
+def test_a_stage_must_bound_the_job_function(tmp_path: Path) -> None:
+    chalice = tmp_path / ".chalice"
+    shutil.copytree(ROOT / ".chalice", chalice, ignore=shutil.ignore_patterns("deployments"))
+    config = json.loads((chalice / "config.json").read_text())
+    job = config["stages"]["dev"]["lambda_functions"]["on_job_message"]
+    for bad in (None, 0, 1, 1001, "10", True):
+        if bad is None:
+            job.pop("reserved_concurrency", None)
+        else:
+            job["reserved_concurrency"] = bad
+        (chalice / "config.json").write_text(json.dumps(config))
+        with pytest.raises(SystemExit, match=r"on_job_message\.reserved_concurrency"):
+            merge.load_stage("dev", tmp_path)
 
 
 def test_templates_hold_no_secret(packaged: dict[str, Any]) -> None:
