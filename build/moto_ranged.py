@@ -1,4 +1,5 @@
-"""The local stack's threaded moto server (S3 and SQS), answering ranged GETs in O(range).
+"""The local stack's threaded moto server (S3 and SQS), answering ranged GETs in O(range) and
+honouring ``x-amz-copy-source-if-match`` on copies.
 
 moto 5 answers ``GET`` with ``Range: bytes=a-b`` by reading the *whole* object out of the
 key's spooled buffer (``FakeKey.value``) and slicing the copy: every range costs as much as
@@ -13,6 +14,12 @@ length and, when moto's range code slices it, reads just those bytes from the sp
 416 for unsatisfiable ranges, multi-range and unparsable headers answered with the whole
 object -- is moto's unchanged code. ``tests/e2e/test_local_stack_ranges.py`` checks the bytes.
 
+moto 5 also ignores ``x-amz-copy-source-if-match`` on ``CopyObject`` and ``UploadPartCopy``
+(S3 and Ceph RGW answer 412 when the source's ETag differs). Every server-side copy of the
+service is conditional on the source's ETag, so :func:`patch_copy_conditions` makes moto
+check it too: the tests of "a source replaced between plan and copy" would otherwise pass
+on moto without proving anything. The server tests apply it to the in-process moto as well.
+
 Usage (what ``build/stack.py`` runs): ``python build/moto_ranged.py -H 127.0.0.1 -p 5050``.
 """
 
@@ -21,9 +28,11 @@ from __future__ import annotations
 import sys
 import threading
 from typing import Any
+from urllib.parse import unquote, urlparse
 
 from moto.s3 import models as s3_models
 from moto.s3 import responses as s3_responses
+from moto.s3.exceptions import PreconditionFailed
 
 _request = threading.local()
 
@@ -78,10 +87,46 @@ def _key_response(self: Any, request: Any, full_url: str, headers: Any) -> Any:
     return status, response_headers, body
 
 
+_COPY_OBJECT = s3_responses.S3Response.copy_object
+_UPLOAD_PART_COPY = s3_responses.S3Response.upload_part_copy
+
+
+def _check_copy_source(response: Any) -> None:
+    """412 ``PreconditionFailed`` when the copy source's ETag is not the one asked for."""
+    wanted = response.headers.get("x-amz-copy-source-if-match")
+    if not wanted:
+        return
+    source = response.headers.get("x-amz-copy-source")
+    if isinstance(source, bytes):
+        source = source.decode("utf-8")
+    bucket, key = unquote(urlparse(source).path).lstrip("/").split("/", 1)
+    found = response.backend.get_object(bucket, key)
+    if found is None or found.etag.strip('"') != str(wanted).strip('"'):
+        raise PreconditionFailed(failed_condition="x-amz-copy-source-If-Match")
+
+
+def _copy_object(self: Any) -> Any:
+    _check_copy_source(self)
+    return _COPY_OBJECT(self)
+
+
+def _upload_part_copy(self: Any) -> Any:
+    _check_copy_source(self)
+    return _UPLOAD_PART_COPY(self)
+
+
+def patch_copy_conditions() -> None:
+    """Make moto's copies honour ``x-amz-copy-source-if-match`` (idempotent)."""
+    s3_responses.S3Response.copy_object = _copy_object  # type: ignore[method-assign]
+    s3_responses.S3Response.upload_part_copy = _upload_part_copy  # type: ignore[method-assign]
+
+
 def patch() -> None:
-    """Make moto's S3 read only the requested range of a ranged GET (idempotent)."""
+    """Make moto's S3 read only the requested range of a ranged GET and honour copy
+    conditions (idempotent)."""
     s3_models.FakeKey.value = property(_value, _VALUE.fset)  # type: ignore[method-assign]
     s3_responses.S3Response.key_response = _key_response  # type: ignore[method-assign]
+    patch_copy_conditions()
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -95,12 +95,14 @@ class Settings:
     min_part_size: int
     copy_part_size: int
     copy_concurrency: int
+    single_copy_max: int
+    segment_size: int
     stale_upload_seconds: int
     revalidate_seconds: int
     max_batch_urls: int
     max_batch_files: int
-    validate_budget_seconds: float
-    validate_budget_bytes: int
+    job_budget_seconds: float
+    job_budget_bytes: int
     validate_range_size: int
     validate_concurrency: int
     validate_checkpoint_seconds: float
@@ -196,17 +198,28 @@ def get_settings() -> Settings:
         presign_ttl=_int("UCS_PRESIGN_TTL", 900),
         part_size=_int("UCS_PART_SIZE", 16 * MiB),
         min_part_size=_int("UCS_MIN_PART_SIZE", 5 * MiB),
-        copy_part_size=_int("UCS_COPY_PART_SIZE", 512 * MiB),
-        copy_concurrency=_int("UCS_COPY_CONCURRENCY", 8),
+        # Server-side copies (tuned on Ceph RGW, bench/RESULTS.md): one CopyObject up to S3's
+        # 5 GiB limit (RGW shares the source's data instead of copying it: 4 GiB in 1.4 s,
+        # where parallel UploadPartCopy moves ~260 MiB/s); above it, and for assembling
+        # segments, parts of UCS_COPY_PART_SIZE copied UCS_COPY_CONCURRENCY at a time.
+        copy_part_size=_int_in("UCS_COPY_PART_SIZE", 64 * MiB, 1),
+        copy_concurrency=_int_in("UCS_COPY_CONCURRENCY", 8, 1, 64),
+        single_copy_max=_int_in("UCS_SINGLE_COPY_MAX", 5 * 1024 * MiB, 0, 5 * 1024 * MiB),
+        # Target size of an upload's segments (whole parts; at most 256 segments per upload):
+        # what is left to verify and store after the client's last byte.
+        segment_size=_int_in("UCS_SEGMENT_SIZE", 128 * MiB, 1),
         stale_upload_seconds=_int("UCS_STALE_UPLOAD_SECONDS", 7 * 24 * 3600),
         revalidate_seconds=_int("UCS_REVALIDATE_SECONDS", 3600),
         max_batch_urls=_int("UCS_MAX_BATCH_URLS", 1000),
         max_batch_files=_int_in("UCS_MAX_BATCH_FILES", 1000, 1),
-        # The job function's Lambda timeout is 900 s (.chalice/config.json): 600 s of reading
-        # (or copying) leave time for the ranges in flight, the last checkpoint and the
-        # continuation message.
-        validate_budget_seconds=_float("UCS_VALIDATE_BUDGET_SECONDS", 600.0),
-        validate_budget_bytes=_int("UCS_VALIDATE_BUDGET_BYTES", 0),
+        # One budget for every job run (validation, assembly, staging). The job function's
+        # Lambda timeout is 900 s (.chalice/config.json): 600 s of reading or copying leave
+        # time for the ranges and copy parts in flight, the last checkpoint and the
+        # continuation message. The issue-10 names UCS_VALIDATE_BUDGET_* still work.
+        job_budget_seconds=_float(
+            "UCS_JOB_BUDGET_SECONDS", _float("UCS_VALIDATE_BUDGET_SECONDS", 600.0)
+        ),
+        job_budget_bytes=_int("UCS_JOB_BUDGET_BYTES", _int("UCS_VALIDATE_BUDGET_BYTES", 0)),
         validate_range_size=_int("UCS_VALIDATE_RANGE_SIZE", 16 * MiB),
         validate_concurrency=_int("UCS_VALIDATE_CONCURRENCY", 8),
         validate_checkpoint_seconds=_float("UCS_VALIDATE_CHECKPOINT_SECONDS", 10.0),

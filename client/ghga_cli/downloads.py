@@ -341,9 +341,7 @@ class StagingWaiter(Waiter):
                 if not self.session.batch or not entry.extra.get("said"):
                     # One line per file in a batch (thousands may wait), every wait otherwise.
                     entry.extra["said"] = True
-                    self.session.log_for(job)(
-                        f"waiting for the file to be staged (retry in {wait:.0f} s)"
-                    )
+                    self.session.log_for(job)(answer.describe(wait))
                 entry.due = now + wait
                 return
             answer = WaitTimeout(

@@ -47,17 +47,25 @@ def format_rate(bytes_per_s: float) -> str:
 
 
 def progress_line(
-    done: int, total: int, elapsed: float, rate: float, files: tuple[int, int] | None = None
+    done: int,
+    total: int,
+    elapsed: float,
+    rate: float,
+    files: tuple[int, int] | None = None,
+    verified: int | None = None,
 ) -> str:
     """One status line, e.g. ``1.0 GiB / 4.0 GiB  25.0%  112.3 MiB/s  ETA 27s``.
 
-    ``files`` (done, total) prefixes the line of a batch: ``files 3/50  ...``.
+    ``files`` (done, total) prefixes the line of a batch: ``files 3/50  ...``; ``verified``
+    (bytes the server has verified and stored while an upload is sent) follows the bytes:
+    ``1.0 GiB / 4.0 GiB  25.0%  verified 0.8 GiB  ...``.
     """
     pct = 100.0 if total <= 0 else min(100.0, 100.0 * done / total)
     eta = (total - done) / rate if rate > 0 else None
     prefix = f"files {files[0]}/{files[1]}  " if files is not None else ""
+    checked = f"verified {format_bytes(verified)}  " if verified is not None else ""
     return (
-        f"{prefix}{format_bytes(done)} / {format_bytes(total)}  {pct:5.1f}%  "
+        f"{prefix}{format_bytes(done)} / {format_bytes(total)}  {pct:5.1f}%  {checked}"
         f"{format_rate(rate)}  ETA {format_duration(eta)}"
     )
 
@@ -97,6 +105,7 @@ class Progress:
         self.done = 0
         self.baseline = 0  # bytes already present before this run (resume)
         self.files: tuple[int, int] | None = None  # (done, total) in a batch
+        self._verified: dict[str, int] = {}  # bytes the server verified, per file
         # A terminal shows the line at once; logs get their first line after LOG_INTERVAL, so
         # short transfers do not clutter them.
         self._last_draw = -1e9 if tty else self.start
@@ -116,6 +125,11 @@ class Progress:
         """A file joined the batch (or its size became known)."""
         with self._lock:
             self.total += nbytes
+
+    def set_verified(self, key: str, nbytes: int) -> None:
+        """Bytes of one file (``key``) the server has verified so far (shown on the line)."""
+        with self._lock:
+            self._verified[key] = max(nbytes, self._verified.get(key, 0))
 
     def set_files(self, done: int, total: int) -> None:
         """Files finished / in the batch, shown at the start of the line."""
@@ -145,7 +159,8 @@ class Progress:
         self._last_draw = now
         self._logged_done = done
         rate = self._rate(now, max(0, done - self.baseline))
-        line = progress_line(done, self.total, now - self.start, rate, self.files)
+        verified = sum(self._verified.values()) if self._verified else None
+        line = progress_line(done, self.total, now - self.start, rate, self.files, verified)
         if self.label:
             line = f"{self.label} {line}"
         if self.tty:

@@ -260,6 +260,9 @@ class UploadTransfer(Transfer[UploadPart]):
 
     Parts S3 lacks are ready at once; parts S3 holds (``existing``) are hashed first and become
     ready only if they do not match. ``on_skipped`` hears of each stored part that matched.
+    With ``segment_parts`` (the server stores the upload as segments of that many parts),
+    ``on_segment`` hears of each segment whose parts are all stored, from the engine's or a
+    hasher's thread: it must only hand the news on, never wait.
     """
 
     direction = "upload"
@@ -275,6 +278,8 @@ class UploadTransfer(Transfer[UploadPart]):
         check_parts: bool = True,
         hasher: PartHasher | None = None,
         on_skipped: Callable[[int], None] | None = None,
+        segment_parts: int | None = None,
+        on_segment: Callable[[int], None] | None = None,
     ) -> None:
         super().__init__(label)
         self.path = path
@@ -292,6 +297,12 @@ class UploadTransfer(Transfer[UploadPart]):
         self._lock = threading.Lock()
         self._ready: collections.deque[UploadPart] = collections.deque()
         self._checking = 0  # stored parts whose hash is not known yet
+        self.segment_parts = segment_parts or len(pieces)
+        self._on_segment = on_segment if segment_parts else None
+        # Parts of each segment not stored yet (segments are numbered from 1).
+        self._segment_left = collections.Counter(
+            i // self.segment_parts + 1 for i in range(len(pieces))
+        )
         existing = existing or {}
         for index, (offset, size) in enumerate(pieces):
             part = UploadPart(self, index, offset, size)
@@ -320,6 +331,16 @@ class UploadTransfer(Transfer[UploadPart]):
                 self._ready.appendleft(part)
                 return
         self._on_skipped(part.size)
+        self._part_stored(part)
+
+    def _part_stored(self, part: UploadPart) -> None:
+        """Count a stored part; tell ``on_segment`` when its segment is whole."""
+        segment_no = part.index // self.segment_parts + 1
+        with self._lock:
+            self._segment_left[segment_no] -= 1
+            whole = self._segment_left[segment_no] == 0
+        if whole and self._on_segment is not None:
+            self._on_segment(segment_no)
 
     def next_part(self) -> UploadPart | None:
         with self._lock:
@@ -379,6 +400,7 @@ class UploadTransfer(Transfer[UploadPart]):
         with self._lock:
             self._done_bytes += part.size
         self.urls.note_part_done()
+        self._part_stored(part)
 
     def bytes_moved(self) -> int:
         return self._done_bytes

@@ -13,6 +13,8 @@ anything is sent and checked again before the upload is confirmed.
 
 from __future__ import annotations
 
+import queue
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +44,70 @@ IDLE_WAIT = 3600.0
 #: Most uploads asked for their status per round of the validation waiter (a batch of 1,000
 #: files must not poll 1,000 uploads every few seconds; validation runs in order anyway).
 POLLS_PER_ROUND = 16
+#: Longest wait for the last segment reports before the upload is confirmed (the confirmation
+#: completes any segment whose report did not get through).
+REPORTS_WAIT = 30.0
+
+
+class SegmentReporter:
+    """Tells the server about each stored segment, off the engine's thread.
+
+    A server that stores uploads as segments verifies and stores each one as soon as it is
+    complete, while the next ones are sent, so that little is left to do after the last
+    byte. One thread sends ``POST /uploads/{id}/segments/{n}/complete`` for each segment the
+    transfer reports (it never waits for the API itself); each answer carries the bytes the
+    server has verified so far. A failure is logged once and ends the reports: the
+    confirmation completes whatever segment is left, so it costs the head start, never the
+    upload.
+    """
+
+    def __init__(
+        self,
+        api: ApiAccess,
+        upload_id: str,
+        on_verified: Callable[[int], None],
+        log: Callable[[str], None],
+    ) -> None:
+        self.api = api
+        self.upload_id = upload_id
+        self._on_verified = on_verified
+        self._log = log
+        self._queue: queue.Queue[int | None] = queue.Queue()
+        self._stopped = threading.Event()
+        self.reported = 0
+        self._thread = threading.Thread(target=self._run, name="ghga-segments", daemon=True)
+        self._thread.start()
+
+    def report(self, segment_no: int) -> None:
+        self._queue.put(segment_no)
+
+    def close(self, wait: bool = True) -> None:
+        """Send what is queued (at most :data:`REPORTS_WAIT` s) and end; or drop it."""
+        if not wait:
+            self._stopped.set()
+        self._queue.put(None)
+        self._thread.join(REPORTS_WAIT if wait else 1.0)
+        self._stopped.set()
+
+    def _run(self) -> None:
+        while True:
+            segment_no = self._queue.get()
+            if segment_no is None or self._stopped.is_set():
+                return
+            try:
+                verified = self.api.ucs().complete_segment(self.upload_id, segment_no)
+            except CliError as exc:
+                self._log(
+                    f"segment {segment_no} was not reported ({exc.message}); the server "
+                    "verifies it after the confirmation instead"
+                )
+                self._stopped.set()
+                return
+            if verified is None:  # the server has no segment route
+                self._stopped.set()
+                return
+            self.reported += 1
+            self._on_verified(verified)
 
 
 @dataclass
@@ -238,6 +304,14 @@ class UploadJob(FileJob):
             min_batch=max(4, 2 * session.options.parallel),
         )
         progress = session.progress
+        reporter = None
+        if upload.segment_parts and upload.segment_parts < len(pieces):
+            reporter = SegmentReporter(
+                api,
+                upload.upload_id,
+                lambda n: progress.set_verified(options.file_id, n) if progress else None,
+                log,
+            )
         transfer = UploadTransfer(
             options.file_id,
             local.path,
@@ -246,6 +320,8 @@ class UploadJob(FileJob):
             existing=existing,
             check_parts=check_parts,
             on_skipped=progress.add_skipped if progress is not None else None,
+            segment_parts=upload.segment_parts if reporter is not None else None,
+            on_segment=reporter.report if reporter is not None else None,
         )
         self.summary.update(
             parts=len(pieces),
@@ -262,9 +338,14 @@ class UploadJob(FileJob):
         except BaseException:
             if whole is not None:
                 whole.stop()
+            if reporter is not None:
+                reporter.close(wait=False)
             raise
         finally:
             self._record_transfer(transfer, time.monotonic() - started)
+        if reporter is not None:
+            reporter.close()
+            self.summary["segments_reported"] = reporter.reported
         self.summary["retries"] = stats.retries
         local.check_unchanged()
         md5 = whole.result() if whole is not None else None

@@ -23,6 +23,7 @@ import requests
 os.environ.setdefault("S3_UPLOAD_PART_MIN_SIZE", str(64 * 1024))
 
 import moto.s3.models as moto_s3_models
+import moto_ranged  # build/ (on the path through tests/conftest.py)
 from chalice.test import Client
 from moto import mock_aws
 
@@ -74,6 +75,7 @@ def env(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
     for name, value in ENV.items():
         monkeypatch.setenv(name, value)
     monkeypatch.setattr(moto_s3_models, "S3_UPLOAD_PART_MIN_SIZE", PART)
+    moto_ranged.patch_copy_conditions()  # copies conditional on the source ETag, as S3's
     # Cached clients/connections are kept across tests on purpose (building them is most of
     # a test's cost); moto intercepts them whichever mock_aws context is active.
     sqs.reset()

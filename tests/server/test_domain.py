@@ -135,16 +135,21 @@ def _md5(b: bytes) -> str:
     return hashlib.md5(b).hexdigest()
 
 
-def _evidence(**over: object) -> Evidence:
+def _evidence(object_etag: str | None = None, **over: object) -> Evidence:
     parts = [b"a" * 10, b"b" * 10, b"c" * 5]
     whole = b"".join(parts)
+    etags = [_md5(p) for p in parts]
+    # Two segments: parts 1-2 and part 3, each its own multipart object.
+    segments = [
+        (object_etag or multipart_etag(etags[:2]), etags[:2]),
+        (multipart_etag(etags[2:]), etags[2:]),
+    ]
     base = {
         "registered_size": len(whole),
         "registered_md5": _md5(whole),
         "object_size": len(whole),
-        "object_etag": multipart_etag([_md5(p) for p in parts]),
-        "s3_part_etags": [_md5(p) for p in parts],
-        "client_part_md5s": [_md5(p) for p in parts],
+        "segments": segments,
+        "client_part_md5s": etags,
         "client_md5": _md5(whole),
     }
     base.update(over)
@@ -166,7 +171,7 @@ def test_early_rejections_name_both_values() -> None:
     assert "part 2" in reason and "1" * 32 in reason and _md5(b"b" * 10) in reason
     reason = (precheck(_evidence(client_part_md5s=bad_parts[:2])) or Verdict(True)).reason
     assert "2 parts" in (reason or "") and "3 parts" in (reason or "")
-    verdict = precheck(_evidence(object_etag="0" * 32 + "-3"))
+    verdict = precheck(_evidence(object_etag="0" * 32 + "-2"))
     assert verdict is not None and not verdict.accepted and "ETag" in (verdict.reason or "")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
@@ -16,7 +17,12 @@ from ucs_lambda.adapters import aws, dynamo
 from ucs_lambda.adapters.dynamo import Repository
 from ucs_lambda.adapters.s3 import Storage
 from ucs_lambda.config import get_settings
-from ucs_lambda.services.downloads import retry_after_for
+from ucs_lambda.domain.models import FileRecord, StagingProgress
+from ucs_lambda.services.downloads import (
+    MAX_RETRY_AFTER,
+    UNMEASURED_RETRY_AFTER,
+    estimate_staging,
+)
 
 from .conftest import PART, Api, md5, payload, queued_jobs, register
 
@@ -65,7 +71,7 @@ def test_staging_then_object(api: Api) -> None:
     accepted_file(api)
     r = get(api)
     assert r.status_code == 202
-    assert r.headers["Retry-After"].isdigit() and 2 <= int(r.headers["Retry-After"]) <= 300
+    assert r.headers["Retry-After"].isdigit() and 1 <= int(r.headers["Retry-After"]) <= 300
     assert r.headers["Cache-Control"] == "no-store"
     assert get(api).status_code == 202  # still staging: no second job
     assert run_jobs() == [{"job": "stage", "file_id": "F1"}]
@@ -155,7 +161,8 @@ def test_stage_replay_is_harmless(api: Api, monkeypatch: pytest.MonkeyPatch) -> 
     get(api)
     run_jobs()
     calls = []
-    monkeypatch.setattr(Storage, "copy", lambda self, *a, **k: calls.append(a))
+    monkeypatch.setattr(Storage, "copy_object", lambda self, *a, **k: calls.append(a))
+    monkeypatch.setattr(Storage, "copy_parts", lambda self, *a, **k: calls.append(a))
     jobs.handle_message({"job": "stage", "file_id": "F1"})  # duplicate delivery
     jobs.handle_message({"job": "stage", "file_id": "NOPE"})  # unknown file: no-op
     assert calls == []
@@ -185,7 +192,7 @@ def test_failed_staging_is_retried(api: Api, monkeypatch: pytest.MonkeyPatch) ->
         raise RuntimeError("copy failed")
 
     with monkeypatch.context() as m:
-        m.setattr(Storage, "copy", broken)
+        m.setattr(Storage, "copy_object", broken)
         with pytest.raises(RuntimeError):
             jobs.handle_message(messages[0])  # SQS would redeliver
     f = Repository(get_settings()).get_file("F1")
@@ -196,6 +203,7 @@ def test_failed_staging_is_retried(api: Api, monkeypatch: pytest.MonkeyPatch) ->
 
 def test_multipart_staging_copy(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("UCS_COPY_PART_SIZE", str(PART))
+    monkeypatch.setenv("UCS_SINGLE_COPY_MAX", str(PART))
     accepted_file(api)
     get(api)
     run_jobs()
@@ -254,7 +262,21 @@ def test_service_info(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
     assert get(api, "/ga4gh/drs/v1/service-info", user=None).status_code == 401
 
 
-def test_retry_after_estimate() -> None:
-    assert retry_after_for(0, 100) == 2
-    assert retry_after_for(10_000, 100) == 101
-    assert retry_after_for(10**15, 100) == 300
+def _file(size: int, staging: StagingProgress | None = None) -> FileRecord:
+    now = datetime.now(timezone.utc)
+    return FileRecord("F", "f", size, "0" * 32, "", "", now, now, staging=staging)
+
+
+def test_retry_after_follows_the_measured_rate() -> None:
+    """Before anything is measured the configured rate is only a guess: a short answer (a
+    copy may be done in a second). Once bytes were copied, the rate they took decides."""
+    now = 1000.0
+    assert estimate_staging(_file(0), 100, now).retry_after == 1
+    assert estimate_staging(_file(10_000), 100, now).retry_after == UNMEASURED_RETRY_AFTER
+    assert estimate_staging(_file(150), 100, now).retry_after == 2
+    # 1,000 of 10,000 bytes in 10 s: 90 s to go.
+    copying = StagingProgress("copy", "etag", 1_000, now - 10)
+    estimate = estimate_staging(_file(10_000, copying), 100, now)
+    assert (estimate.retry_after, estimate.staged_bytes, estimate.size) == (90, 1_000, 10_000)
+    slow = StagingProgress("copy", "etag", 1, now - 10)
+    assert estimate_staging(_file(10**15, slow), 100, now).retry_after == MAX_RETRY_AFTER

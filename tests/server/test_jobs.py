@@ -118,10 +118,17 @@ def _assert_rejected(api: Api, uid: str, words: str) -> None:
     api.create_upload("F1")  # the lock is released
 
 
-def test_reject_on_size(api: Api) -> None:
-    uid = uploaded(api, size=len(DATA) + 1)
-    _assert_rejected(api, uid, f"size mismatch: the stored object has {len(DATA)} bytes")
-    assert f"registered size is {len(DATA) + 1} bytes" in (repo_reason(uid) or "")
+def test_a_part_of_another_size_fails_the_confirmation(api: Api) -> None:
+    """moto takes a body of any length on a URL signed for another (S3 and Ceph refuse it,
+    tests/e2e/test_hardening.py): completing the segment names the part, the upload fails."""
+    register("F1", DATA, size=len(DATA) + 1)
+    up = api.create_upload("F1")
+    api.put_parts(up["upload_id"], DATA, up["part_size"])
+    r = api.confirm(up["upload_id"])
+    assert r.status_code == 400 and r.json_body["exception_id"] == "uploadStatusChange"
+    assert "1 part of another size than the file's layout (parts 4)" in r.json_body["description"]
+    assert status(up["upload_id"]) == "failed"
+    assert keys("t-inbox") == [] and queued_jobs() == []
 
 
 def test_reject_on_registered_checksum(api: Api) -> None:
@@ -161,9 +168,10 @@ def test_reject_on_object_etag(api: Api) -> None:
     from ucs_lambda.adapters import dynamo
 
     item = dynamo.UploadItem.get(uid)
+    segment = dynamo.UploadItem.segments_done["1"]  # type: ignore[index]
     item.update(
         actions=[
-            dynamo.UploadItem.s3_part_etags.set(bytes(16) * 4),
+            segment["parts"].set(bytes(16) * 4),
             dynamo.UploadItem.client_part_md5s.remove(),
         ]
     )
@@ -195,9 +203,11 @@ def test_invalid_messages(body: Any) -> None:
         jobs.handle_message(body)
 
 
-def test_multipart_copy_above_copy_part_size(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
-    """An object larger than UCS_COPY_PART_SIZE is copied with UploadPartCopy parts."""
+def test_multipart_copy_above_one_copy_object(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file larger than UCS_SINGLE_COPY_MAX is stored with UploadPartCopy parts (of
+    UCS_COPY_PART_SIZE, whole upload parts), each conditional on its segment's ETag."""
     monkeypatch.setenv("UCS_COPY_PART_SIZE", str(PART))
+    monkeypatch.setenv("UCS_SINGLE_COPY_MAX", str(PART))
     calls: list[dict] = []
     client = s3()
     real = client.upload_part_copy
@@ -213,13 +223,13 @@ def test_multipart_copy_above_copy_part_size(api: Api, monkeypatch: pytest.Monke
     assert sorted(c["CopySourceRange"] for c in calls) == sorted(
         [f"bytes={i * PART}-{min((i + 1) * PART, len(DATA)) - 1}" for i in range(4)]
     )
+    assert all(c["CopySourceIfMatch"].strip('"').endswith("-4") for c in calls)
     obj = s3().get_object(Bucket="t-permanent", Key="F1")
     assert obj["Body"].read() == DATA
     assert obj["ETag"].strip('"').endswith("-4")
 
 
-def test_single_copy_at_or_below_copy_part_size(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("UCS_COPY_PART_SIZE", str(4 * PART))
+def test_single_copy_of_a_one_segment_file(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
     client = s3()
 
     def fail(**kw: Any) -> Any:
@@ -232,15 +242,15 @@ def test_single_copy_at_or_below_copy_part_size(api: Api, monkeypatch: pytest.Mo
 
 
 @pytest.mark.parametrize(
-    ("copy_part_size", "step"),
+    ("single_copy_max", "step"),
     [(4 * PART, "copy_object"), (PART, "complete_multipart_upload")],
     ids=["single-copy", "multipart-copy"],
 )
 def test_cancel_during_validation_discards_the_copy(
-    api: Api, monkeypatch: pytest.MonkeyPatch, copy_part_size: int, step: str
+    api: Api, monkeypatch: pytest.MonkeyPatch, single_copy_max: int, step: str
 ) -> None:
     """Cancelled just after the accept copy landed: the copy is removed, nothing accepted."""
-    monkeypatch.setenv("UCS_COPY_PART_SIZE", str(copy_part_size))
+    monkeypatch.setenv("UCS_SINGLE_COPY_MAX", str(single_copy_max))
     uid = uploaded(api)
     real = getattr(Storage, step)
 
@@ -260,7 +270,9 @@ def test_cancel_during_validation_discards_the_copy(
 def test_etag_helper_matches_s3(api: Api) -> None:
     uid = uploaded(api)
     rec = repo().get_upload(uid)
-    assert rec is not None and rec.object_etag == multipart_etag(rec.s3_part_etags)
+    assert rec is not None
+    segment = rec.segments_done[1]
+    assert segment.etag == multipart_etag(list(segment.part_etags))
 
 
 # ---- stale uploads --------------------------------------------------------------------------

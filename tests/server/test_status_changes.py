@@ -10,7 +10,7 @@ import pytest
 from ucs_lambda import jobs
 from ucs_lambda.adapters import aws
 from ucs_lambda.adapters.dynamo import Repository
-from ucs_lambda.adapters.s3 import Storage
+from ucs_lambda.adapters.s3 import Storage, StorageError
 from ucs_lambda.config import get_settings
 from ucs_lambda.domain.models import UploadStatus
 
@@ -85,9 +85,9 @@ def test_pending_to_uploaded(api: Api) -> None:
     assert state(uid) == ("uploaded", None, uid)
     rec = repo().get_upload(uid)
     assert rec is not None
-    assert rec.s3_part_etags == md5s
+    assert rec.part_etags() == md5s
     assert rec.client_part_md5s == md5s and rec.client_md5 == md5(DATA)
-    assert rec.object_etag and rec.object_etag.endswith("-4")
+    assert rec.segments_done[1].etag.endswith("-4")
     assert inbox_keys() == [f"F1/{uid}"]
     assert open_multiparts() == []
     assert queued_jobs() == [{"job": "validate", "upload_id": uid}]
@@ -149,12 +149,32 @@ def test_part_count_mismatch_fails_the_upload(api: Api) -> None:
     assert state(uid)[0] == "failed"
 
 
-def test_s3_refusing_completion_marks_failed(api: Api) -> None:
-    """Parts below the minimum size: S3 (moto) refuses to complete -> failed."""
+def test_parts_of_other_sizes_fail_the_upload(api: Api) -> None:
+    """Parts that do not fit the layout (moto takes any length on a signed URL; S3 and Ceph
+    refuse them): the completion names them, the upload fails, S3 is not asked."""
     register("F1", DATA)
     up = api.create_upload("F1")
     uid = up["upload_id"]
-    api.put_parts(uid, DATA[:200], 100)  # two 100-byte parts: the first is too small
+    api.put_parts(uid, DATA[:200], 100)  # two 100-byte parts
+    r = api.confirm(uid)
+    assert r.status_code == 400
+    status, reason, lock = state(uid)
+    assert status == "failed" and lock is None
+    assert "2 parts not stored (parts 3, 4)" in (reason or "")
+    assert "2 parts of another size than the file's layout (parts 1, 2)" in (reason or "")
+
+
+def test_s3_refusing_completion_marks_failed(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    """S3 refuses to complete a segment (e.g. EntityTooSmall) -> failed, with S3's reason."""
+    register("F1", DATA)
+    up = api.create_upload("F1")
+    uid = up["upload_id"]
+    api.put_parts(uid, DATA, up["part_size"])
+
+    def refuse(self: Storage, *args: Any) -> None:
+        raise StorageError("EntityTooSmall", "Your proposed upload is smaller than allowed")
+
+    monkeypatch.setattr(Storage, "complete_multipart_upload", refuse)
     r = api.confirm(uid)
     assert r.status_code == 400
     status, reason, lock = state(uid)
@@ -272,5 +292,5 @@ def test_repository_conditions_refuse_wrong_sources(api: Api) -> None:
     assert not repo().release(rec, UploadStatus.REJECTED)  # pending -> rejected
     assert repo().release(rec, UploadStatus.CANCELLED)
     assert not repo().release(rec, UploadStatus.CANCELLED)  # already released
-    assert not repo().mark_uploaded(uid, [], "", None, [])
+    assert not repo().mark_uploaded(uid, None, [])
     assert state(uid)[0] == "cancelled"

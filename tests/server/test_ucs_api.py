@@ -286,7 +286,7 @@ def test_list_parts_paginates(api: Api, monkeypatch: pytest.MonkeyPatch) -> None
     """More parts than one ListParts page (moto pages by MaxParts)."""
     from ucs_lambda.adapters import s3 as s3_adapter
 
-    data = payload(5 * 10)
+    data = payload(5 * PART)
     register("F1", data)
     up = api.create_upload("F1")
     uid = up["upload_id"]
@@ -299,7 +299,7 @@ def test_list_parts_paginates(api: Api, monkeypatch: pytest.MonkeyPatch) -> None
             Key=rec.object_key,
             UploadId=rec.s3_upload_id,
             PartNumber=n,
-            Body=b"x" * 10,
+            Body=data[(n - 1) * PART : n * PART],
         )
     real = client.get_paginator
 

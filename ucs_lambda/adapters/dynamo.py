@@ -24,6 +24,7 @@ from typing import Any
 
 from pynamodb.attributes import (
     BinaryAttribute,
+    MapAttribute,
     NumberAttribute,
     UnicodeAttribute,
     UnicodeSetAttribute,
@@ -37,10 +38,20 @@ from pynamodb.transactions import TransactWrite
 
 from ..config import Settings
 from ..domain.attempts import AttemptBudget
-from ..domain.models import FileRecord, UploadRecord, UploadStatus, Verification
+from ..domain.models import (
+    FileRecord,
+    StagingProgress,
+    StoredSegment,
+    UploadRecord,
+    UploadStatus,
+    Verification,
+)
 from ..domain.status import allowed_sources
 
 FILE_ID_INDEX = "file_id-index"
+#: Statuses in which the validation job works on an upload (hashing and assembling segments
+#: while pending, the verdict once uploaded).
+_VERIFIABLE = (UploadStatus.PENDING.value, UploadStatus.UPLOADED.value)
 STATUS_INDEX = "upload_status-index"
 
 
@@ -90,6 +101,17 @@ class FileItem(Model):
     attempt_count = NumberAttribute(null=True)
     # Computed by the validation job from the accepted object (absent on older files).
     sha256_checksum = UnicodeAttribute(null=True)
+    # ETag of the permanent object as accepted (absent on older files).
+    permanent_etag = UnicodeAttribute(null=True)
+    # The staging copy while it runs: the outbox multipart upload (copies above one
+    # CopyObject), the source ETag it copies, bytes copied, when it began; and the lease of
+    # the job run working on it.
+    staging_copy_id = UnicodeAttribute(null=True)
+    staging_etag = UnicodeAttribute(null=True)
+    staged_bytes = NumberAttribute(null=True)
+    staging_copy_started = NumberAttribute(null=True)
+    staging_owner = UnicodeAttribute(null=True)
+    staging_lease_until = NumberAttribute(null=True)
 
 
 class FileIdIndex(GlobalSecondaryIndex):
@@ -125,7 +147,11 @@ class UploadItem(Model):
     limit, where hex strings would not fit.
 
     The ``verify_*`` attributes, ``verified_bytes`` and ``copy_upload_id`` are the validation
-    job's saved progress and its lease (docs/CONTRACTS.md, "Validation").
+    job's saved progress and its lease (docs/CONTRACTS.md, "Validation"). ``segments`` maps
+    each opened segment (``"<n>"``) to its S3 multipart upload id, ``segments_done`` each
+    completed one to ``{"etag": <object ETag>, "parts": <packed part ETags>}``; both maps exist
+    from the start (DynamoDB cannot set a path below a missing map). ``s3_part_etags`` and
+    ``object_etag`` are only read, from uploads created before segments.
     """
 
     class Meta:
@@ -152,6 +178,10 @@ class UploadItem(Model):
     verify_owner = UnicodeAttribute(null=True)
     verify_lease_until = NumberAttribute(null=True)
     copy_upload_id = UnicodeAttribute(null=True)
+    segment_parts = NumberAttribute(null=True)
+    copy_group = NumberAttribute(null=True)
+    segments = MapAttribute(null=True)  # type: ignore[var-annotated]
+    segments_done = MapAttribute(null=True)  # type: ignore[var-annotated]
 
     file_id_index = FileIdIndex()
     status_index = StatusIndex()
@@ -238,7 +268,42 @@ def _file_record(item: FileItem) -> FileRecord:
         ),
         attempt_count=int(item.attempt_count or 0),
         sha256_checksum=item.sha256_checksum,
+        permanent_etag=item.permanent_etag,
+        staging=_staging(item),
     )
+
+
+def _staging(item: FileItem) -> StagingProgress | None:
+    if item.staging_etag is None and item.staged_bytes is None:
+        return None
+    return StagingProgress(
+        copy_id=item.staging_copy_id,
+        source_etag=item.staging_etag,
+        copied=int(item.staged_bytes or 0),
+        started=float(item.staging_copy_started) if item.staging_copy_started else None,
+    )
+
+
+def _raw_map(attr: Any) -> dict[str, Any]:
+    """A raw ``MapAttribute``'s content as a plain dict (pynamodb hands out the attribute)."""
+    if attr is None:
+        return {}
+    return dict(attr.as_dict()) if hasattr(attr, "as_dict") else dict(attr)
+
+
+def _segments_done(item: UploadItem) -> dict[int, StoredSegment]:
+    if item.segment_parts is None:  # before segments: the completed object is segment 1
+        if item.object_etag and item.upload_status != UploadStatus.PENDING.value:
+            return {1: StoredSegment(item.object_etag, tuple(_unpack(item.s3_part_etags)))}
+        return {}
+    done = {}
+    for key, value in _raw_map(item.segments_done).items():
+        value = _raw_map(value)
+        parts = value.get("parts")
+        done[int(key)] = StoredSegment(
+            str(value.get("etag") or ""), tuple(_unpack(bytes(parts) if parts else None))
+        )
+    return done
 
 
 def _upload_record(item: UploadItem) -> UploadRecord:
@@ -253,11 +318,13 @@ def _upload_record(item: UploadItem) -> UploadRecord:
         updated=item.updated,
         client_md5=item.client_md5,
         client_part_md5s=_unpack(item.client_part_md5s),
-        s3_part_etags=_unpack(item.s3_part_etags),
-        object_etag=item.object_etag,
         status_reason=item.status_reason,
         verified_bytes=int(item.verified_bytes or 0),
         copy_upload_id=item.copy_upload_id,
+        segment_parts=int(item.segment_parts) if item.segment_parts is not None else None,
+        copy_group=int(item.copy_group) if item.copy_group is not None else None,
+        segment_uploads={int(k): str(v) for k, v in _raw_map(item.segments).items()},
+        segments_done=_segments_done(item),
     )
 
 
@@ -363,6 +430,10 @@ class Repository:
             part_size=upload.part_size,
             created=now,
             updated=now,
+            segment_parts=upload.segment_parts,
+            copy_group=upload.copy_group,
+            segments={str(n): s3_id for n, s3_id in upload.segment_uploads.items()},
+            segments_done={},
         )
         lock = [
             FileItem.active_upload_id.set(upload.upload_id),
@@ -406,22 +477,13 @@ class Repository:
         raise ConditionLost(upload.upload_id)
 
     def mark_uploaded(
-        self,
-        upload_id: str,
-        s3_part_etags: list[str],
-        object_etag: str,
-        client_md5: str | None,
-        client_part_md5s: list[str],
+        self, upload_id: str, client_md5: str | None, client_part_md5s: list[str]
     ) -> bool:
         """pending -> uploaded (the lock stays); False when the upload is no longer pending."""
         actions = [
             UploadItem.upload_status.set(UploadStatus.UPLOADED.value),
             UploadItem.updated.set(utcnow()),
-            UploadItem.object_etag.set(object_etag),
         ]
-        packed = _pack(s3_part_etags)
-        if packed:
-            actions.append(UploadItem.s3_part_etags.set(packed))
         if client_md5:
             actions.append(UploadItem.client_md5.set(client_md5.lower()))
         packed_client = _pack(client_part_md5s)
@@ -429,20 +491,48 @@ class Repository:
             actions.append(UploadItem.client_part_md5s.set(packed_client))
         return self._conditional_upload_update(upload_id, UploadStatus.UPLOADED, actions)
 
-    def _conditional_upload_update(
-        self, upload_id: str, target: UploadStatus, actions: list[Any]
-    ) -> bool:
-        sources = [s.value for s in allowed_sources(target)]
+    # ---- segments ----------------------------------------------------------------------
+
+    def open_segment(self, upload_id: str, segment_no: int, s3_upload_id: str) -> bool:
+        """Record the multipart upload of a new segment; False when the segment already has
+        one (a concurrent request opened it: use that one) or the upload is not pending."""
+        path = UploadItem.segments[str(segment_no)]  # type: ignore[index]
+        return self._update(
+            upload_id,
+            [path.set(s3_upload_id)],
+            (UploadItem.upload_status == UploadStatus.PENDING.value) & path.does_not_exist(),
+        )
+
+    def record_segment(self, upload_id: str, segment_no: int, done: StoredSegment) -> bool:
+        """Record a completed segment (idempotent); False when the upload is not pending."""
+        value = {"etag": done.etag, "parts": _pack(list(done.part_etags)) or b""}
+        return self._update(
+            upload_id,
+            [
+                UploadItem.segments_done[str(segment_no)].set(value),  # type: ignore[index]
+                UploadItem.updated.set(utcnow()),
+            ],
+            UploadItem.upload_status == UploadStatus.PENDING.value,
+        )
+
+    def _update(self, upload_id: str, actions: list[Any], condition: Any) -> bool:
         try:
-            UploadItem(upload_id).update(
-                actions=actions,
-                condition=UploadItem.upload_id.exists() & UploadItem.upload_status.is_in(*sources),
-            )
+            UploadItem(upload_id).update(actions=actions, condition=condition)
         except UpdateError as exc:
             if _cond_failed(exc):
                 return False
             raise
         return True
+
+    def _conditional_upload_update(
+        self, upload_id: str, target: UploadStatus, actions: list[Any]
+    ) -> bool:
+        sources = [s.value for s in allowed_sources(target)]
+        return self._update(
+            upload_id,
+            actions,
+            UploadItem.upload_id.exists() & UploadItem.upload_status.is_in(*sources),
+        )
 
     def release(
         self,
@@ -490,10 +580,11 @@ class Repository:
         reason: str | None = None,
         sha256: str | None = None,
         verifier: str | None = None,
+        permanent_etag: str | None = None,
     ) -> bool:
         """uploaded -> accepted; the lock stays for good and the file records the acceptance
-        (and the SHA-256 the validation computed). ``verifier``: this validation run must
-        still hold the lease."""
+        (the SHA-256 the validation computed, the permanent object's ETag). ``verifier``:
+        this validation run must still hold the lease."""
         now = utcnow()
         actions = [
             UploadItem.upload_status.set(UploadStatus.ACCEPTED.value),
@@ -511,6 +602,8 @@ class Repository:
         ]
         if sha256 is not None:
             file_actions.append(FileItem.sha256_checksum.set(sha256))
+        if permanent_etag:
+            file_actions.append(FileItem.permanent_etag.set(permanent_etag))
         try:
             with _transaction(self.settings) as tw:
                 tw.update(UploadItem(upload.upload_id), actions=actions, condition=condition)
@@ -530,11 +623,12 @@ class Repository:
     def claim_verification(
         self, upload_id: str, owner: str, now: float, lease_seconds: float
     ) -> Verification | None:
-        """Take the validation lease of an ``uploaded`` upload for ``lease_seconds``.
+        """Take the validation lease of a ``pending`` or ``uploaded`` upload (segments are
+        verified while the client still sends) for ``lease_seconds``.
 
         Wins when no run holds it, its holder let it expire (crashed), or ``owner`` holds it
         already. Returns the saved progress, read in the same write; None when the upload is
-        not ``uploaded`` or a live run holds the lease.
+        neither pending nor uploaded, or a live run holds the lease.
         """
         item = UploadItem(upload_id)
         free = (
@@ -549,7 +643,7 @@ class Repository:
                     UploadItem.verify_lease_until.set(now + lease_seconds),
                     UploadItem.updated.set(utcnow()),
                 ],
-                condition=(UploadItem.upload_status == UploadStatus.UPLOADED.value) & free,
+                condition=UploadItem.upload_status.is_in(*_VERIFIABLE) & free,
             )
         except UpdateError as exc:
             if _cond_failed(exc):
@@ -622,16 +716,10 @@ class Repository:
     ) -> bool:
         condition = UploadItem.verify_owner == owner
         if not any_status:
-            condition &= UploadItem.upload_status == UploadStatus.UPLOADED.value
+            condition &= UploadItem.upload_status.is_in(*_VERIFIABLE)
         if extra is not None:
             condition &= extra
-        try:
-            UploadItem(upload_id).update(actions=actions, condition=condition)
-        except UpdateError as exc:
-            if _cond_failed(exc):
-                return False
-            raise
-        return True
+        return self._update(upload_id, actions, condition)
 
     def uploads_in_status(
         self, status: UploadStatus, updated_before: datetime
@@ -678,9 +766,9 @@ class Repository:
         return True
 
     def mark_staged(self, file_id: str, now: float) -> None:
-        """The outbox holds the file: record it and end the staging claim."""
+        """The outbox holds the file: record it and end the staging claim and its progress."""
         FileItem(file_id).update(
-            actions=[FileItem.staged_at.set(now), FileItem.staging_started.remove()],
+            actions=[FileItem.staged_at.set(now), *_STAGING_CLEARED],
             condition=FileItem.file_id.exists(),
         )
 
@@ -688,9 +776,98 @@ class Repository:
         """The outbox copy is gone (cleanup): forget staging so a new request stages again."""
         try:
             FileItem(file_id).update(
-                actions=[FileItem.staged_at.remove(), FileItem.staging_started.remove()],
+                actions=[FileItem.staged_at.remove(), *_STAGING_CLEARED],
                 condition=FileItem.file_id.exists(),
             )
         except UpdateError as exc:
             if not _cond_failed(exc):
                 raise
+
+    def claim_staging_run(
+        self, file_id: str, owner: str, now: float, lease_seconds: float
+    ) -> FileRecord | None:
+        """Take the lease of the staging job of an accepted file for one job run.
+
+        Wins when no run holds it, its holder let it expire, or ``owner`` holds it. Renews
+        the request claim (``staging_started``) too, so that a staging copy that lasts many
+        runs is never claimed again by a DRS request. Returns the file with its saved
+        staging progress; None when the file is not accepted or a live run holds the lease.
+        """
+        item = FileItem(file_id)
+        free = (
+            FileItem.staging_lease_until.does_not_exist()
+            | (FileItem.staging_lease_until < now)
+            | (FileItem.staging_owner == owner)
+        )
+        try:
+            item.update(
+                actions=[
+                    FileItem.staging_owner.set(owner),
+                    FileItem.staging_lease_until.set(now + lease_seconds),
+                    FileItem.staging_started.set(now),
+                ],
+                condition=FileItem.accepted_upload_id.exists() & free,
+            )
+        except UpdateError as exc:
+            if _cond_failed(exc):
+                return None
+            raise
+        return _file_record(item)
+
+    def save_staging(
+        self,
+        file_id: str,
+        owner: str,
+        progress: StagingProgress,
+        now: float,
+        lease_seconds: float,
+    ) -> bool:
+        """Checkpoint the staging copy and extend the lease; False when the lease was lost."""
+        actions = [
+            FileItem.staging_etag.set(progress.source_etag),
+            FileItem.staged_bytes.set(progress.copied),
+            FileItem.staging_lease_until.set(now + lease_seconds),
+            FileItem.staging_started.set(now),
+        ]
+        if progress.copy_id:
+            actions.append(FileItem.staging_copy_id.set(progress.copy_id))
+        else:
+            actions.append(FileItem.staging_copy_id.remove())
+        if progress.started is not None:
+            actions.append(FileItem.staging_copy_started.set(progress.started))
+        return self._file_update(file_id, actions, FileItem.staging_owner == owner)
+
+    def finish_staging(self, file_id: str, owner: str, now: float) -> bool:
+        """The staging run put the copy in the outbox: mark it staged, drop its progress."""
+        return self._file_update(
+            file_id,
+            [FileItem.staged_at.set(now), *_STAGING_CLEARED],
+            FileItem.staging_owner == owner,
+        )
+
+    def release_staging_run(self, file_id: str, owner: str) -> None:
+        """Let the staging lease go at once (the continuation need not wait for it)."""
+        self._file_update(
+            file_id, [FileItem.staging_lease_until.set(0)], FileItem.staging_owner == owner
+        )
+
+    def _file_update(self, file_id: str, actions: list[Any], condition: Any) -> bool:
+        try:
+            FileItem(file_id).update(actions=actions, condition=condition)
+        except UpdateError as exc:
+            if _cond_failed(exc):
+                return False
+            raise
+        return True
+
+
+#: What ending (or forgetting) a staging copy removes from the file item.
+_STAGING_CLEARED = [
+    FileItem.staging_started.remove(),
+    FileItem.staging_copy_id.remove(),
+    FileItem.staging_etag.remove(),
+    FileItem.staged_bytes.remove(),
+    FileItem.staging_copy_started.remove(),
+    FileItem.staging_owner.remove(),
+    FileItem.staging_lease_until.remove(),
+]

@@ -21,7 +21,6 @@ from botocore.exceptions import ClientError
 from ..concurrency import bounded_map
 from ..config import Settings
 from ..domain.integrity import unquote_etag
-from ..domain.parts import MAX_PART_SIZE, part_ranges, part_size_for
 from . import aws
 
 log = logging.getLogger(__name__)
@@ -74,6 +73,29 @@ class Part:
     size: int
     etag: str
     last_modified: datetime | None = None
+
+
+@dataclass(frozen=True)
+class ObjectRef:
+    """An object as a copy source: where it is, and the ETag it must still have."""
+
+    bucket: str
+    key: str
+    etag: str
+
+
+@dataclass(frozen=True)
+class CopyItem:
+    """One ``UploadPartCopy``: bytes ``first..last`` of ``source`` become part ``part_no``."""
+
+    part_no: int
+    source: ObjectRef
+    first: int
+    last: int
+
+    @property
+    def size(self) -> int:
+        return self.last - self.first + 1
 
 
 @dataclass(frozen=True)
@@ -204,97 +226,78 @@ class Storage:
             )
         return data
 
-    def copy(
-        self,
-        src_bucket: str,
-        src_key: str,
-        dst_bucket: str,
-        dst_key: str,
-        size: int,
-        metadata: dict[str, str] | None = None,
-    ) -> None:
-        """Server-side copy; multipart (parallel ``UploadPartCopy``) above the copy part size.
-
-        The bytes never pass through this process. The part size follows the same rule as
-        uploads, so a 5 TiB object still needs at most 10,000 parts. (The validation job uses
-        the same pieces, :meth:`copy_plan` and :meth:`copy_parts`, to copy across several
-        invocations.)
-        """
-        plan = self.copy_plan(size)
-        if plan is None:
-            self.copy_object(src_bucket, src_key, dst_bucket, dst_key, metadata)
-            return
-        upload_id = self.create_multipart_upload(dst_bucket, dst_key, metadata)
-        try:
-            parts = self.copy_parts(src_bucket, src_key, dst_bucket, dst_key, upload_id, plan)
-            self.complete_multipart_upload(dst_bucket, dst_key, upload_id, parts)
-        except Exception:
-            self.abort_multipart_upload(dst_bucket, dst_key, upload_id)
-            raise
-
-    def copy_plan(self, size: int) -> list[tuple[int, int, int]] | None:
-        """``(part_no, first, last)`` of a multipart copy of ``size`` bytes, or None when one
-        ``CopyObject`` does it."""
-        s = self.settings
-        part_size = part_size_for(size, default=s.copy_part_size, minimum=s.min_part_size)
-        if size <= part_size and size <= MAX_PART_SIZE:
-            return None
-        return part_ranges(size, part_size)
-
     def copy_object(
         self,
-        src_bucket: str,
-        src_key: str,
+        source: ObjectRef,
         dst_bucket: str,
         dst_key: str,
         metadata: dict[str, str] | None = None,
-    ) -> None:
-        """One ``CopyObject`` (objects up to one copy part)."""
+    ) -> str:
+        """One ``CopyObject`` (up to 5 GiB), conditional on the source's ETag; returns the
+        new object's ETag. A source that changed raises :class:`ObjectChanged` (412)."""
         extra: dict[str, Any] = {}
         if metadata is not None:
             extra = {"Metadata": metadata, "MetadataDirective": "REPLACE"}
-        source = {"Bucket": src_bucket, "Key": src_key}
+        if source.etag:
+            extra["CopySourceIfMatch"] = f'"{source.etag}"'
         with _s3_errors():
-            self.client.copy_object(Bucket=dst_bucket, Key=dst_key, CopySource=source, **extra)
+            resp = self.client.copy_object(
+                Bucket=dst_bucket,
+                Key=dst_key,
+                CopySource={"Bucket": source.bucket, "Key": source.key},
+                **extra,
+            )
+        return unquote_etag((resp.get("CopyObjectResult") or {}).get("ETag"))
 
     def copy_parts(
         self,
-        src_bucket: str,
-        src_key: str,
         dst_bucket: str,
         dst_key: str,
         upload_id: str,
-        ranges: Iterable[tuple[int, int, int]],
+        items: Iterable[CopyItem],
         keep_going: Callable[[], bool] = lambda: True,
-    ) -> list[Part]:
-        """Copy these parts into the multipart upload ``upload_id``, ``UCS_COPY_CONCURRENCY``
-        at a time; returns the parts copied, by part number.
+    ) -> Iterator[Part]:
+        """Copy these ranges into parts of the multipart upload ``upload_id``,
+        ``UCS_COPY_CONCURRENCY`` at a time, each conditional on its source's ETag
+        (``CopySourceIfMatch``); yields the parts copied, in the order of ``items``.
 
         No new part is started once ``keep_going()`` is false (a job's time is up): the parts
-        in flight finish, and the caller continues later from what S3 lists.
+        in flight finish, and the caller continues later from what S3 lists. A source that
+        changed since it was planned raises :class:`ObjectChanged`.
         """
-        source = {"Bucket": src_bucket, "Key": src_key}
 
-        def copy_part(rng: tuple[int, int, int]) -> Part:
-            part_no, first, last = rng
+        def copy_part(item: CopyItem) -> Part:
+            condition = {"CopySourceIfMatch": f'"{item.source.etag}"'} if item.source.etag else {}
             with _s3_errors():
                 resp = self.client.upload_part_copy(
                     Bucket=dst_bucket,
                     Key=dst_key,
                     UploadId=upload_id,
-                    PartNumber=part_no,
-                    CopySource=source,
-                    CopySourceRange=f"bytes={first}-{last}",
+                    PartNumber=item.part_no,
+                    CopySource={"Bucket": item.source.bucket, "Key": item.source.key},
+                    CopySourceRange=f"bytes={item.first}-{item.last}",
+                    **condition,
                 )
             etag = unquote_etag(resp["CopyPartResult"]["ETag"])
-            return Part(part_no=part_no, size=last - first + 1, etag=etag)
+            return Part(part_no=item.part_no, size=item.size, etag=etag)
 
-        workers = max(1, min(self.settings.copy_concurrency, 64))
-        done: list[Part] = []
+        workers = self.settings.copy_concurrency
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            for part in bounded_map(pool, copy_part, ranges, workers, keep_going):
-                done.append(part)
-        return sorted(done, key=lambda p: p.part_no)
+            yield from bounded_map(pool, copy_part, items, workers, keep_going)
+
+    def delete_many(self, bucket: str, keys: list[str]) -> None:
+        """Delete keys with ``DeleteObjects`` (1,000 per call); missing keys are fine."""
+        for start in range(0, len(keys), 1000):
+            chunk = keys[start : start + 1000]
+            with _s3_errors():
+                resp = self.client.delete_objects(
+                    Bucket=bucket,
+                    Delete={"Objects": [{"Key": k} for k in chunk], "Quiet": True},
+                )
+            failed = resp.get("Errors") or []
+            if failed:
+                first = failed[0]
+                raise StorageError(str(first.get("Code") or "error"), str(first.get("Message")))
 
     def presign_get(self, bucket: str, key: str) -> str:
         """A SigV4 presigned GET URL (ranged GETs allowed) valid for ``UCS_PRESIGN_TTL``."""

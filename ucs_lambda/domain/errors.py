@@ -171,3 +171,50 @@ class TooManyUploadAttempts(DomainError):
             },
         )
         self.retry_after = retry_after
+
+
+class SegmentIncomplete(DomainError):
+    """A segment was to be completed while some of its parts are not stored (400)."""
+
+    exception_id = "segmentIncomplete"
+
+    #: Most part numbers named in the error's data.
+    LISTED = 100
+
+    def __init__(
+        self, upload_id: str, segment_no: int, missing: list[int], wrong_size: list[int] = ()
+    ) -> None:
+        super().__init__(
+            f"Segment {segment_no} of upload {upload_id!r} cannot be completed: "
+            f"{parts_problem(missing, wrong_size)}; upload them first.",
+            {
+                "upload_id": upload_id,
+                "segment_no": segment_no,
+                "missing_parts": list(missing)[: self.LISTED],
+                "missing_count": len(missing),
+                "wrong_size_parts": list(wrong_size)[: self.LISTED],
+            },
+        )
+        self.missing = list(missing)
+        self.wrong_size = list(wrong_size)
+
+
+def parts_problem(missing: list[int], wrong_size: list[int]) -> str:
+    """``2 parts not stored (parts 3, 7); 1 part of another size ... (parts 4)``."""
+    problems = []
+    if missing:
+        problems.append(f"{_count(missing, 'part')} not stored (parts {_some(missing)})")
+    if wrong_size:
+        problems.append(
+            f"{_count(wrong_size, 'part')} of another size than the file's layout "
+            f"(parts {_some(wrong_size)})"
+        )
+    return "; ".join(problems)
+
+
+def _count(numbers: list[int], what: str) -> str:
+    return f"{len(numbers)} {what}{'s' if len(numbers) != 1 else ''}"
+
+
+def _some(numbers: list[int], shown: int = 5) -> str:
+    return ", ".join(str(n) for n in numbers[:shown]) + (", ..." if len(numbers) > shown else "")

@@ -44,24 +44,28 @@ class Verdict:
 
 @dataclass(frozen=True)
 class Evidence:
-    """What the validation job knows about one uploaded object before reading it."""
+    """What the validation job knows about one uploaded file before reading it.
+
+    ``segments`` holds, per stored segment in order, the segment object's ETag and the ETags
+    of its parts (an upload is one or more segments, domain/segments.py).
+    """
 
     registered_size: int
     registered_md5: str
     object_size: int
-    object_etag: str
-    s3_part_etags: list[str]
+    segments: list[tuple[str, list[str]]]
     client_part_md5s: list[str]
     client_md5: str | None
 
 
 def precheck(ev: Evidence) -> Verdict | None:
-    """A rejection the evidence already proves, or None: then the object must be read.
+    """A rejection the evidence already proves, or None: then the bytes must be read.
 
-    Checks, in order: the object's size equals the registered size; the client's part MD5s
+    Checks, in order: the stored size equals the registered size; the client's part MD5s
     (when sent) equal the ETags of the parts S3 stored; the client's whole-file MD5 (when
-    sent) equals the registered MD5; the object's ETag matches its parts (multipart objects)
-    or, for a single-PUT object, equals the registered MD5. Every reason names both values.
+    sent) equals the registered MD5; each segment's ETag matches its parts (multipart
+    objects) or, for a file stored as a single PUT object, equals the registered MD5. Every
+    reason names both values.
     """
     registered_md5 = ev.registered_md5.lower()
     if ev.object_size != ev.registered_size:
@@ -70,7 +74,7 @@ def precheck(ev: Evidence) -> Verdict | None:
             f"size mismatch: the stored object has {ev.object_size} bytes, "
             f"the registered size is {ev.registered_size} bytes",
         )
-    etags = [e.lower() for e in ev.s3_part_etags]
+    etags = [e.lower() for _, parts in ev.segments for e in parts]
     client_parts = [m.lower() for m in ev.client_part_md5s]
     if client_parts and client_parts != etags:
         if len(client_parts) != len(etags):
@@ -93,18 +97,20 @@ def precheck(ev: Evidence) -> Verdict | None:
             f"checksum mismatch: the client's MD5 {ev.client_md5.lower()} differs from the "
             f"registered MD5 {registered_md5}",
         )
-    etag = ev.object_etag.lower()
-    if "-" in etag and etags and all(is_md5_hex(e) for e in etags):
-        expected = multipart_etag(etags)
-        if etag != expected:
-            return Verdict(
-                False,
-                f"checksum mismatch: the object's ETag {etag} does not match its parts "
-                f"(expected {expected})",
-            )
-    elif "-" not in etag and is_md5_hex(etag) and etag != registered_md5:
-        # A single-part (non-multipart) object's ETag is its MD5.
-        return Verdict(False, _md5_mismatch(etag, registered_md5))
+    for segment_etag, segment_parts in ev.segments:
+        etag = segment_etag.lower()
+        parts = [e.lower() for e in segment_parts]
+        if "-" in etag and parts and all(is_md5_hex(e) for e in parts):
+            expected = multipart_etag(parts)
+            if etag != expected:
+                return Verdict(
+                    False,
+                    f"checksum mismatch: the object's ETag {etag} does not match its parts "
+                    f"(expected {expected})",
+                )
+        single_put = len(ev.segments) == 1 and "-" not in etag and is_md5_hex(etag)
+        if single_put and etag != registered_md5:  # a single-PUT object's ETag is its MD5
+            return Verdict(False, _md5_mismatch(etag, registered_md5))
     return None
 
 

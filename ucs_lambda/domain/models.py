@@ -7,6 +7,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from .parts import MAX_PARTS
+from .segments import SegmentLayout
+
 
 class UploadStatus(str, enum.Enum):
     """Status of one multipart upload attempt (ucs.yaml ``UploadStatus``)."""
@@ -69,6 +72,10 @@ class FileRecord:
     #: SHA-256 the validation job computed from the accepted object (None: accepted before
     #: the server recorded one, or not accepted yet).
     sha256_checksum: str | None = None
+    #: ETag of the permanent object as accepted (staging copies only that object).
+    permanent_etag: str | None = None
+    #: The staging copy permanent -> outbox, while one runs (see :class:`StagingProgress`).
+    staging: StagingProgress | None = None
 
     def metadata(self) -> dict[str, Any]:
         """ucs.yaml ``FileMetadata`` plus the ``server_verifies`` extension."""
@@ -86,9 +93,38 @@ class FileRecord:
         }
 
 
+@dataclass(frozen=True)
+class StagingProgress:
+    """How far the staging copy of a file stands (saved on the file item by the staging job).
+
+    ``copy_id`` is the outbox multipart upload of a copy larger than one ``CopyObject``;
+    ``source_etag`` the permanent object's ETag it copies (every part is conditional on it);
+    ``copied`` bytes done; ``started`` (epoch seconds) when the copy began, for the rate.
+    """
+
+    copy_id: str | None = None
+    source_etag: str | None = None
+    copied: int = 0
+    started: float | None = None
+
+
+@dataclass(frozen=True)
+class StoredSegment:
+    """A completed segment: its object's ETag and the ETags of its parts, in order."""
+
+    etag: str
+    part_etags: tuple[str, ...]
+
+
 @dataclass
 class UploadRecord:
-    """One multipart upload attempt (uploads table)."""
+    """One multipart upload attempt (uploads table), stored as segments (domain/segments.py).
+
+    ``s3_upload_id``/``object_key`` are segment 1's multipart upload and object; segment
+    ``n > 1`` is ``<object_key>/<n>``. ``segment_uploads`` maps every opened segment to its
+    multipart upload, ``segments_done`` every completed one to its checksums. An upload
+    created before segments existed has no ``segment_parts``: it is one segment of all parts.
+    """
 
     upload_id: str
     file_id: str
@@ -100,17 +136,51 @@ class UploadRecord:
     updated: datetime
     client_md5: str | None = None
     client_part_md5s: list[str] = field(default_factory=list)
-    s3_part_etags: list[str] = field(default_factory=list)
-    object_etag: str | None = None
     status_reason: str | None = None
     #: Bytes of the stored object the validation job has hashed so far (progress).
     verified_bytes: int = 0
-    #: Multipart upload of the accept copy into the permanent bucket, once begun.
+    #: Multipart upload of the permanent object (assembled from the segments), once begun.
     copy_upload_id: str | None = None
+    #: Upload parts per segment and per copy part (None: an upload from before segments).
+    segment_parts: int | None = None
+    copy_group: int | None = None
+    segment_uploads: dict[int, str] = field(default_factory=dict)
+    segments_done: dict[int, StoredSegment] = field(default_factory=dict)
+
+    def layout(self, size: int, copy_part_size: int) -> SegmentLayout:
+        """The segment layout of this upload for a file of ``size`` bytes."""
+        if self.segment_parts is None:  # before segments: one segment of every part
+            legacy = SegmentLayout.plan(size, self.part_size, 0, copy_part_size, 1)
+            return SegmentLayout(size, self.part_size, MAX_PARTS, legacy.copy_group)
+        return SegmentLayout(size, self.part_size, self.segment_parts, self.copy_group or 1)
+
+    def segment_key(self, segment_no: int) -> str:
+        """The inbox key of a segment's object (segment 1 keeps the upload's object key)."""
+        return self.object_key if segment_no == 1 else f"{self.object_key}/{segment_no}"
+
+    def segment_upload(self, segment_no: int) -> str | None:
+        """The multipart upload of a segment, once opened."""
+        if segment_no == 1:
+            return self.segment_uploads.get(1, self.s3_upload_id)
+        return self.segment_uploads.get(segment_no)
+
+    def done_prefix_end(self, layout: SegmentLayout) -> int:
+        """Bytes from the start of the file up to the first segment not yet completed."""
+        end = 0
+        for segment_no in range(1, layout.segment_count + 1):
+            if segment_no not in self.segments_done:
+                break
+            offset, length = layout.span(segment_no)
+            end = offset + length
+        return end
+
+    def part_etags(self) -> list[str]:
+        """The ETags of every part of the completed segments, in part order."""
+        return [e for n in sorted(self.segments_done) for e in self.segments_done[n].part_etags]
 
     def details(self) -> dict[str, Any]:
-        """ucs.yaml ``UploadDetails`` plus the ``status_reason``, ``server_verifies`` and
-        ``verified_bytes`` extensions."""
+        """ucs.yaml ``UploadDetails`` plus the ``status_reason``, ``server_verifies``,
+        ``verified_bytes`` and ``segment_parts`` extensions."""
         return {
             "upload_id": self.upload_id,
             "file_id": self.file_id,
@@ -119,6 +189,7 @@ class UploadRecord:
             "status_reason": self.status_reason,
             "server_verifies": SERVER_VERIFIES,
             "verified_bytes": self.verified_bytes,
+            "segment_parts": self.segment_parts or MAX_PARTS,
         }
 
 

@@ -32,6 +32,7 @@ STATUS_BY_ID: dict[str, int] = {
     "noSuchUpload": 404,
     "uploadNotPending": 400,
     "uploadStatusChange": 400,
+    "segmentIncomplete": 400,
     "noSuchObject": 404,
     "notFound": 404,
     "methodNotAllowed": 405,

@@ -17,7 +17,7 @@ from chalice.app import Request
 
 from ..domain.errors import DomainError, InvalidRequest
 from ..domain.ids import check_ids
-from ..services.downloads import AUTHORIZATIONS, BulkAnswer, DownloadService
+from ..services.downloads import AUTHORIZATIONS, BulkAnswer, DownloadService, StagingEstimate
 from .common import JSON_HEADERS, STATUS_BY_ID, Endpoint, json_response, read_json_object
 
 URL_PREFIX = "/ga4gh/drs/v1"
@@ -51,12 +51,14 @@ def drs_error_response(
 endpoint = Endpoint(bp, render_error=drs_error_response)
 
 
-def _accepted(retry_after: int) -> Response:
-    """202 while the object is being staged: retry the same request after ``retry_after`` s."""
+def _accepted(staging: StagingEstimate) -> Response:
+    """202 while the object is being staged: retry the same request after ``Retry-After``
+    seconds (estimated from the copy's measured rate). The body (an extension; drs3.yaml
+    defines none) says how far the copy is: ``{"staged_bytes", "size"}``."""
     return Response(
-        body="",
+        body={"staged_bytes": staging.staged_bytes, "size": staging.size},
         status_code=202,
-        headers={"Retry-After": str(retry_after), "Cache-Control": "no-store"},
+        headers={**JSON_HEADERS, "Retry-After": str(staging.retry_after)},
     )
 
 
@@ -64,8 +66,8 @@ def _accepted(retry_after: int) -> Response:
 @endpoint()
 def get_object(request: Request, user: str, object_id: str) -> Response:
     answer = DownloadService.for_requests().get_object(user, object_id)
-    if answer.drs_object is None:
-        return _accepted(answer.retry_after)
+    if answer.staging is not None:
+        return _accepted(answer.staging)
     return json_response(answer.drs_object)
 
 
@@ -80,8 +82,8 @@ def options_object(request: Request, user: str, object_id: str) -> Response:
 @endpoint()
 def get_access_url(request: Request, user: str, object_id: str, access_id: str) -> Response:
     answer = DownloadService.for_requests().get_access_url(user, object_id, access_id)
-    if answer.access_url is None:
-        return _accepted(answer.retry_after)
+    if answer.staging is not None:
+        return _accepted(answer.staging)
     return json_response(answer.access_url)
 
 
@@ -146,10 +148,11 @@ def bulk_body(answer: BulkAnswer) -> dict[str, Any]:
         "staging_drs_objects": [
             {
                 "object_id": object_id,
-                "retry_after": seconds,
+                "retry_after": estimate.retry_after,
                 "name": answer.staging_files[object_id][0],
-                "size": answer.staging_files[object_id][1],
+                "size": estimate.size,
+                "staged_bytes": estimate.staged_bytes,
             }
-            for object_id, seconds in answer.staging.items()
+            for object_id, estimate in answer.staging.items()
         ],
     }

@@ -127,3 +127,18 @@ def lookup_files(request: Request, user: str) -> Response:
             {"field": "file_ids"},
         )
     return json_response({"files": _service().lookup_files(user, check_ids(ids, "file_ids"))})
+
+
+@bp.route("/uploads/{upload_id}/segments/{segment_no}/complete", methods=["POST"])
+@endpoint()
+def complete_segment(request: Request, user: str, upload_id: str, segment_no: str) -> Response:
+    """Extension: every part of a segment is stored; the server completes the segment and
+    verifies and stores it while the client sends the next ones (idempotent)."""
+    try:
+        number = parse_part_number(segment_no)
+    except ValueError:
+        raise InvalidRequest(
+            f"'segment_no' must be an integer between 1 and 10000, got {segment_no[:20]!r}.",
+            {"field": "segment_no"},
+        ) from None
+    return json_response(_service().complete_segment(user, upload_id, number))

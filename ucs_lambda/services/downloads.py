@@ -14,22 +14,32 @@ import enum
 import logging
 import math
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..adapters.dynamo import Repository
-from ..adapters.s3 import Storage
+from ..adapters.s3 import CopyItem, ObjectChanged, ObjectRef, Part, Storage
 from ..adapters.sqs import JobQueue, JobQueueError
 from ..config import Settings, get_settings
 from ..domain import access
 from ..domain.errors import BulkRequestTooLarge, DomainError, NoSuchAccess
-from ..domain.models import FileRecord, iso
+from ..domain.models import FileRecord, StagingProgress, iso
+from ..domain.parts import part_ranges, part_size_for
+from .copying import ResumableCopy
+from .jobrun import Budget, LeaseKeeper
 
 log = logging.getLogger(__name__)
 
-MIN_RETRY_AFTER = 2
+MIN_RETRY_AFTER = 1
 MAX_RETRY_AFTER = 300
+#: Longest Retry-After while no rate has been measured for the copy yet (the job has not
+#: started, or one CopyObject runs): a guess must not keep a client waiting long.
+UNMEASURED_RETRY_AFTER = 3
+
+#: Outcomes of one staging job run.
+STAGED, CONTINUED = "staged", "continued"
 
 #: The DRS version whose routes this service implements (bulk objects, access, OPTIONS).
 DRS_VERSION = "1.4.0"
@@ -54,19 +64,29 @@ BULK_PROBE_WORKERS = 16
 
 
 @dataclass(frozen=True)
+class StagingEstimate:
+    """Where a staging copy stands, for a 202 answer: wait ``retry_after`` seconds;
+    ``staged_bytes`` of ``size`` are copied."""
+
+    retry_after: int
+    staged_bytes: int
+    size: int
+
+
+@dataclass(frozen=True)
 class ObjectAnswer:
-    """Either a ready ``DrsObject`` or "retry after N seconds" while staging."""
+    """Either a ready ``DrsObject`` or how long to wait while it is staged."""
 
     drs_object: dict[str, Any] | None = None
-    retry_after: int = 0
+    staging: StagingEstimate | None = None
 
 
 @dataclass(frozen=True)
 class AccessAnswer:
-    """Either a fresh DRS ``AccessURL`` or "retry after N seconds" while staging."""
+    """Either a fresh DRS ``AccessURL`` or how long to wait while it is staged."""
 
     access_url: dict[str, Any] | None = None
-    retry_after: int = 0
+    staging: StagingEstimate | None = None
 
 
 @dataclass
@@ -80,7 +100,7 @@ class BulkAnswer:
 
     requested: int
     resolved: list[dict[str, Any]] = field(default_factory=list)
-    staging: dict[str, int] = field(default_factory=dict)
+    staging: dict[str, StagingEstimate] = field(default_factory=dict)
     refused: dict[str, DomainError] = field(default_factory=dict)
     #: Name and size of each staging object (the caller may read it; a batch checks names).
     staging_files: dict[str, tuple[str, int]] = field(default_factory=dict)
@@ -94,10 +114,26 @@ class _Outbox(enum.Enum):
     CLAIMED = "claimed"  # this request won the claim and must enqueue the job
 
 
-def retry_after_for(size: int, bytes_per_second: int) -> int:
-    """Estimated seconds until a copy of ``size`` bytes is staged, within 2..300."""
-    estimate = math.ceil(size / max(bytes_per_second, 1)) + 1
-    return max(MIN_RETRY_AFTER, min(MAX_RETRY_AFTER, estimate))
+def estimate_staging(file: FileRecord, bytes_per_second: int, now: float) -> StagingEstimate:
+    """Seconds until the staging copy of ``file`` is done, from its measured rate.
+
+    While the copy runs, its saved progress gives the rate (bytes copied since it began);
+    before anything was measured (the job has not started yet, or one ``CopyObject`` copies
+    the whole file) the configured ``UCS_STAGING_BYTES_PER_SECOND`` is a guess, and the
+    answer is kept short (:data:`UNMEASURED_RETRY_AFTER`) so that a fast copy is not waited
+    for long. Within 1..300 s.
+    """
+    progress = file.staging or StagingProgress()
+    copied = min(progress.copied, file.size)
+    elapsed = now - progress.started if progress.started else 0.0
+    remaining = file.size - copied
+    if copied > 0 and elapsed > 0:
+        estimate = math.ceil(remaining / (copied / elapsed))
+        cap = MAX_RETRY_AFTER
+    else:
+        estimate = math.ceil(remaining / max(bytes_per_second, 1))
+        cap = UNMEASURED_RETRY_AFTER
+    return StagingEstimate(max(MIN_RETRY_AFTER, min(cap, estimate)), copied, file.size)
 
 
 class DownloadService:
@@ -151,7 +187,7 @@ class DownloadService:
         file = self._readable_file(user_id, object_id)
         waiting = self._ensure_staged([file])
         if file.file_id in waiting:
-            return ObjectAnswer(retry_after=waiting[file.file_id])
+            return ObjectAnswer(staging=waiting[file.file_id])
         return ObjectAnswer(drs_object=self._drs_object(file))
 
     def get_access_url(self, user_id: str, object_id: str, access_id: str) -> AccessAnswer:
@@ -165,7 +201,7 @@ class DownloadService:
             raise NoSuchAccess(object_id, access_id)
         waiting = self._ensure_staged([file])
         if file.file_id in waiting:
-            return AccessAnswer(retry_after=waiting[file.file_id])
+            return AccessAnswer(staging=waiting[file.file_id])
         return AccessAnswer(access_url=self._access_url(file))
 
     def get_objects(self, user_id: str, object_ids: list[str]) -> BulkAnswer:
@@ -198,8 +234,8 @@ class DownloadService:
                 answer.resolved.append(self._drs_object(file))
         return answer
 
-    def _ensure_staged(self, files: list[FileRecord]) -> dict[str, int]:
-        """Seconds to wait per file the outbox lacks, after requesting staging for each.
+    def _ensure_staged(self, files: list[FileRecord]) -> dict[str, StagingEstimate]:
+        """How long to wait per file the outbox lacks, after requesting staging for each.
 
         Files the outbox holds are absent from the result.
         """
@@ -212,7 +248,7 @@ class DownloadService:
         self._enqueue([f for f, state in zip(files, states) if state is _Outbox.CLAIMED])
         bps = self.settings.staging_bytes_per_second
         return {
-            f.file_id: retry_after_for(f.size, bps)
+            f.file_id: estimate_staging(f, bps, now)
             for f, state in zip(files, states)
             if state is not _Outbox.HOLDS
         }
@@ -269,26 +305,128 @@ class DownloadService:
             ],
         }
 
-    def stage(self, file_id: str) -> bool:
-        """Job: copy permanent -> outbox (server-side) and mark the file staged.
+    def stage(self, file_id: str) -> str | None:
+        """Job: one run of the staging copy permanent -> outbox (server-side).
 
-        Harmless when replayed: an object already in the outbox is only marked. Returns True
-        when this call copied. Failures raise, so SQS redelivers the message; meanwhile the
-        staging marker expires and a new request may claim staging again.
+        Up to ``UCS_SINGLE_COPY_MAX`` (5 GiB) one ``CopyObject`` does it; larger files are a
+        :class:`ResumableCopy` in parts that continues across runs within the job budget,
+        its progress saved on the file (bytes copied: the 202 answers' estimate). Every copy
+        is conditional on the permanent object's ETag as accepted. Only the run holding the
+        file's staging lease works on it. Returns ``staged``, ``continued`` (the next run
+        is queued) or None (nothing to do, another run holds it, or the copy was dropped).
+        Failures raise, so the message is redelivered.
         """
         s = self.settings
-        file = self.repo.get_file(file_id)
-        if file is None or not file.accepted_upload_id:
-            log.warning("stage: %s is not an accepted file; nothing to do", file_id)
-            return False
+        owner = uuid.uuid4().hex
+        file = self.repo.claim_staging_run(file_id, owner, time.time(), s.validate_lease_seconds)
+        if file is None:
+            log.info("stage: %s is not accepted or another run stages it", file_id)
+            return None
+        budget = Budget(s.job_budget_seconds, s.job_budget_bytes)
+        try:
+            outcome = self._stage_run(file, owner, budget)
+        except ObjectChanged as exc:
+            # The permanent object is not the one the copy was planned for: drop the copy
+            # (never a mixed object in the outbox); the next request stages it anew.
+            log.error("stage: %s: the permanent object changed (%s); copy dropped", file_id, exc)
+            self._drop_copy(self.repo.get_file(file_id) or file)
+            self.repo.reset_staging(file_id)
+            return None
+        finally:
+            self.repo.release_staging_run(file_id, owner)
+        if outcome == CONTINUED:
+            self.queue.send({"job": "stage", "file_id": file_id})
+            log.info("stage: %s continues in the next job", file_id)
+        return outcome
+
+    def _stage_run(self, file: FileRecord, owner: str, budget: Budget) -> str | None:
+        s = self.settings
+        file_id = file.file_id
         held = self.storage.head(s.outbox_bucket, file_id)
         if held is not None and held.size == file.size:
-            self.repo.mark_staged(file_id, time.time())
-            return False
-        self.storage.copy(s.permanent_bucket, file_id, s.outbox_bucket, file_id, file.size)
-        self.repo.mark_staged(file_id, time.time())
-        log.info("stage: %s copied to the outbox", file_id)
-        return True
+            self.repo.finish_staging(file_id, owner, time.time())
+            return STAGED
+        progress = file.staging or StagingProgress()
+        etag = progress.source_etag or file.permanent_etag
+        if not etag:
+            source = self.storage.head(s.permanent_bucket, file_id)
+            if source is None:
+                log.error("stage: %s has no permanent object", file_id)
+                return None
+            etag = source.etag
+        source_ref = ObjectRef(s.permanent_bucket, file_id, etag)
+        started = progress.started or time.time()
+        if file.size <= s.single_copy_max:
+            if not self.repo.save_staging(
+                file_id,
+                owner,
+                StagingProgress(None, etag, 0, started),
+                time.time(),
+                s.validate_lease_seconds,
+            ):
+                return None
+            self.storage.copy_object(source_ref, s.outbox_bucket, file_id)
+            return self._staged(file_id, owner, started)
+        return self._stage_in_parts(file, owner, budget, source_ref, progress, started)
+
+    def _stage_in_parts(
+        self,
+        file: FileRecord,
+        owner: str,
+        budget: Budget,
+        source: ObjectRef,
+        progress: StagingProgress,
+        started: float,
+    ) -> str | None:
+        s = self.settings
+        file_id = file.file_id
+        part_size = part_size_for(file.size, default=s.copy_part_size, minimum=s.min_part_size)
+        plan = [
+            CopyItem(n, source, first, last) for n, first, last in part_ranges(file.size, part_size)
+        ]
+        copier = ResumableCopy(self.storage, s.outbox_bucket, file_id)
+        state = StagingProgress(progress.copy_id, source.etag, 0, started)
+
+        def save(copy_id: str | None = None) -> bool:
+            nonlocal state
+            if copy_id is not None:
+                state = replace(state, copy_id=copy_id)
+            return self.repo.save_staging(
+                file_id, owner, state, time.time(), s.validate_lease_seconds
+            )
+
+        done = copier.parts_done(state.copy_id, plan) if state.copy_id else None
+        if done is None:
+            if copier.begin(save) is None:
+                return None
+            done = {}
+        state = replace(state, copied=sum(p.size for p in done.values()))
+        lease = LeaseKeeper(save, s.validate_checkpoint_seconds, budget)
+
+        def on_part(part: Part) -> None:
+            nonlocal state
+            done[part.part_no] = part
+            state = replace(state, copied=state.copied + part.size)
+
+        todo = [item for item in plan if item.part_no not in done]
+        finished = copier.copy(str(state.copy_id), todo, budget, lease, on_part)
+        if lease.lost:
+            return None
+        if not finished:
+            return CONTINUED if save() else None
+        copier.complete(str(state.copy_id), done)
+        return self._staged(file_id, owner, started)
+
+    def _staged(self, file_id: str, owner: str, started: float) -> str:
+        self.repo.finish_staging(file_id, owner, time.time())
+        log.info("stage: %s copied to the outbox in %.1f s", file_id, time.time() - started)
+        return STAGED
+
+    def _drop_copy(self, file: FileRecord) -> None:
+        if file.staging and file.staging.copy_id:
+            ResumableCopy(self.storage, self.settings.outbox_bucket, file.file_id).abort(
+                file.staging.copy_id
+            )
 
     def cleanup_outbox(self, now: float) -> int:
         """Delete outbox objects older than ``UCS_OUTBOX_MAX_AGE_SECONDS``; reset their staging."""

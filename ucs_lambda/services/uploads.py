@@ -8,9 +8,11 @@ explain the refusal.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -28,19 +30,23 @@ from ..domain.errors import (
     FileNotRegistered,
     InvalidRequest,
     NoSuchUpload,
+    SegmentIncomplete,
     TooManyUploadAttempts,
     UploadNotPending,
     UploadStatusChange,
+    parts_problem,
 )
 from ..domain.integrity import is_md5_hex
-from ..domain.models import FileRecord, UploadRecord, UploadStatus
-from ..domain.parts import MAX_PARTS, FileTooLarge, PartBeyondFile, part_length, part_size_for
+from ..domain.models import FileRecord, StoredSegment, UploadRecord, UploadStatus
+from ..domain.parts import MAX_PARTS, FileTooLarge, PartBeyondFile, part_size_for
+from ..domain.segments import SegmentBeyondUpload, SegmentLayout
 from ..domain.status import check_client_change
+from .inbox import UploadObjects
 
 log = logging.getLogger(__name__)
 
-#: How long a duplicate confirmation waits for the one that completed the upload (seconds).
-_CONCURRENT_COMPLETION_WAIT = 10.0
+#: Parallel S3 calls of one request that opens or completes many segments.
+_SEGMENT_WORKERS = 8
 
 
 @dataclass(frozen=True)
@@ -96,6 +102,7 @@ class UploadService:
         self.repo = repo
         self.storage = storage
         self.queue = queue
+        self.objects = UploadObjects(settings, storage)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> UploadService:
@@ -134,9 +141,6 @@ class UploadService:
         if upload.upload_status is not UploadStatus.PENDING:
             raise UploadNotPending(upload_id, upload.upload_status.value)
         return upload, file
-
-    def _pending_upload(self, user_id: str, upload_id: str) -> UploadRecord:
-        return self._pending_upload_and_file(user_id, upload_id)[0]
 
     # ---- operations --------------------------------------------------------------------
 
@@ -202,6 +206,7 @@ class UploadService:
             part_size = part_size_for(file.size, default=s.part_size, minimum=s.min_part_size)
         except FileTooLarge as exc:  # admin refuses such files; defend anyway
             raise InvalidRequest(str(exc), {"file_id": file_id}) from None
+        layout = SegmentLayout.plan(file.size, part_size, s.segment_size, s.copy_part_size)
         budget = AttemptBudget(
             s.upload_attempts_per_window, s.upload_attempt_window_seconds, int(time.time())
         )
@@ -221,6 +226,9 @@ class UploadService:
             part_size=part_size,
             created=now,
             updated=now,
+            segment_parts=layout.segment_parts,
+            copy_group=layout.copy_group,
+            segment_uploads={1: s3_upload_id},
         )
         try:
             self.repo.create_upload(upload, budget)
@@ -237,37 +245,78 @@ class UploadService:
             raise
         return upload.details()
 
+    def _layout(self, upload: UploadRecord, file: FileRecord) -> SegmentLayout:
+        return upload.layout(file.size, self.settings.copy_part_size)
+
     def _part_urls(
         self, upload: UploadRecord, file: FileRecord, part_numbers: list[int], field: str
     ) -> list[dict[str, Any]]:
         """Presigned PUT URLs, each signed for its part's exact ``Content-Length``.
 
-        With only ``host`` signed, a URL took a body of any size, and part numbers the file
-        does not have could be filled; the completion then assembled whatever S3 held. Now S3
-        refuses another length (``SignatureDoesNotMatch``) and part numbers past the registered
+        Part ``n`` goes to its segment's multipart upload as local part number (opened here
+        when it is the segment's first URL). With only ``host`` signed, a URL took a body of
+        any size, and part numbers the file does not have could be filled; now S3 refuses
+        another length (``SignatureDoesNotMatch``) and part numbers past the registered
         size are refused here. ``Content-MD5`` is not signed (docs/CONTRACTS.md says why).
         """
-        lengths = []
+        layout = self._layout(upload, file)
         for n in part_numbers:
-            try:
-                lengths.append(part_length(file.size, upload.part_size, n))
-            except PartBeyondFile as exc:
-                parts = "1 part" if exc.count == 1 else f"{exc.count} parts"
+            if n > layout.part_count:
+                count = PartBeyondFile(n, layout.part_count).count
+                parts = "1 part" if count == 1 else f"{count} parts"
                 raise InvalidRequest(
                     f"Part {n} does not exist: the file's {file.size} bytes make {parts} "
                     f"of at most {upload.part_size} bytes.",
-                    {"field": field, "part_no": n, "part_count": exc.count},
-                ) from None
+                    {"field": field, "part_no": n, "part_count": count},
+                )
+            segment_no = layout.segment_of(n)[0]
+            if segment_no in upload.segments_done:
+                raise InvalidRequest(
+                    f"Part {n} belongs to segment {segment_no}, which is already complete: "
+                    "its parts are stored and can no longer change.",
+                    {"field": field, "part_no": n, "segment_no": segment_no},
+                )
+        segments = self._open_segments(upload, {layout.segment_of(n)[0] for n in part_numbers})
         bucket = self.settings.inbox_bucket
-        return [
-            {
-                "part_no": n,
-                "url": self.storage.presign_upload_part(
-                    bucket, upload.object_key, upload.s3_upload_id, n, length
-                ),
-            }
-            for n, length in zip(part_numbers, lengths)
-        ]
+        urls = []
+        for n in part_numbers:
+            segment_no, local_no = layout.segment_of(n)
+            url = self.storage.presign_upload_part(
+                bucket,
+                upload.segment_key(segment_no),
+                segments[segment_no],
+                local_no,
+                layout.part_length(n),
+            )
+            urls.append({"part_no": n, "url": url})
+        return urls
+
+    def _open_segments(self, upload: UploadRecord, numbers: set[int]) -> dict[int, str]:
+        """The multipart upload of each segment, creating those not opened yet.
+
+        Two requests may open a segment at once: the conditional write keeps one multipart
+        upload, the other is aborted and the kept one used.
+        """
+        found = {n: upload.segment_upload(n) for n in numbers}
+        missing = sorted(n for n, s3_id in found.items() if s3_id is None)
+        if missing:
+            with ThreadPoolExecutor(min(_SEGMENT_WORKERS, len(missing))) as pool:
+                opened = dict(zip(missing, pool.map(lambda n: self._open(upload, n), missing)))
+            if None in opened.values():
+                current = self.repo.get_upload(upload.upload_id)
+                if current is None or current.upload_status is not UploadStatus.PENDING:
+                    raise self._not_changed(upload.upload_id, UploadStatus.UPLOADED)
+                opened = {n: s3_id or current.segment_upload(n) for n, s3_id in opened.items()}
+            found.update(opened)
+        return {n: str(s3_id) for n, s3_id in found.items()}
+
+    def _open(self, upload: UploadRecord, segment_no: int) -> str | None:
+        bucket, key = self.settings.inbox_bucket, upload.segment_key(segment_no)
+        s3_id = self.storage.create_multipart_upload(bucket, key)
+        if self.repo.open_segment(upload.upload_id, segment_no, s3_id):
+            return s3_id
+        self._quietly(self.storage.abort_multipart_upload, bucket, key, s3_id)
+        return None
 
     @staticmethod
     def _too_many(
@@ -290,15 +339,110 @@ class UploadService:
         return {"urls": urls, "expires_in": self.settings.presign_ttl}
 
     def list_parts(self, user_id: str, upload_id: str) -> dict[str, Any]:
-        """The parts S3 holds (extension, for resuming); only while pending."""
-        upload = self._pending_upload(user_id, upload_id)
-        parts = self._s3_parts(upload)
-        return {"parts": [{"part_no": p.part_no, "size": p.size, "etag": p.etag} for p in parts]}
+        """The parts S3 holds, by global part number (extension, for resuming); only while
+        pending. Parts of completed segments come from the upload's record (S3 no longer
+        lists them), those of open segments from S3."""
+        upload, file = self._pending_upload_and_file(user_id, upload_id)
+        layout = self._layout(upload, file)
+        parts: list[dict[str, Any]] = []
+        for segment_no in range(1, layout.segment_count + 1):
+            numbers = layout.parts_of(segment_no)
+            done = upload.segments_done.get(segment_no)
+            if done is not None:
+                for n, etag in zip(numbers, done.part_etags):
+                    parts.append({"part_no": n, "size": layout.part_length(n), "etag": etag})
+                continue
+            s3_id = upload.segment_upload(segment_no)
+            if s3_id is None:
+                continue
+            for p in self._segment_parts(upload, segment_no, s3_id):
+                if p.part_no <= len(numbers):
+                    n = numbers[p.part_no - 1]
+                    parts.append({"part_no": n, "size": p.size, "etag": p.etag})
+        return {"parts": parts}
 
-    def _s3_parts(self, upload: UploadRecord) -> list[Part]:
+    def _segment_parts(self, upload: UploadRecord, segment_no: int, s3_id: str) -> list[Part]:
         return self.storage.list_parts(
-            self.settings.inbox_bucket, upload.object_key, upload.s3_upload_id
+            self.settings.inbox_bucket, upload.segment_key(segment_no), s3_id
         )
+
+    def complete_segment(self, user_id: str, upload_id: str, segment_no: int) -> dict[str, Any]:
+        """Extension: the client has stored every part of a segment; complete it so that the
+        server verifies and stores it while the client sends the next ones. Idempotent."""
+        upload, file = self._pending_upload_and_file(user_id, upload_id)
+        layout = self._layout(upload, file)
+        try:
+            layout.check_segment(segment_no)
+        except SegmentBeyondUpload as exc:
+            raise InvalidRequest(
+                f"Segment {segment_no} does not exist: upload {upload_id!r} has "
+                f"{exc.count} segment{'s' if exc.count != 1 else ''} of {layout.segment_parts} "
+                "parts.",
+                {"field": "segment_no", "segment_no": segment_no, "segment_count": exc.count},
+            ) from None
+        done = upload.segments_done.get(segment_no)
+        if done is None or not done.etag:
+            self._complete_segment(upload, layout, segment_no)
+            self.enqueue_validation(upload.upload_id)
+        parts = layout.parts_of(segment_no)
+        return {
+            "segment_no": segment_no,
+            "part_numbers": [parts[0], parts[-1]],
+            "complete": True,
+            "verified_bytes": upload.verified_bytes,
+        }
+
+    def _complete_segment(
+        self, upload: UploadRecord, layout: SegmentLayout, segment_no: int
+    ) -> StoredSegment:
+        """Complete a segment's multipart upload and record it (crash-safe, idempotent).
+
+        The part checksums are recorded first (with an empty ETag: "completing"), because
+        S3 stops listing them once the segment is completed; then S3 completes the segment
+        and its object's ETag is recorded. A run interrupted in between, or racing another,
+        finds the parts recorded and the object present, and records the ETag.
+        """
+        bucket, key = self.settings.inbox_bucket, upload.segment_key(segment_no)
+        numbers = layout.parts_of(segment_no)
+        s3_id = upload.segment_upload(segment_no)
+        recorded = upload.segments_done.get(segment_no)
+        if s3_id is None:
+            raise SegmentIncomplete(upload.upload_id, segment_no, list(numbers))
+        try:
+            listed = self.storage.list_parts(bucket, key, s3_id)
+        except ObjectMissing:
+            listed = None  # completed (by a run interrupted or racing this one) or aborted
+        if listed is not None:
+            sizes = {p.part_no: p.size for p in listed}
+            missing = [n for local, n in enumerate(numbers, 1) if local not in sizes]
+            wrong = [
+                n
+                for local, n in enumerate(numbers, 1)
+                if local in sizes and sizes[local] != layout.part_length(n)
+            ]
+            if missing or wrong:
+                raise SegmentIncomplete(upload.upload_id, segment_no, missing, wrong)
+            parts = [p for p in listed if p.part_no <= len(numbers)]
+            recorded = StoredSegment("", tuple(p.etag for p in parts))
+            self._record(upload, segment_no, recorded)
+            # A racing request may have completed it: the object is checked below.
+            with contextlib.suppress(ObjectMissing):
+                self.storage.complete_multipart_upload(bucket, key, s3_id, parts)
+        info = self.storage.head(bucket, key)
+        if recorded is None or info is None:
+            raise ObjectMissing("NoSuchUpload", f"segment {segment_no} is neither open nor stored")
+        stored = StoredSegment(info.etag, recorded.part_etags)
+        self._record(upload, segment_no, stored)
+        return stored
+
+    def _record(self, upload: UploadRecord, segment_no: int, segment: StoredSegment) -> None:
+        if not self.repo.record_segment(upload.upload_id, segment_no, segment):
+            # Cancelled (or failed) meanwhile: its clean-up may have run before this segment
+            # became an object, which must not linger.
+            self._quietly(
+                self.storage.delete, self.settings.inbox_bucket, upload.segment_key(segment_no)
+            )
+            raise self._not_changed(upload.upload_id, UploadStatus.UPLOADED)
 
     def update_status(
         self,
@@ -308,15 +452,15 @@ class UploadService:
         checksums: Checksums | None = None,
     ) -> None:
         """``PATCH /uploads/{id}``: confirm (uploaded) or cancel. Nothing else is allowed."""
-        upload = self._upload_for_submitter(user_id, upload_id)
+        upload, file = self._upload_and_file(user_id, upload_id)
         check_client_change(upload_id, upload.upload_status, target)
         if target is UploadStatus.CANCELLED:
             self.cancel(upload, reason="cancelled by the submitter")
         else:
-            self._complete(upload, checksums or Checksums())
+            self._complete(upload, file, checksums or Checksums())
 
     def cancel(self, upload: UploadRecord, reason: str, expect_updated: Any = None) -> None:
-        """pending|uploaded -> cancelled, then abort the multipart upload and delete the object.
+        """pending|uploaded -> cancelled, then clear away everything S3 holds of it.
 
         The status change comes first: once it has won, S3 clean-up can safely follow (and a
         concurrent completion that lost its own condition deletes its object too).
@@ -325,25 +469,18 @@ class UploadService:
             upload, UploadStatus.CANCELLED, reason=reason, expect_updated=expect_updated
         ):
             raise self._not_changed(upload.upload_id, UploadStatus.CANCELLED)
-        self._cleanup_inbox(upload)
+        self._discard(upload)
 
-    def _cleanup_inbox(self, upload: UploadRecord) -> None:
-        bucket = self.settings.inbox_bucket
-        self._quietly(
-            self.storage.abort_multipart_upload, bucket, upload.object_key, upload.s3_upload_id
-        )
-        self._quietly(self.storage.delete, bucket, upload.object_key)
-        # A validation job may have begun the accept copy (it saves the copy's id before
-        # copying, conditional on the upload still being ``uploaded``): read after the status
-        # change, so either this sees the id or the job's save failed and it aborts it itself.
-        current = self.repo.get_upload(upload.upload_id)
-        if current is not None and current.copy_upload_id:
-            self._quietly(
-                self.storage.abort_multipart_upload,
-                self.settings.permanent_bucket,
-                upload.file_id,
-                current.copy_upload_id,
-            )
+    def _discard(self, upload: UploadRecord) -> None:
+        """Clear an upload that left the active set away (segments, permanent copy).
+
+        A validation job may have begun the permanent copy or opened segments meanwhile (it
+        saves their ids conditional on the upload still being pending/uploaded): read after
+        the status change, so either this sees the id or the job's save failed and it aborts
+        its own.
+        """
+        current = self.repo.get_upload(upload.upload_id) or upload
+        self.objects.discard(current)
 
     def _not_changed(self, upload_id: str, target: UploadStatus) -> Exception:
         """Explain a lost condition from the state as it is now."""
@@ -366,41 +503,31 @@ class UploadService:
             "concurrently; nothing was updated.",
         )
 
-    def _complete(self, upload: UploadRecord, checksums: Checksums) -> None:
-        """pending -> uploaded: complete the S3 multipart upload from the parts S3 lists.
+    def _complete(self, upload: UploadRecord, file: FileRecord, checksums: Checksums) -> None:
+        """pending -> uploaded: complete every segment the client did not complete itself.
 
-        If S3 refuses (no parts, parts too small, ...), the upload becomes ``failed`` (lock
-        released, reason recorded) and the client gets ``uploadStatusChange``.
+        A client of the reference API completes none, so all are completed here (in
+        parallel); ghga-cli completes each as soon as it is stored, leaving the last. If a
+        part is missing or S3 refuses, the upload becomes ``failed`` (lock released, reason
+        recorded) and the client gets ``uploadStatusChange``.
         """
-        bucket = self.settings.inbox_bucket
+        layout = self._layout(upload, file)
         try:
-            parts = self._s3_parts(upload)
-            if not parts:
-                raise _CompletionError("no parts have been uploaded")
-            if checksums.part_md5s and len(checksums.part_md5s) != len(parts):
-                # Completing would only produce an object the validation job must reject.
+            if checksums.part_md5s and len(checksums.part_md5s) != layout.part_count:
+                # Completing would only produce an upload the validation job must reject.
                 raise _CompletionError(
-                    f"the client reports {len(checksums.part_md5s)} parts, S3 holds {len(parts)}"
+                    f"the client reports {len(checksums.part_md5s)} parts, the file has "
+                    f"{layout.part_count}"
                 )
-            self.storage.complete_multipart_upload(
-                bucket, upload.object_key, upload.s3_upload_id, parts
-            )
-            info = self.storage.head(bucket, upload.object_key)
+            self._complete_segments(upload, layout)
         except (StorageError, _CompletionError) as exc:
-            if isinstance(exc, ObjectMissing) and self._completed_concurrently(upload):
-                # A duplicate confirmation (a client retrying a lost response) must not turn
-                # the upload that the first one completed into ``failed``.
-                raise self._not_changed(upload.upload_id, UploadStatus.UPLOADED) from None
-            reason = f"completing the multipart upload failed: {exc}"
+            reason = f"completing the upload failed: {exc}"
             if self.repo.release(upload, UploadStatus.FAILED, reason=reason):
-                self._cleanup_inbox(upload)
+                self._discard(upload)
                 raise UploadStatusChange(upload.upload_id, "uploaded", reason) from None
             raise self._not_changed(upload.upload_id, UploadStatus.UPLOADED) from None
-        etag = info.etag if info else ""
         if not self.repo.mark_uploaded(
             upload.upload_id,
-            s3_part_etags=[p.etag for p in parts],
-            object_etag=etag,
             client_md5=checksums.md5,
             client_part_md5s=list(checksums.part_md5s),
         ):
@@ -410,27 +537,44 @@ class UploadService:
                 UploadStatus.CANCELLED,
                 UploadStatus.FAILED,
             ):
-                # A concurrent cancel won: the object this call assembled must not linger.
-                self._quietly(self.storage.delete, bucket, upload.object_key)
+                # A concurrent cancel won: the segments this call completed must not linger.
+                self.objects.discard(current)
             raise error
         self.enqueue_validation(upload.upload_id)
 
-    def _completed_concurrently(self, upload: UploadRecord) -> bool:
-        """Whether S3's "no such upload" means another request already completed this upload.
+    def _complete_segments(self, upload: UploadRecord, layout: SegmentLayout) -> None:
+        """Complete every segment not completed yet; one error names every missing part."""
+        todo = [
+            n
+            for n in range(1, layout.segment_count + 1)
+            if not (n in upload.segments_done and upload.segments_done[n].etag)
+        ]
+        if not todo:
+            return
+        missing: list[int] = []
+        wrong: list[int] = []
+        errors: list[BaseException] = []
 
-        S3 then no longer knows the multipart upload but holds the object; the other request
-        is about to mark the upload ``uploaded``: wait briefly for that, so the answer can say
-        what became of the upload.
-        """
-        if self.storage.head(self.settings.inbox_bucket, upload.object_key) is None:
-            return False  # aborted, not completed (a cancel, which changed the status first)
-        deadline = time.monotonic() + _CONCURRENT_COMPLETION_WAIT
-        while time.monotonic() < deadline:
-            current = self.repo.get_upload(upload.upload_id)
-            if current is None or current.upload_status is not UploadStatus.PENDING:
-                break
-            time.sleep(0.1)
-        return True
+        def complete(segment_no: int) -> None:
+            try:
+                self._complete_segment(upload, layout, segment_no)
+            except SegmentIncomplete as exc:
+                missing.extend(exc.missing)
+                wrong.extend(exc.wrong_size)
+            except (StorageError, DomainError) as exc:
+                errors.append(exc)
+
+        with ThreadPoolExecutor(min(_SEGMENT_WORKERS, len(todo))) as pool:
+            list(pool.map(complete, todo))
+        domain = [e for e in errors if isinstance(e, DomainError)]
+        if domain:
+            raise domain[0]  # the upload changed meanwhile (cancelled, confirmed)
+        if errors:
+            raise errors[0]
+        if len(missing) == layout.part_count:
+            raise _CompletionError("no parts have been uploaded")
+        if missing or wrong:
+            raise _CompletionError(parts_problem(sorted(missing), sorted(wrong)))
 
     def enqueue_validation(self, upload_id: str) -> None:
         """Ask the worker/Lambda to validate; a lost message is re-sent by the sweep."""
@@ -453,14 +597,7 @@ class UploadService:
         counts = {"cancelled": 0, "requeued": 0}
         cutoff = now - timedelta(seconds=s.stale_upload_seconds)
         for upload in list(self.repo.uploads_in_status(UploadStatus.PENDING, cutoff)):
-            try:
-                parts = self.storage.list_parts(
-                    s.inbox_bucket, upload.object_key, upload.s3_upload_id
-                )
-            except StorageError:
-                parts = []
-            recent = [p for p in parts if p.last_modified is not None and p.last_modified > cutoff]
-            if recent:
+            if self._recently_active(upload, cutoff):
                 continue
             try:
                 self.cancel(
@@ -477,6 +614,20 @@ class UploadService:
             self.enqueue_validation(upload.upload_id)
             counts["requeued"] += 1
         return counts
+
+    def _recently_active(self, upload: UploadRecord, cutoff: datetime) -> bool:
+        """Whether S3 received a part for one of the upload's open segments since ``cutoff``."""
+        opened = {1: upload.s3_upload_id, **upload.segment_uploads}
+        for segment_no, s3_id in opened.items():
+            if segment_no in upload.segments_done:
+                continue
+            try:
+                parts = self._segment_parts(upload, segment_no, s3_id)
+            except StorageError:
+                continue
+            if any(p.last_modified is not None and p.last_modified > cutoff for p in parts):
+                return True
+        return False
 
     @staticmethod
     def _quietly(func: Any, *args: Any) -> None:
