@@ -19,39 +19,41 @@ _T = TypeVar("_T")
 class Budget:
     """Time and bytes one job run may spend.
 
-    The first piece of each kind of work is always allowed, so that every run makes progress
-    however small the budget; after that, work stops when the time or the bytes are spent.
-    Thread-safe: hashing and copying draw from the same budget on different threads.
+    The first piece of each kind of work (hashing, copying) is always allowed, so that every
+    run makes progress however small the budget; after that, work of a kind stops when the
+    time is up or ``max_bytes`` of that kind were taken (0: no byte limit). Thread-safe:
+    hashing and copying draw from it on different threads.
     """
 
     def __init__(self, seconds: float, max_bytes: int = 0) -> None:
         self.deadline = time.monotonic() + seconds
         self.max_bytes = max_bytes
-        self.spent_bytes = 0
-        self._started: set[str] = set()
+        self._spent: dict[str, int] = {}
         self._lock = threading.Lock()
 
-    def _first(self, kind: str) -> bool:
-        if kind in self._started:
-            return False
-        self._started.add(kind)
-        return True
-
     def allows_more(self, kind: str = "") -> bool:
-        """Whether more work of ``kind`` may start (time only)."""
+        """Whether more work of ``kind`` may start (the first piece always may)."""
         with self._lock:
-            return self._first(kind) or time.monotonic() < self.deadline
+            return kind not in self._spent or time.monotonic() < self.deadline
 
     def take(self, nbytes: int, kind: str = "") -> bool:
         """Whether ``nbytes`` more of ``kind`` may be read or copied; counts them if so."""
         with self._lock:
-            first = self._first(kind)
-            if not first and time.monotonic() >= self.deadline:
-                return False
-            if not first and self.max_bytes and self.spent_bytes + nbytes > self.max_bytes:
-                return False
-            self.spent_bytes += nbytes
+            spent = self._spent.get(kind)
+            if spent is not None:
+                if time.monotonic() >= self.deadline:
+                    return False
+                if self.max_bytes and spent + nbytes > self.max_bytes:
+                    return False
+            self._spent[kind] = (spent or 0) + nbytes
             return True
+
+    def bytes_left(self, kind: str = "") -> int | None:
+        """Bytes of ``kind`` this run may still take (None: no byte limit)."""
+        if not self.max_bytes:
+            return None
+        with self._lock:
+            return max(0, self.max_bytes - self._spent.get(kind, 0))
 
     @property
     def time_left(self) -> bool:

@@ -101,6 +101,7 @@ class ValidationService:
         queued), or None (nothing more to do now, or a live run holds it). Replays are
         harmless; failures raise (the message is then redelivered)."""
         budget = Budget(self.settings.job_budget_seconds, self.settings.job_budget_bytes)
+        first = True
         while True:
             upload = self.repo.get_upload(upload_id)
             if upload is None:
@@ -115,8 +116,9 @@ class ValidationService:
                 return None
             if not self._work_left(upload):
                 return None
-            if not budget.time_left:
+            if not first and not budget.time_left:
                 return self._queue_continuation(upload_id, "the run's time is up")
+            first = False
             owner = uuid.uuid4().hex
             progress = self.repo.claim_verification(
                 upload_id, owner, time.time(), self.settings.validate_lease_seconds
@@ -289,6 +291,9 @@ class ValidationService:
         saved, last_save = progress.offset, time.monotonic()
         etag = progress.etag or ""
         budget = lease.budget
+        allowed = budget.bytes_left(_HASH)
+        if allowed is not None:  # ranges end where the run's bytes do (at least one byte)
+            end = min(end, offset + max(1, allowed))
         wanted = budget.limit(
             self._ranges(upload, layout, offset, end), lambda r: r[1].last - r[1].first + 1, _HASH
         )
@@ -301,17 +306,18 @@ class ValidationService:
         window = s.validate_concurrency
         with ThreadPoolExecutor(window) as readers, ThreadPoolExecutor(1) as helper:
             chunks = bounded_map(readers, read, wanted, window, lambda: lease.keep_going(_HASH))
+            unsaved = False
             for rng, chunk in chunks:
                 sha256_done = helper.submit(sha256.update, chunk)
                 md5.update(chunk)
                 sha256_done.result()
                 offset += len(chunk)
-                etag = rng.etag
+                etag, unsaved = rng.etag, True
                 if time.monotonic() - last_save >= s.validate_checkpoint_seconds:
                     self._checkpoint(upload.upload_id, progress.owner, saved, offset, hashes, etag)
                     lease.touch()
-                    saved, last_save = offset, time.monotonic()
-        if offset != saved:
+                    saved, last_save, unsaved = offset, time.monotonic(), False
+        if unsaved:
             self._checkpoint(upload.upload_id, progress.owner, saved, offset, hashes, etag)
             lease.touch()
         return offset
