@@ -30,6 +30,9 @@ E2E_ENV = {
     "UCS_PART_SIZE": str(E2E_PART_SIZE),
     "UCS_MIN_PART_SIZE": str(E2E_PART_SIZE),
     "UCS_COPY_PART_SIZE": str(4 * E2E_PART_SIZE),
+    # Segments of 4 parts: files of more than 1 MiB are verified and stored while they are
+    # sent (the client reports each segment), as a 512 MiB file is with the defaults.
+    "UCS_SEGMENT_SIZE": str(4 * E2E_PART_SIZE),
     "UCS_UPLOAD_ATTEMPTS_PER_WINDOW": str(E2E_UPLOAD_ATTEMPTS),
 }
 

@@ -496,7 +496,7 @@ class Staging:
     def describe(self, wait: float) -> str:
         """``waiting for the file to be staged: 41% (1.6 GiB of 4.0 GiB), retry in 3 s``."""
         done = ""
-        if self.staged_bytes is not None and self.size:
+        if self.staged_bytes and self.size:
             done = (
                 f": {100.0 * self.staged_bytes / self.size:.0f}% "
                 f"({format_bytes(self.staged_bytes)} of {format_bytes(self.size)})"

@@ -181,7 +181,7 @@ def test_download_waits_for_staging(tmp_path: Path, services: FakeServices, caps
         str(tmp_path),
     )
     assert code == 0, err
-    assert "waiting for the file to be staged (retry in 1 s)" in err
+    assert "waiting for the file to be staged, retry in 1 s" in err
     assert (tmp_path / "x.txt").read_bytes() == data
 
 

@@ -154,7 +154,7 @@ def test_drs_waits_for_staging_then_times_out(scripted: tuple[str, Script]) -> N
         drs.get_object("F1", wait_timeout=12)
     assert info.value.exit_code == 7
     assert sleeps == [5, 5, 2]
-    assert logs[0] == "waiting for the file to be staged (retry in 5 s)"
+    assert logs[0] == "waiting for the file to be staged, retry in 5 s"
     assert script.seen[0][1] == "/ga4gh/drs/v1/objects/F1"
 
 

@@ -38,6 +38,7 @@ S3_ACTIONS = {
     "HeadObject": {"s3:GetObject", "s3:ListBucket"},  # ListBucket: 404 instead of 403 if absent
     "GetObject": {"s3:GetObject"},
     "DeleteObject": {"s3:DeleteObject"},
+    "DeleteObjects": {"s3:DeleteObject"},  # S3 authorises each key of the batch as DeleteObject
     "CopyObject": {"s3:GetObject", "s3:PutObject"},
     "UploadPartCopy": {"s3:GetObject", "s3:PutObject"},
     "ListObjectsV2": {"s3:ListBucket"},

@@ -292,7 +292,7 @@ def _raw_map(attr: Any) -> dict[str, Any]:
 
 
 def _segments_done(item: UploadItem) -> dict[int, StoredSegment]:
-    if item.segment_parts is None:  # before segments: the completed object is segment 1
+    if item.segments_done is None:  # completed by the version before segments: segment 1
         if item.object_etag and item.upload_status != UploadStatus.PENDING.value:
             return {1: StoredSegment(item.object_etag, tuple(_unpack(item.s3_part_etags)))}
         return {}
@@ -504,16 +504,27 @@ class Repository:
         )
 
     def record_segment(self, upload_id: str, segment_no: int, done: StoredSegment) -> bool:
-        """Record a completed segment (idempotent); False when the upload is not pending."""
+        """Record a completed segment (idempotent); False when the upload is not pending.
+
+        An upload created before segments has no ``segments_done`` map (DynamoDB cannot set a
+        path below a missing map): its first segment creates the map instead.
+        """
         value = {"etag": done.etag, "parts": _pack(list(done.part_etags)) or b""}
-        return self._update(
-            upload_id,
-            [
-                UploadItem.segments_done[str(segment_no)].set(value),  # type: ignore[index]
-                UploadItem.updated.set(utcnow()),
-            ],
-            UploadItem.upload_status == UploadStatus.PENDING.value,
-        )
+        pending = UploadItem.upload_status == UploadStatus.PENDING.value
+        updated = UploadItem.updated.set(utcnow())
+        for _ in range(2):
+            entry = UploadItem.segments_done[str(segment_no)]  # type: ignore[index]
+            if self._update(
+                upload_id, [entry.set(value), updated], pending & UploadItem.segments_done.exists()
+            ):
+                return True
+            if self._update(
+                upload_id,
+                [UploadItem.segments_done.set({str(segment_no): value}), updated],
+                pending & UploadItem.segments_done.does_not_exist(),
+            ):
+                return True
+        return False
 
     def _update(self, upload_id: str, actions: list[Any], condition: Any) -> bool:
         try:
