@@ -64,6 +64,13 @@ class FakeServices:
         self.retry_after = "1"
         self.access_ids = False  # DRS access methods carry an access_id (and the route works)
         self.access_calls = 0
+        # Segments: parts per segment advertised in upload details (None: no segments); the
+        # segment-complete calls are recorded (storage stays one multipart upload here) and
+        # answered with ``segment_status`` (500: a failing server).
+        self.segment_parts: int | None = None
+        self.segment_calls: list[int] = []
+        self.segment_status = 200
+        self.staged_bytes: int | None = None  # DRS 202 answers carry staging progress
         self.lock = threading.Lock()
         services = self
 
@@ -193,6 +200,15 @@ class FakeServices:
                 for n in body["part_numbers"]
             ]
             return 200, {"urls": urls, "expires_in": 900}, {}
+        m = re.fullmatch(r"/uploads/([^/]+)/segments/(\d+)/complete", path)
+        if m and method == "POST" and self.segment_parts:
+            u = self.uploads[m[1]]
+            if self.segment_status != 200:
+                return self.segment_status, _err("internalError", "segment failed"), {}
+            number = int(m[2])
+            self.segment_calls.append(number)
+            verified = min(self.files[u.file_id].size, number * self.segment_parts * u.part_size)
+            return 200, {"segment_no": number, "complete": True, "verified_bytes": verified}, {}
         m = re.fullmatch(r"/uploads/([^/]+)/parts", path)
         if m and method == "GET":
             u = self.uploads[m[1]]
@@ -218,7 +234,10 @@ class FakeServices:
                 return 404, _err("noSuchObject", "no such object", object_id=m[1]), {}
             if f.staging_polls > 0:
                 f.staging_polls -= 1
-                return 202, None, {"Retry-After": self.retry_after}
+                progress = None
+                if self.staged_bytes is not None:
+                    progress = {"staged_bytes": self.staged_bytes, "size": f.size}
+                return 202, progress, {"Retry-After": self.retry_after}
             checksums = [{"type": "md5", "checksum": f.md5}] if f.md5_offered else []
             if f.sha256:
                 checksums.append({"type": "sha-256", "checksum": f.sha256})
@@ -253,6 +272,7 @@ class FakeServices:
             "part_size": u.part_size,
             "upload_status": u.status,
             "status_reason": u.status_reason,
+            **({"segment_parts": self.segment_parts} if self.segment_parts else {}),
             **self.bad_upload_fields,
         }
         if self.server_verifies:

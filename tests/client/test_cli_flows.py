@@ -391,3 +391,71 @@ def test_resolve_file_id_derives_the_api_from_a_drs_uri() -> None:
             resolve_file_id(bad, "http://h")
     with pytest.raises(UsageError):
         resolve_file_id("drs://h:1/F1", "https://h:2")
+
+
+# ---- segments: the server verifies and stores while the client sends (issue 18) -------------
+
+
+def test_each_stored_segment_is_reported_before_the_confirmation(
+    tmp_path: Path, services: FakeServices, capsys: Any
+) -> None:
+    data = os.urandom(5 * PART + 17)  # 6 parts, segments of 2: 3 segments
+    src = tmp_path / "src.bin"
+    src.write_bytes(data)
+    services.register(data, "GHGAF1")
+    services.segment_parts = 2
+    services.server_verifies = True
+    code, out, err = run(capsys, *upload_args(services, "GHGAF1", src, "--json"))
+    assert code == 0, err
+    assert sorted(services.segment_calls) == [1, 2, 3]
+    calls = [
+        i
+        for i, (method, path) in enumerate(services.requests)
+        if "/segments/" in path or method == "PATCH"
+    ]
+    assert services.requests[calls[-1]][0] == "PATCH"  # every report came before it
+    assert json.loads(out)["segments_reported"] == 3
+
+
+def test_a_failing_segment_report_costs_the_head_start_not_the_upload(
+    tmp_path: Path, services: FakeServices, capsys: Any
+) -> None:
+    data = os.urandom(5 * PART + 17)
+    src = tmp_path / "src.bin"
+    src.write_bytes(data)
+    services.register(data, "GHGAF1")
+    services.segment_parts = 2
+    services.segment_status = 500
+    code, _out, err = run(capsys, *upload_args(services, "GHGAF1", src, "--retries", "0"))
+    assert code == 0, err
+    assert "was not reported" in err and "after the confirmation instead" in err
+    assert services.patches  # confirmed all the same
+
+
+def test_a_server_without_segments_gets_no_reports(
+    tmp_path: Path, services: FakeServices, capsys: Any
+) -> None:
+    data = os.urandom(3 * PART)
+    src = tmp_path / "src.bin"
+    src.write_bytes(data)
+    services.register(data, "GHGAF1")
+    assert run(capsys, *upload_args(services, "GHGAF1", src))[0] == 0
+    assert not [p for _, p in services.requests if "/segments/" in p]
+
+
+def test_staging_progress_is_shown(tmp_path: Path, services: FakeServices, capsys: Any) -> None:
+    data = os.urandom(3 * PART)
+    services.publish(data, "GHGAF1", staging_polls=1)
+    services.staged_bytes = len(data) // 4
+    code, _out, err = run(
+        capsys,
+        "download-by-id",
+        "--api-url",
+        services.url,
+        "--file-id",
+        "GHGAF1",
+        "--output-dir",
+        str(tmp_path),
+    )
+    assert code == 0, err
+    assert "waiting for the file to be staged: 25% (48.0 KiB of 192.0 KiB), retry in 1 s" in err

@@ -253,3 +253,23 @@ def test_batch_presign_shrinks_when_the_server_allows_fewer(scripted: tuple[str,
     urls, expires = ucs.presign_parts("U1", [1, 2, 3, 4, 5])
     assert urls == {1: "u1", 2: "u2"} and expires == 60 and ucs.max_batch == 2
     assert [len(json.loads(s[3])["part_numbers"]) for s in script.seen] == [5, 2]
+
+
+def test_a_202_may_say_how_far_staging_is() -> None:
+    """DRS 202 bodies (an extension) carry ``staged_bytes`` of ``size``; an empty or foreign
+    body, or values out of range, leave the progress unknown and never fail the download."""
+    from ghga_cli.api import _staging
+    from ghga_cli.http import Response
+
+    def answer(body: bytes) -> Any:
+        return _staging(Response(202, {"retry-after": "3"}, body))
+
+    staging = answer(b'{"staged_bytes": 1073741824, "size": 4294967296}')
+    assert (staging.retry_after, staging.staged_bytes, staging.size) == (3.0, 2**30, 2**32)
+    assert staging.describe(3) == (
+        "waiting for the file to be staged: 25% (1.0 GiB of 4.0 GiB), retry in 3 s"
+    )
+    for body in (b"", b"not json", b"[]", b'{"staged_bytes": 5, "size": 4}', b'{"size": 9}'):
+        staging = answer(body)
+        assert staging.staged_bytes is None
+        assert staging.describe(3) == "waiting for the file to be staged, retry in 3 s"

@@ -461,3 +461,38 @@ def test_read_token(tmp_path: Path) -> None:
         read_token(tmp_path / "missing", {})
     with pytest.raises(UsageError):
         read_token(tmp_path, {})
+
+
+def test_the_progress_line_shows_what_the_server_verified() -> None:
+    from ghga_cli.progress import progress_line
+
+    line = progress_line(3 * 2**30, 4 * 2**30, 10.0, 2**20, verified=2**31)
+    assert line.startswith("3.0 GiB / 4.0 GiB   75.0%  verified 2.0 GiB  1.0 MiB/s")
+    assert "verified" not in progress_line(1, 2, 1.0, 1.0)
+
+
+def test_segment_reports_never_wait_for_the_api() -> None:
+    """``report`` only queues: the engine's thread goes on while the API call blocks."""
+    import threading
+
+    from ghga_cli.uploads import SegmentReporter
+
+    release = threading.Event()
+    seen: list[int] = []
+
+    class Ucs:
+        def complete_segment(self, upload_id: str, segment_no: int) -> int:
+            release.wait(10)
+            return segment_no * 100
+
+    class Access:
+        def ucs(self) -> Ucs:
+            return Ucs()
+
+    reporter = SegmentReporter(Access(), "u1", seen.append, lambda _m: None)  # type: ignore[arg-type]
+    for n in (1, 2, 3):
+        reporter.report(n)  # returns at once although the first call is blocked
+    assert seen == []
+    release.set()
+    reporter.close()
+    assert seen == [100, 200, 300] and reporter.reported == 3

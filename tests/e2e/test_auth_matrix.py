@@ -96,6 +96,7 @@ def routes(world: dict[str, Any]) -> list[tuple[str, str, dict | None]]:
         ("POST", f"/uploads/{u}/parts/1/signed_urls", None),
         ("POST", f"/uploads/{u}/signed_urls", {"part_numbers": [1, 2]}),
         ("GET", f"/uploads/{u}/parts", None),
+        ("POST", f"/uploads/{u}/segments/1/complete", None),
         ("POST", "/batch/files", {"file_ids": [f]}),
         ("GET", f"/ga4gh/drs/v1/objects/{a}", None),
         ("GET", f"/ga4gh/drs/v1/objects/{a}/access/s3", None),
