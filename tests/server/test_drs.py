@@ -21,6 +21,7 @@ from ucs_lambda.domain.models import FileRecord, StagingProgress
 from ucs_lambda.services.downloads import (
     MAX_RETRY_AFTER,
     UNMEASURED_RETRY_AFTER,
+    DownloadService,
     estimate_staging,
 )
 
@@ -42,8 +43,9 @@ def accepted_file(api: Api, readers: tuple[str, ...] = ("rita",)) -> None:
     """F1 uploaded by alice, validated and accepted; ``readers`` may download it."""
     register("F1", DATA, readers=readers)
     uid = api.upload_file(DATA)["upload_id"]
-    for job in queued_jobs():
-        jobs.handle_message(job)
+    while batch := queued_jobs():  # (continuations too, when a test lowered the budget)
+        for job in batch:
+            jobs.handle_message(job)
     rec = Repository(get_settings()).get_upload(uid)
     assert rec is not None and rec.upload_status.value == "accepted"
 
@@ -61,9 +63,12 @@ def drs_error(resp: Any) -> dict[str, Any]:
 
 
 def run_jobs() -> list[dict]:
-    found = queued_jobs()
-    for job in found:
-        jobs.handle_message(job)
+    """Deliver the queued jobs and the continuations they queue."""
+    found = []
+    while batch := queued_jobs():
+        for job in batch:
+            jobs.handle_message(job)
+        found.extend(batch)
     return found
 
 
@@ -280,3 +285,79 @@ def test_retry_after_follows_the_measured_rate() -> None:
     assert (estimate.retry_after, estimate.staged_bytes, estimate.size) == (90, 1_000, 10_000)
     slow = StagingProgress("copy", "etag", 1, now - 10)
     assert estimate_staging(_file(10**15, slow), 100, now).retry_after == MAX_RETRY_AFTER
+
+
+# ---- a staging copy over many job runs (issue 18) ---------------------------------------------
+
+
+@pytest.fixture
+def staged_in_parts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Staging above one CopyObject: 64 KiB copy parts, one part per job run."""
+    monkeypatch.setenv("UCS_SINGLE_COPY_MAX", str(PART))
+    monkeypatch.setenv("UCS_COPY_PART_SIZE", str(PART))
+    monkeypatch.setenv("UCS_COPY_CONCURRENCY", "1")
+    monkeypatch.setenv("UCS_JOB_BUDGET_SECONDS", "0.001")
+
+
+def test_a_staging_copy_over_many_runs_completes_and_shows_its_progress(
+    api: Api, staged_in_parts: None
+) -> None:
+    """Every run copies one part, saves the bytes copied and queues its continuation; the
+    202s in between say how far it is; the staged object is the accepted one, byte for byte."""
+    accepted_file(api)
+    first = get(api)
+    assert first.status_code == 202 and first.json_body == {"staged_bytes": 0, "size": len(DATA)}
+    runs, progress = 0, []
+    while batch := queued_jobs():
+        for body in batch:
+            jobs.handle_message(body)
+            runs += 1
+        r = get(api)
+        if r.status_code == 202:
+            progress.append(r.json_body["staged_bytes"])
+            assert 1 <= int(r.headers["Retry-After"]) <= 300
+    assert runs >= 4  # 4 parts, one per run
+    assert progress == [PART, 2 * PART, 3 * PART]
+    r = get(api)
+    assert r.status_code == 200
+    url = r.json_body["access_methods"][0]["access_url"]["url"]
+    body = requests.get(url, timeout=10).content
+    assert (
+        body == DATA and hashlib.sha256(body).hexdigest() == r.json_body["checksums"][1]["checksum"]
+    )
+    assert s3().list_multipart_uploads(Bucket="t-outbox").get("Uploads", []) == []
+    f = Repository(get_settings()).get_file("F1")
+    assert f is not None and f.staging is None and f.staged_at is not None
+
+
+def test_a_permanent_object_replaced_during_staging_is_never_staged(
+    api: Api, staged_in_parts: None
+) -> None:
+    """Every staging part is conditional on the permanent object's ETag as accepted: other
+    bytes there between two runs end the copy, the outbox keeps nothing."""
+    accepted_file(api)
+    get(api)
+    jobs.handle_message(queued_jobs()[0])  # one part copied
+    s3().put_object(Bucket="t-permanent", Key="F1", Body=b"x" * len(DATA))
+    run_jobs()
+    assert keys("t-outbox") == []
+    assert s3().list_multipart_uploads(Bucket="t-outbox").get("Uploads", []) == []
+    f = Repository(get_settings()).get_file("F1")
+    assert f is not None and f.staging is None and f.staged_at is None
+    assert get(api).status_code == 202  # a new request claims staging again (and fails again)
+
+
+def test_two_staging_runs_never_copy_at_once(api: Api, staged_in_parts: None) -> None:
+    """The staging lease: a duplicate message delivered while a run holds it does nothing."""
+    accepted_file(api)
+    get(api)
+    message = queued_jobs()[0]
+    service = DownloadService.from_env()
+    owner_file = Repository(get_settings()).claim_staging_run("F1", "other-run", time.time(), 60)
+    assert owner_file is not None
+    assert service.stage("F1") is None  # the lease is held: nothing copied
+    assert keys("t-outbox") == []
+    Repository(get_settings()).release_staging_run("F1", "other-run")
+    jobs.handle_message(message)
+    run_jobs()
+    assert get(api).status_code == 200
