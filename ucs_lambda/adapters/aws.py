@@ -58,7 +58,9 @@ def client(service: str, settings: Settings) -> Any:
                 }
             config = Config(
                 retries={"max_attempts": 5, "mode": "standard"},
-                max_pool_connections=32,
+                # A job run keeps UCS_VALIDATE_CONCURRENCY ranged GETs and UCS_COPY_CONCURRENCY
+                # part copies in flight (8 + 8); the worker runs up to 4 jobs by default.
+                max_pool_connections=64,
                 **extra,
             )
             found = _shared_session().client(
