@@ -44,6 +44,9 @@ IDLE_WAIT = 3600.0
 #: Most uploads asked for their status per round of the validation waiter (a batch of 1,000
 #: files must not poll 1,000 uploads every few seconds; validation runs in order anyway).
 POLLS_PER_ROUND = 16
+#: First interval between polls for a verdict, and the interval after the server showed progress.
+FIRST_POLL = 0.25
+PROGRESS_POLL = 0.5
 #: Longest wait for the last segment reports before the upload is confirmed (the confirmation
 #: completes any segment whose report did not get through).
 REPORTS_WAIT = 30.0
@@ -403,7 +406,10 @@ class UploadJob(FileJob):
 class ValidationWaiter(Waiter):
     """Polls the uploads waiting for their verdict: the oldest due first, a few per round.
 
-    Intervals grow from 1 s by 1.5x up to 15 s per upload. Without ``--wait-timeout`` an upload
+    Intervals grow from 0.25 s by 1.5x up to 15 s per upload, and start again at 0.5 s
+    whenever the server has verified more (the server verifies while the client sends, so the
+    verdict usually comes within a second or two of the confirmation, and a poll late by a
+    grown interval would be most of the wait). Without ``--wait-timeout`` an upload
     waits until the server has shown no progress for :data:`IDLE_WAIT` (in a batch, a verdict
     on any file counts as progress: validation runs in order); with it, at most that long.
     """
@@ -417,7 +423,7 @@ class ValidationWaiter(Waiter):
         entry = WaitEntry(
             job=job,
             due=now,
-            interval=1.0,
+            interval=FIRST_POLL,
             deadline=now + timeout if timeout is not None else None,
             last_progress=now,
             extra={
@@ -467,6 +473,7 @@ class ValidationWaiter(Waiter):
             return
         entry.extra["verified"] = verified
         entry.last_progress = now
+        entry.interval = min(entry.interval, PROGRESS_POLL)
         size = entry.extra["size"]
         if size > 0 and not self.session.batch and now - entry.extra.get("shown", -1e9) >= 5.0:
             entry.extra["shown"] = now
