@@ -28,7 +28,7 @@ from typing import Any, Callable
 
 import pytest
 
-from tests.conftest import E2E_PART_SIZE
+from tests.conftest import E2E_ENV, E2E_PART_SIZE
 from tests.e2e.test_download_cli import archived_file
 from tests.e2e.test_upload_cli import EXIT_INTEGRITY, register, summary_of
 from tests.faultproxy import FaultProxy, RequestRecord, Rule
@@ -79,10 +79,17 @@ def s3_records(proxy: FaultProxy, stack: dict[str, Any], method: str) -> list[Re
     return [r for r in proxy.requests if r.method == method and pattern.search(r.url)]
 
 
+#: Parts per segment of the stack's uploads: segment n > 1 is the key ``<file>/<upload>/<n>``
+#: and its URLs carry local part numbers (docs/CONTRACTS.md, "Segments").
+SEGMENT_PARTS = int(E2E_ENV["UCS_SEGMENT_SIZE"]) // E2E_PART_SIZE
+_UPLOAD_KEY = r"/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+
+
 def part_number(record: RequestRecord) -> int:
-    match = re.search(r"[?&]partNumber=(\d+)(?:&|$)", record.url)
+    """The global part number of a part PUT: its segment's local number and the segment."""
+    match = re.search(rf"{_UPLOAD_KEY}(?:/(\d+))?\?(?:.*&)?partNumber=(\d+)(?:&|$)", record.url)
     assert match, record.redacted_url
-    return int(match[1])
+    return (int(match[1] or 1) - 1) * SEGMENT_PARTS + int(match[2])
 
 
 def range_size(record: RequestRecord) -> int:
@@ -92,8 +99,11 @@ def range_size(record: RequestRecord) -> int:
 
 
 def part_url(number: int) -> str:
-    """Regex for the presigned URL of one upload part (``partNumber`` is a query parameter)."""
-    return rf"[?&]partNumber={number}(&|$)"
+    """Regex for the presigned URL of one (global) upload part: its segment's key and the
+    local ``partNumber`` query parameter."""
+    segment, local = divmod(number - 1, SEGMENT_PARTS)
+    suffix = "" if segment == 0 else f"/{segment + 1}"
+    return rf"{_UPLOAD_KEY}{suffix}\?(.*&)?partNumber={local + 1}(&|$)"
 
 
 def client_env(token: str, proxy: FaultProxy) -> dict[str, str]:

@@ -193,7 +193,12 @@ _connections: dict[tuple[str, str | None], Connection] = {}
 
 
 def _bind(settings: Settings) -> None:
-    """Point the models at the configured tables/endpoint (cheap when nothing changed)."""
+    """Point the models at the configured tables/endpoint (cheap when nothing changed).
+
+    The botocore clients are built here, under the lock, once per binding: pynamodb builds a
+    connection's client lazily and without a lock, so the first requests of a threaded server
+    (50 at once in tests/e2e/test_races.py) would each build one, ~0.1 s of CPU apiece.
+    """
     wanted = {
         FileItem: (settings.files_table, settings.region, settings.dynamodb_endpoint),
         UploadItem: (settings.uploads_table, settings.region, settings.dynamodb_endpoint),
@@ -202,8 +207,11 @@ def _bind(settings: Settings) -> None:
         if _bound.get(model) == target:
             continue
         with _bind_lock:
+            if _bound.get(model) == target:
+                continue  # bound by a concurrent request meanwhile
             model.Meta.table_name, model.Meta.region, model.Meta.host = target
             model._connection = None
+            _ = model._get_connection().connection.client
             _bound[model] = target
 
 
@@ -212,8 +220,12 @@ def _transaction(settings: Settings) -> TransactWrite:
     key = (settings.region, settings.dynamodb_endpoint)
     conn = _connections.get(key)
     if conn is None:
-        conn = Connection(region=settings.region, host=settings.dynamodb_endpoint)
-        _connections[key] = conn
+        with _bind_lock:
+            conn = _connections.get(key)
+            if conn is None:
+                conn = Connection(region=settings.region, host=settings.dynamodb_endpoint)
+                _ = conn.client  # built once, before any thread uses it (see _bind)
+                _connections[key] = conn
     return TransactWrite(connection=conn)
 
 

@@ -37,7 +37,7 @@ from ..domain.errors import (
     parts_problem,
 )
 from ..domain.integrity import is_md5_hex
-from ..domain.models import FileRecord, StoredSegment, UploadRecord, UploadStatus
+from ..domain.models import ACTIVE_STATUSES, FileRecord, StoredSegment, UploadRecord, UploadStatus
 from ..domain.parts import MAX_PARTS, FileTooLarge, PartBeyondFile, part_size_for
 from ..domain.segments import SegmentBeyondUpload, SegmentLayout
 from ..domain.status import check_client_change
@@ -428,6 +428,11 @@ class UploadService:
             # A racing request may have completed it: the object is checked below.
             with contextlib.suppress(ObjectMissing):
                 self.storage.complete_multipart_upload(bucket, key, s3_id, parts)
+        else:
+            # Completed by a request racing this one (a client retrying its confirmation), or
+            # one interrupted after S3 completed it: its parts were recorded before that.
+            current = self.repo.get_upload(upload.upload_id)
+            recorded = current.segments_done.get(segment_no) if current is not None else None
         info = self.storage.head(bucket, key)
         if recorded is None or info is None:
             raise ObjectMissing("NoSuchUpload", f"segment {segment_no} is neither open nor stored")
@@ -436,13 +441,18 @@ class UploadService:
         return stored
 
     def _record(self, upload: UploadRecord, segment_no: int, segment: StoredSegment) -> None:
-        if not self.repo.record_segment(upload.upload_id, segment_no, segment):
+        if self.repo.record_segment(upload.upload_id, segment_no, segment):
+            return
+        error = self._not_changed(upload.upload_id, UploadStatus.UPLOADED)
+        current = self.repo.get_upload(upload.upload_id)
+        if current is None or current.upload_status not in ACTIVE_STATUSES:
             # Cancelled (or failed) meanwhile: its clean-up may have run before this segment
-            # became an object, which must not linger.
+            # became an object, which must not linger. (Confirmed meanwhile by a racing
+            # request instead: the segment is that request's, and stays.)
             self._quietly(
                 self.storage.delete, self.settings.inbox_bucket, upload.segment_key(segment_no)
             )
-            raise self._not_changed(upload.upload_id, UploadStatus.UPLOADED)
+        raise error
 
     def update_status(
         self,
