@@ -84,12 +84,12 @@ def ghga_pyz(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
 
 
 # The stack on Ceph RGW (S3 there; DynamoDB and SQS stay on moto). RGW enforces S3's 5 MiB
-# minimum part size at CompleteMultipartUpload, so it runs with real 5 MiB parts. Server-side
-# copies use 6 MiB parts: a file of a few parts is copied with UploadPartCopy, and the copy's
-# multipart ETag (other part boundaries) tells it apart from the uploaded object's. Each launch
+# minimum part size at CompleteMultipartUpload, so it runs with real 5 MiB parts. Assembled
+# copies use 10 MiB copy parts (two upload parts each): the permanent object's multipart ETag
+# (other part boundaries) tells an assembly apart from the uploaded segment's. Each launch
 # gets its own buckets (the cluster outlives the stack), removed again when the stack stops.
 CEPH_PART_SIZE = 5 * 1024 * 1024
-CEPH_COPY_PART_SIZE = 6 * 1024 * 1024
+CEPH_COPY_PART_SIZE = 10 * 1024 * 1024
 CEPH_ENV = {
     "UCS_PART_SIZE": str(CEPH_PART_SIZE),
     "UCS_MIN_PART_SIZE": str(CEPH_PART_SIZE),

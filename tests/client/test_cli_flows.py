@@ -309,7 +309,7 @@ def test_upload_validation_timeout_then_rerun_waits(
     src = tmp_path / "src.bin"
     src.write_bytes(data)
     services.register(data, "GHGAF15")
-    services.validate_after_polls = 4
+    services.validate_after_polls = 8  # more polls than 1 s holds (from 0.25 s apart)
     code, _, err = run(capsys, *upload_args(services, "GHGAF15", src, "--wait-timeout", "1"))
     assert code == 7 and "not validated within 1 s" in err
     puts_before = len([r for r in services.requests if r[0] == "POST"])

@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import CEPH_COPY_PART_SIZE, CEPH_PART_SIZE, launch_on_ceph
+from tests.conftest import CEPH_PART_SIZE, launch_on_ceph
 from tests.e2e.test_download_cli import archived_file, download
 from tests.e2e.test_faults_and_resume import part_url, run_client, s3_records
 from tests.e2e.test_upload_cli import EXIT_AUTH, register, summary_of, upload
@@ -59,14 +59,15 @@ def multipart_etag(data: bytes, part_size: int) -> str:
 
 
 def assert_copied(etag: str, data: bytes) -> None:
-    """``etag`` is that of a server-side copy of ``data`` made by the services on the RGW."""
+    """``etag`` is that of a server-side copy of ``data`` made by the services on the RGW.
+
+    A file of one segment (below ``UCS_SEGMENT_SIZE``, 128 MiB here) is accepted and staged
+    with one CopyObject: S3 gives the copy the plain MD5, RGW keeps the source's ETag, here
+    the one of the uploaded multipart object (5 MiB parts). Assemblies of many segments are
+    checked in tests/e2e/test_ceph_verification.py.
+    """
     etag = etag.strip('"')
-    if len(data) > CEPH_COPY_PART_SIZE:  # UploadPartCopy in copy-sized parts
-        assert etag == multipart_etag(data, CEPH_COPY_PART_SIZE)
-    else:
-        # CopyObject. S3 gives the copy the plain MD5; RGW keeps the source's ETag, here the
-        # one of the uploaded multipart object (5 MiB parts).
-        assert etag in (hashlib.md5(data).hexdigest(), multipart_etag(data, PART)), etag
+    assert etag in (hashlib.md5(data).hexdigest(), multipart_etag(data, PART)), etag
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +96,7 @@ def test_upload_on_ceph(ghga_cli, ceph_stack, ceph_stack_env, user, tmp_path, si
     data = stored["Body"].read()
     assert hashlib.md5(data).hexdigest() == hashlib.md5(source.read_bytes()).hexdigest()
     assert stored["Metadata"].get("upload-id") == summary["upload_id"]
-    # The validation job copied inbox -> permanent on the RGW (in parts above one copy part).
+    # The validation job copied inbox -> permanent on the RGW.
     assert_copied(stored["ETag"], data)
     # Nothing is left in the inbox: neither the object nor an unfinished multipart upload.
     inbox = ceph_stack["inbox_bucket"]
@@ -120,7 +121,7 @@ def test_download_on_ceph(ghga_cli, ceph_stack, ceph_stack_env, user, tmp_path, 
     assert (tmp_path / f"{file_id}.bin").read_bytes() == data
     assert sorted(p.name for p in tmp_path.iterdir()) == [f"{file_id}.bin"]
     assert "X-Amz-Signature" not in result.stdout + result.stderr
-    # The staging job copied permanent -> outbox on the RGW (in parts above one copy part).
+    # The staging job copied permanent -> outbox on the RGW.
     staged = s3_client(ceph_stack).head_object(Bucket=ceph_stack["outbox_bucket"], Key=file_id)
     assert staged["ContentLength"] == size
     assert_copied(staged["ETag"], data)
@@ -449,8 +450,10 @@ def confirm(stack: dict[str, Any], token: str, upload_id: str) -> tuple[int, Any
     return call("PATCH", url, token, {"upload_status": "uploaded"})
 
 
-def test_rgw_refusing_undersized_parts_fails_the_upload(ceph_stack, ceph_stack_env, user) -> None:
-    """RGW accepts parts below 5 MiB and refuses them at Complete (EntityTooSmall), like S3.
+def test_parts_of_another_size_than_the_layout_fail_the_upload(ceph_stack, ceph_stack_env, user) -> None:
+    """RGW accepts parts below 5 MiB and would refuse them only at Complete (EntityTooSmall);
+    the service checks every part against the file's layout before it completes a segment, so
+    the upload fails naming the part, and RGW is never asked to complete it.
 
     The part URLs only take the registered part lengths (one 200-byte part here), so the two
     small parts are written with the store's own keys.
@@ -460,12 +463,14 @@ def test_rgw_refusing_undersized_parts_fails_the_upload(ceph_stack, ceph_stack_e
 
     status, answer = confirm(ceph_stack, user["token"], upload_id)
 
+    reason = "completing the upload failed: 1 part of another size than the file's layout (parts 1)"
     assert (status, answer["exception_id"]) == (400, "uploadStatusChange"), answer
-    # RGW's error has an empty message: the reason names the code, not "EntityTooSmall: None".
-    assert answer["description"].endswith("completing the multipart upload failed: EntityTooSmall")
+    assert answer["description"].endswith(reason), answer
     status, details = call("GET", f"{ceph_stack['ucs_url']}/uploads/{upload_id}", user["token"])
-    assert details["upload_status"] == "failed"
-    assert details["status_reason"] == "completing the multipart upload failed: EntityTooSmall"
+    assert (details["upload_status"], details["status_reason"]) == ("failed", reason)
+    s3 = s3_client(ceph_stack)
+    listed = s3.list_multipart_uploads(Bucket=ceph_stack["inbox_bucket"], Prefix=f"{file_id}/")
+    assert not listed.get("Uploads"), listed  # aborted, nothing left in the inbox
 
 
 def test_confirming_an_upload_whose_multipart_upload_vanished_fails_it(

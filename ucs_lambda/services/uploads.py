@@ -408,10 +408,11 @@ class UploadService:
         recorded = upload.segments_done.get(segment_no)
         if s3_id is None:
             raise SegmentIncomplete(upload.upload_id, segment_no, list(numbers))
+        gone: ObjectMissing | None = None
         try:
             listed = self.storage.list_parts(bucket, key, s3_id)
-        except ObjectMissing:
-            listed = None  # completed (by a run interrupted or racing this one) or aborted
+        except ObjectMissing as exc:
+            listed, gone = None, exc  # completed (by a run interrupted or racing this one)
         if listed is not None:
             sizes = {p.part_no: p.size for p in listed}
             missing = [n for local, n in enumerate(numbers, 1) if local not in sizes]
@@ -435,7 +436,9 @@ class UploadService:
             recorded = current.segments_done.get(segment_no) if current is not None else None
         info = self.storage.head(bucket, key)
         if recorded is None or info is None:
-            raise ObjectMissing("NoSuchUpload", f"segment {segment_no} is neither open nor stored")
+            # Aborted behind the service's back (lifecycle rule, operator): S3's own code.
+            code = gone.code if gone is not None else "NoSuchUpload"
+            raise ObjectMissing(code, f"segment {segment_no} is neither open nor stored")
         stored = StoredSegment(info.etag, recorded.part_etags)
         self._record(upload, segment_no, stored)
         return stored
