@@ -142,3 +142,15 @@ def put_parts_directly(stack: dict[str, Any], file_id: str, parts: list[bytes]) 
             PartNumber=number,
             Body=body,
         )
+
+
+def assert_nothing_stored(stack: dict[str, Any], file_id: str) -> None:
+    """Nothing of ``file_id``'s upload is left: no permanent object and no permanent multipart
+    upload (an assembly in progress is aborted), no inbox segment object or multipart upload.
+    """
+    s3 = s3_client(stack)
+    permanent, inbox = stack["permanent_bucket"], stack["inbox_bucket"]
+    assert s3.list_objects_v2(Bucket=permanent, Prefix=file_id).get("KeyCount") == 0
+    assert not s3.list_multipart_uploads(Bucket=permanent, Prefix=file_id).get("Uploads")
+    assert s3.list_objects_v2(Bucket=inbox, Prefix=f"{file_id}/").get("KeyCount") == 0
+    assert not s3.list_multipart_uploads(Bucket=inbox, Prefix=f"{file_id}/").get("Uploads")

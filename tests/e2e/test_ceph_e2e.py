@@ -450,7 +450,9 @@ def confirm(stack: dict[str, Any], token: str, upload_id: str) -> tuple[int, Any
     return call("PATCH", url, token, {"upload_status": "uploaded"})
 
 
-def test_parts_of_another_size_than_the_layout_fail_the_upload(ceph_stack, ceph_stack_env, user) -> None:
+def test_parts_of_another_size_than_the_layout_fail_the_upload(
+    ceph_stack, ceph_stack_env, user
+) -> None:
     """RGW accepts parts below 5 MiB and would refuse them only at Complete (EntityTooSmall);
     the service checks every part against the file's layout before it completes a segment, so
     the upload fails naming the part, and RGW is never asked to complete it.

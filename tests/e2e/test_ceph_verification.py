@@ -24,10 +24,15 @@ from tests.conftest import CEPH_COPY_PART_SIZE, CEPH_PART_SIZE, launch_on_ceph
 from tests.e2e.test_ceph_e2e import multipart_etag
 from tests.e2e.test_download_cli import download
 from tests.e2e.test_faults_and_resume import staged, stored_bytes
-from tests.e2e.test_server_verification import part_md5s, plain_upload, settled
+from tests.e2e.test_server_verification import (
+    cancel_mid_assembly,
+    part_md5s,
+    plain_upload,
+    settled,
+)
 from tests.e2e.test_ucs_http import register
 from tests.e2e.test_upload_cli import summary_of, upload
-from tests.support import call, run_admin, s3_client
+from tests.support import assert_nothing_stored, call, run_admin, s3_client
 
 pytestmark = [pytest.mark.e2e, pytest.mark.ceph]
 
@@ -108,3 +113,14 @@ def test_other_bytes_of_the_registered_size_on_ceph_are_rejected(
     assert hashlib.md5(wrong).hexdigest() in details["status_reason"]
     assert md5 in details["status_reason"]
     assert details["verified_bytes"] == len(wrong)
+    assert_nothing_stored(cstack, file_id)
+    # The right bytes from the same reference client: accepted, stored as sent.
+    upload_id = plain_upload(cstack, user, file_id, registered, None)
+    assert settled(cstack, user["token"], upload_id, 120)["upload_status"] == "accepted"
+    assert stored_bytes(cstack, file_id) == registered
+
+
+def test_a_cancel_during_the_streamed_assembly_on_ceph_leaves_nothing(
+    cstack: dict[str, Any], user: dict[str, str]
+) -> None:
+    cancel_mid_assembly(cstack, user, segments=2)

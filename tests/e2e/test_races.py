@@ -108,7 +108,8 @@ def accepted_file(
     file_id = register(stack_env, len(data), hashlib.md5(data).hexdigest(), user["user"])
     upload_id = start_upload(stack, user["token"], file_id, data)
     url = f"{stack['ucs_url']}/uploads/{upload_id}"
-    status, body = call("PATCH", url, user["token"], confirm_body(data))
+    part_size = upload_status(stack, user["token"], upload_id)["part_size"]
+    status, body = call("PATCH", url, user["token"], confirm_body(data, part_size))
     assert status == 204, body
     assert settled(stack, user["token"], upload_id)["upload_status"] == "accepted"
     return file_id, upload_id
