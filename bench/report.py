@@ -2,7 +2,8 @@
 
     bench/.venv/bin/python bench/report.py [--out-dir DIR]    (default: bench/)
 
-Reads DIR/results.json (bench/suite.py writes it) and writes DIR/RESULTS.md and DIR/results.png;
+Reads DIR/results.json (bench/suite.py writes it) and DIR/wait-*.json (bench/wait_bench.py)
+and writes DIR/RESULTS.md and DIR/results.png;
 bench/NOTES.md is appended to RESULTS.md as it is. Every section of results.json is optional, so
 older results (without the before/after, part-size, batch or validation sections) still render.
 """
@@ -748,7 +749,173 @@ def header(data: dict) -> list[str]:
     return [*lines, "", "## Method", "", METHOD]
 
 
-def render(data: dict, notes: str | None) -> str:
+# ---------------------------------------------------------------------------- waiting
+def _median(values: list[float]) -> float | None:
+    ordered = sorted(v for v in values if v is not None)
+    if not ordered:
+        return None
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
+def wait_section(reports: list[dict]) -> list[str]:
+    """bench/wait_bench.py's reports (bench/wait-*.json): what the user waits for, before
+    and after issue 18, with the issue's targets, the concurrent validations and the Lambda
+    projection."""
+    if not reports:
+        return []
+    lines = [
+        "",
+        "## What the user waits for (issue 18, bench/wait_bench.py)",
+        "",
+        "Whole command (wall clock: upload until `accepted`, download of an accepted, unstaged "
+        "file until the verified file) against its transfer phase (the client's `--json` "
+        "`seconds`); staging alone timed from the first DRS request to the 200 "
+        "(permanent -> outbox on the RGW). 'before' is the server and client of the commit "
+        "named in the command, 'after' this checkout, each with its own stack on the same RGW "
+        "in the same run. Medians of the runs shown; ratios of medians.",
+    ]
+    for report in reports:
+        link = report.get("link_mbit")
+        where = f"behind a {link} Mbit/s link (bench/netlink.py)" if link else "no link"
+        lines += [
+            "",
+            f"### {size_label(report['size'])} on Ceph RGW, {where}",
+            "",
+            f"`{report['command']}` on {report['date']}, {report['machine']}; load "
+            f"(1/5/15 min) at start {report.get('load_at_start')}, at end "
+            f"{report.get('load_at_end')}.",
+            "",
+        ]
+        rows = report.get("rows") or []
+        lines += table(
+            [
+                "build",
+                "run",
+                "upload transfer s",
+                "upload whole s",
+                "ratio",
+                "download transfer s",
+                "download whole s",
+                "ratio",
+                "staging s",
+                "staging MiB/s",
+                "load",
+            ],
+            (
+                [
+                    r["build"],
+                    r["run"],
+                    r["upload_transfer_s"],
+                    r["upload_whole_s"],
+                    r["upload_ratio"],
+                    r["download_transfer_s"],
+                    r["download_whole_s"],
+                    r["download_ratio"],
+                    r["staging_s"],
+                    r["staging_mib_s"],
+                    r.get("load"),
+                ]
+                for r in rows
+            ),
+            align="l",
+        )
+        med = {
+            build: {
+                key: _median([r[key] for r in rows if r["build"] == build])
+                for key in (
+                    "upload_transfer_s",
+                    "upload_whole_s",
+                    "download_transfer_s",
+                    "download_whole_s",
+                    "staging_mib_s",
+                )
+            }
+            for build in ("before", "after")
+            if any(r["build"] == build for r in rows)
+        }
+        after, before = med.get("after"), med.get("before")
+        if after:
+            up = after["upload_whole_s"] / after["upload_transfer_s"]
+            down = after["download_whole_s"] / after["download_transfer_s"]
+            lines += [
+                "",
+                f"- upload, start to `accepted` / transfer phase: **{up:.2f}** (target <= 1.10: "
+                f"{verdict(up <= 1.10)})"
+                + (
+                    f"; before {before['upload_whole_s'] / before['upload_transfer_s']:.2f}"
+                    if before
+                    else ""
+                ),
+                f"- download of an unstaged file, whole / transfer phase: **{down:.2f}** "
+                f"(target <= 1.30: {verdict(down <= 1.30)})"
+                + (
+                    f"; before {before['download_whole_s'] / before['download_transfer_s']:.2f}"
+                    if before
+                    else ""
+                ),
+            ]
+            if before:
+                slower = after["upload_transfer_s"] / before["upload_transfer_s"]
+                lines += [
+                    f"- upload transfer phase after / before: {slower:.3f} (target <= 1.05: "
+                    f"{verdict(slower <= 1.05)})",
+                    f"- whole upload after / before: "
+                    f"{ratio(after['upload_whole_s'], before['upload_whole_s'])}; whole download "
+                    f"after / before: "
+                    f"{ratio(after['download_whole_s'], before['download_whole_s'])}",
+                    f"- staging throughput: before {before['staging_mib_s']:.0f} MiB/s, after "
+                    f"{after['staging_mib_s']:.0f} MiB/s",
+                ]
+        concurrent = report.get("concurrent")
+        if concurrent:
+            lines += ["", "Validations of uploads confirmed together (reference client):", ""]
+            lines += [f"- `{k}`: {v}" for k, v in concurrent.items()]
+        projection = report.get("projection")
+        if projection:
+            basis = report.get("projection_basis", {})
+            lines += [
+                "",
+                f"Lambda projection (budget {basis.get('budget_seconds')} s per run; hashing at "
+                f"the measured {basis.get('hash_gib_s')} GiB/s, assembly and staging at this "
+                "run's staging rate; 'after last byte' = the last segment hashed, then copied, "
+                "against the whole file hashed, then copied before issue 18):",
+                "",
+            ]
+            lines += table(
+                [
+                    "file",
+                    "segments",
+                    "segment MiB",
+                    "validation h",
+                    "assembly h",
+                    "validation+assembly runs",
+                    "staging h",
+                    "staging runs",
+                    "after last byte s",
+                    "before issue 18 s",
+                ],
+                (
+                    [
+                        p["file"],
+                        p["segments"],
+                        p["segment_mib"],
+                        p["validation_hours"],
+                        p["assembly_hours"],
+                        p["validation_and_assembly_runs"],
+                        p["staging_hours"],
+                        p["staging_runs"],
+                        p["after_last_byte_s"],
+                        p["after_last_byte_before_s"],
+                    ]
+                    for p in projection
+                ),
+                align="l",
+            )
+    return lines
+
+
+def render(data: dict, notes: str | None, waits: list[dict] | None = None) -> str:
     for r in data.get("transfers") or []:
         r.setdefault("backend", "?")
     lines = header(data)
@@ -758,6 +925,7 @@ def render(data: dict, notes: str | None) -> str:
     lines += partsize_section(data.get("partsizes") or [])
     lines += batch_section(data.get("batch") or [], data.get("batch_requests") or [])
     lines += validation_section(data.get("validation"))
+    lines += wait_section(waits or [])
     lines += growth_section(data)
     lines += scale_section(data.get("scale") or [])
     lines += link_section(data.get("link"))
@@ -779,7 +947,8 @@ def main() -> int:
     data = json.loads((args.out_dir / "results.json").read_text())
     notes_file = HERE / "NOTES.md"
     notes = notes_file.read_text() if notes_file.exists() else None
-    (args.out_dir / "RESULTS.md").write_text(render(data, notes))
+    waits = [json.loads(p.read_text()) for p in sorted(args.out_dir.glob("wait-*.json"))]
+    (args.out_dir / "RESULTS.md").write_text(render(data, notes, waits))
     plot(data, args.out_dir / "results.png")
     return 0
 

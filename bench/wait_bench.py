@@ -19,7 +19,9 @@ With ``--link-mbit N`` (> 0) the clients run in a network namespace behind an N 
 (bench/netlink.py), as a submitter outside the storage network; 0 runs them on the machine.
 ``--concurrent 4x512M`` adds the validation of four uploads confirmed together by one worker
 (``--concurrency 4``) against one alone, from the uploads' own verdict times. Every object is
-deleted after its step. Prints a Markdown table and writes JSON (``--out``).
+deleted after its step. Prints and writes JSON (``--out``); ``bench/report.py`` renders every
+``bench/wait-*.json`` into bench/RESULTS.md. ``--project FILE --hash-gib-s X`` adds the Lambda
+projection (200 GB, 5 TiB) from the report's staging rate and a measured hash rate.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import platform
 import signal
@@ -292,6 +295,53 @@ def concurrent_validation(work: Path, cli: GhgaCli, count: int, size: int) -> di
     return results
 
 
+def median(values: list[float]) -> float:
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
+def lambda_projection(report: dict[str, Any], hash_gib_s: float, budget_s: float) -> list[dict]:
+    """Job runs and hours on Lambda for 200 GB and 5 TiB, from measured rates.
+
+    Hashing at ``hash_gib_s`` (the validation's read+hash rate); the assembly and the staging
+    copy at the staging copy's measured rate (both are the same resumable ``UploadPartCopy``).
+    The hashing and the assembly run side by side in the same runs; with segments both follow
+    the upload (as long as the upload is slower than either), so after the last byte only its
+    last segment is left: hashed, then copied (an upper bound: they overlap too).
+    """
+    sys.path.insert(0, str(PROJECT_DIR))
+    from ucs_lambda.domain.parts import part_size_for
+    from ucs_lambda.domain.segments import SegmentLayout
+
+    copy_mib_s = median([r["staging_mib_s"] for r in report["rows"] if r["build"] == "after"])
+    copy_gib_s = copy_mib_s / 1024
+    rows = []
+    for name, size in (("200 GB", 200 * 10**9), ("5 TiB", 5 * 1024 * GIB)):
+        layout = SegmentLayout.plan(size, part_size_for(size), 128 * MIB, 64 * MIB)
+        segment = layout.span(1)[1]
+        hash_s, copy_s = size / GIB / hash_gib_s, size / GIB / copy_gib_s
+        runs = max(math.ceil(hash_s / budget_s), math.ceil(copy_s / budget_s))
+        tail_s = segment / GIB / hash_gib_s + segment / GIB / copy_gib_s
+        rows.append(
+            {
+                "file": name,
+                "segments": layout.segment_count,
+                "segment_mib": round(segment / MIB),
+                "hash_gib_s": round(hash_gib_s, 3),
+                "copy_gib_s": round(copy_gib_s, 3),
+                "validation_hours": round(hash_s / 3600, 2),
+                "assembly_hours": round(copy_s / 3600, 2),
+                "validation_and_assembly_runs": runs,
+                "staging_hours": round(copy_s / 3600, 2),
+                "staging_runs": math.ceil(copy_s / budget_s),
+                "after_last_byte_s": round(tail_s, 1),
+                "after_last_byte_before_s": round(hash_s + copy_s, 1),
+            }
+        )
+    return rows
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -303,7 +353,25 @@ def main() -> int:
     parser.add_argument("--concurrent", default="", help="e.g. 4x512M (current build only)")
     parser.add_argument("--work-dir", type=Path, default=Path(tempfile.gettempdir()))
     parser.add_argument("--out", type=Path)
+    parser.add_argument(
+        "--project",
+        type=Path,
+        help="add the Lambda projection to this report (from its staging rate and "
+        "--hash-gib-s) and exit",
+    )
+    parser.add_argument("--hash-gib-s", type=float, help="measured read+hash rate (validate_bench)")
+    parser.add_argument("--budget-seconds", type=float, default=600.0)
     args = parser.parse_args()
+    if args.project:
+        report = json.loads(args.project.read_text())
+        report["projection"] = lambda_projection(report, args.hash_gib_s, args.budget_seconds)
+        report["projection_basis"] = {
+            "hash_gib_s": args.hash_gib_s,
+            "budget_seconds": args.budget_seconds,
+        }
+        args.project.write_text(json.dumps(report, indent=2))
+        print(json.dumps(report["projection"], indent=2))
+        return 0
 
     work = args.work_dir / "wait-bench"
     work.mkdir(parents=True, exist_ok=True)

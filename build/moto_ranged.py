@@ -30,6 +30,7 @@ import threading
 from typing import Any
 from urllib.parse import unquote, urlparse
 
+from moto.core.botocore_stubber import BotocoreStubber
 from moto.s3 import models as s3_models
 from moto.s3 import responses as s3_responses
 from moto.s3.exceptions import PreconditionFailed
@@ -119,6 +120,26 @@ def patch_copy_conditions() -> None:
     """Make moto's copies honour ``x-amz-copy-source-if-match`` (idempotent)."""
     s3_responses.S3Response.copy_object = _copy_object  # type: ignore[method-assign]
     s3_responses.S3Response.upload_part_copy = _upload_part_copy  # type: ignore[method-assign]
+
+
+_SERIAL = threading.RLock()
+_PROCESS_REQUEST = BotocoreStubber.process_request
+
+
+def _process_request_serially(self: Any, request: Any) -> Any:
+    with _SERIAL:
+        return _PROCESS_REQUEST(self, request)
+
+
+def serialize_in_process_requests() -> None:
+    """Let in-process moto (``mock_aws``) handle one request at a time (idempotent).
+
+    Its backends hold plain dicts without locks, while the services call it from several
+    threads (segments completed in parallel, the assembly beside the hashing): concurrent
+    updates of one DynamoDB item or one multipart upload could interleave inside moto and
+    fail in ways no real store does. A real store serialises each item's writes itself.
+    """
+    BotocoreStubber.process_request = _process_request_serially  # type: ignore[method-assign]
 
 
 def patch() -> None:

@@ -5,8 +5,8 @@ segment object, its assembly of the permanent object continues across invocation
 RGW's own part listing of the copy's multipart upload (``UploadPartCopy`` with
 ``x-amz-copy-source-if-match``), and the SHA-256 it computes is served by DRS. A stack of its
 own with a tiny budget makes a 15 MiB object take many invocations: one 2 MiB range (and one
-copy part) each. Segments of two 5 MiB parts and no single-request copies make both the
-assembly and the staging copy multipart copies of 10 MiB parts.
+copy part) each. Segments of two 5 MiB parts, 5 MiB copy parts and no single-request copies
+make both the assembly and the staging copy multipart copies of four parts, one per run.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import CEPH_COPY_PART_SIZE, CEPH_PART_SIZE, launch_on_ceph
+from tests.conftest import CEPH_PART_SIZE, launch_on_ceph
 from tests.e2e.test_ceph_e2e import multipart_etag
 from tests.e2e.test_download_cli import download
 from tests.e2e.test_faults_and_resume import staged, stored_bytes
@@ -46,6 +46,7 @@ ENV = {
     "UCS_VALIDATE_LEASE_SECONDS": "5",
     "UCS_SEGMENT_SIZE": str(2 * CEPH_PART_SIZE),
     "UCS_SINGLE_COPY_MAX": "0",
+    "UCS_COPY_PART_SIZE": str(CEPH_PART_SIZE),
 }
 
 
@@ -64,7 +65,7 @@ def user(cstack: dict[str, Any]) -> dict[str, str]:
 def test_ghga_cli_upload_on_ceph_is_read_back_over_many_jobs(
     ghga_cli: list[str], cstack: dict[str, Any], user: dict[str, str], tmp_path: Path
 ) -> None:
-    data = os.urandom(3 * CEPH_PART_SIZE + 7)  # 2 segments, 8 ranges of 2 MiB, 2 copy parts
+    data = os.urandom(3 * CEPH_PART_SIZE + 7)  # 2 segments, 8 ranges of 2 MiB, 4 copy parts
     source = tmp_path / "data.bin"
     source.write_bytes(data)
     file_id = register(cstack["full_env"], len(data), hashlib.md5(data).hexdigest(), user["user"])
@@ -79,13 +80,14 @@ def test_ghga_cli_upload_on_ceph_is_read_back_over_many_jobs(
     assert stored_bytes(cstack, file_id) == data
     s3 = s3_client(cstack)
     assembled = s3.head_object(Bucket=cstack["permanent_bucket"], Key=file_id)["ETag"]
-    assert assembled.strip('"') == multipart_etag(data, CEPH_COPY_PART_SIZE)
+    # Four copy parts: neither segment object's ETag (two parts each) nor a single copy's.
+    assert assembled.strip('"') == multipart_etag(data, CEPH_PART_SIZE)
     run_admin(cstack["full_env"], "grant", "--file-id", file_id, "--user", user["user"])
     staged(cstack, user["token"], file_id)
     log = Path(cstack["log_dir"], "worker.log").read_text(errors="replace")
-    assert log.count(f"stage: {file_id} continues in the next job") >= 1
+    assert log.count(f"stage: {file_id} continues in the next job") >= 3  # 4 runs at least
     outbox = s3.head_object(Bucket=cstack["outbox_bucket"], Key=file_id)["ETag"]
-    assert outbox.strip('"') == multipart_etag(data, CEPH_COPY_PART_SIZE)
+    assert outbox.strip('"') == multipart_etag(data, CEPH_PART_SIZE)
     status, obj = call("GET", f"{cstack['drs_url']}/objects/{file_id}", user["token"])
     assert status == 200
     assert obj["checksums"][1] == {"type": "sha-256", "checksum": hashlib.sha256(data).hexdigest()}

@@ -343,7 +343,13 @@ def test_killed_upload_resumes_sending_only_the_missing_parts(
 
         def enough_parts_stored() -> bool:
             puts = s3_records(first_proxy, local_stack, "PUT")
-            return sum(r.status == 200 and r.duration is not None for r in puts) >= kill_after
+            stored = sum(r.status == 200 and r.duration is not None for r in puts)
+            # ... and the first segment reported, so the server verifies it meanwhile.
+            reported = any(
+                r.path.endswith("/segments/1/complete") and r.status == 200
+                for r in first_proxy.requests
+            )
+            return stored >= kill_after and reported
 
         killed = kill_when(
             ghga_cli, user["token"], first_proxy, args, tmp_path / "killed", enough_parts_stored
@@ -353,6 +359,16 @@ def test_killed_upload_resumes_sending_only_the_missing_parts(
     upload_id = current_upload_id(local_stack, user["token"], file_id)
     held = parts_in_storage(local_stack, user["token"], upload_id)
     assert kill_after <= len(held) < parts, held
+    # The server verified (and stored) the reported segment while the upload is pending.
+    url = f"{local_stack['ucs_url']}/uploads/{upload_id}"
+    verified = wait_until(
+        lambda: (
+            call("GET", url, user["token"])[1]["verified_bytes"] >= SEGMENT_PARTS * E2E_PART_SIZE
+        ),
+        30,
+        "the first segment's verification",
+    )
+    assert verified
 
     with FaultProxy() as proxy:
         rerun = run_client(ghga_cli, user["token"], proxy, args)
@@ -366,6 +382,9 @@ def test_killed_upload_resumes_sending_only_the_missing_parts(
     assert sent == sorted(set(range(1, parts + 1)) - held)
     assert stored_bytes(local_stack, file_id) == data
     assert_no_secrets(rerun, user["token"], proxy)
+    # The verification continued from what was verified before the kill, never from byte 0.
+    log = Path(local_stack["log_dir"], "worker.log").read_text(errors="replace")
+    assert f"validate: upload {upload_id}: " not in log  # "...; starting over"
 
 
 def test_upload_survives_resets_errors_expired_urls_and_stalls(

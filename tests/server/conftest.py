@@ -76,6 +76,7 @@ def env(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
         monkeypatch.setenv(name, value)
     monkeypatch.setattr(moto_s3_models, "S3_UPLOAD_PART_MIN_SIZE", PART)
     moto_ranged.patch_copy_conditions()  # copies conditional on the source ETag, as S3's
+    moto_ranged.serialize_in_process_requests()  # one request at a time, as per item in S3
     # Cached clients/connections are kept across tests on purpose (building them is most of
     # a test's cost); moto intercepts them whichever mock_aws context is active.
     sqs.reset()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+from datetime import datetime, timezone
 from typing import Any
 
 import pytest
@@ -19,7 +20,7 @@ from ucs_lambda import jobs
 from ucs_lambda.adapters import dynamo
 from ucs_lambda.adapters.s3 import Storage
 from ucs_lambda.config import get_settings
-from ucs_lambda.domain.models import UploadStatus
+from ucs_lambda.domain.models import StoredSegment, UploadRecord, UploadStatus
 from ucs_lambda.domain.parts import GiB, MiB, TiB, part_size_for
 from ucs_lambda.domain.segments import MAX_SEGMENTS, SegmentLayout
 from ucs_lambda.services.uploads import UploadService
@@ -77,6 +78,33 @@ def test_the_segment_of_a_byte_and_of_a_part_agree() -> None:
         (3, 0, 2 * PART),
         (4, 2 * PART, PART),
     ]
+
+
+def test_a_segment_being_completed_is_not_verified_yet() -> None:
+    """Its parts are recorded before S3 completes it (``etag == ""``): the verified prefix
+    ends before it, so no hash checkpoint can name an ETag-less object (a later run would
+    find the saved state for "another object" and start over from byte 0)."""
+    now = datetime.now(timezone.utc)
+    upload = UploadRecord(
+        upload_id="u",
+        file_id="f",
+        s3_upload_id="s3",
+        object_key="f/u",
+        upload_status=UploadStatus.PENDING,
+        part_size=PART,
+        created=now,
+        updated=now,
+        segment_parts=2,
+        copy_group=1,
+        segments_done={
+            1: StoredSegment("etag-1", ("a", "b")),
+            2: StoredSegment("", ("c", "d")),
+            3: StoredSegment("etag-3", ("e", "f")),
+        },
+    )
+    layout = upload.layout(6 * PART, PART)
+    assert upload.done_prefix_end(layout) == 2 * PART
+    assert sorted(upload.stored_segments()) == [1, 3]
 
 
 # ---- the API --------------------------------------------------------------------------------

@@ -165,14 +165,23 @@ class UploadRecord:
         return self.segment_uploads.get(segment_no)
 
     def done_prefix_end(self, layout: SegmentLayout) -> int:
-        """Bytes from the start of the file up to the first segment not yet completed."""
+        """Bytes from the start of the file up to the first segment not yet completed.
+
+        A segment being completed (its parts recorded, its ETag not yet: ``etag == ""``)
+        is not readable yet, and a hash checkpoint must name the ETag of what it read.
+        """
         end = 0
+        stored = self.stored_segments()
         for segment_no in range(1, layout.segment_count + 1):
-            if segment_no not in self.segments_done:
+            if segment_no not in stored:
                 break
             offset, length = layout.span(segment_no)
             end = offset + length
         return end
+
+    def stored_segments(self) -> dict[int, StoredSegment]:
+        """The segments S3 has completed (readable objects with their ETag)."""
+        return {n: seg for n, seg in self.segments_done.items() if seg.etag}
 
     def part_etags(self) -> list[str]:
         """The ETags of every part of the completed segments, in part order."""

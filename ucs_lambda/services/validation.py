@@ -438,8 +438,9 @@ class _Assembly:
         """Every copy part of the completed segments."""
         inbox = self.service.settings.inbox_bucket
         items = []
-        for n in sorted(self.upload.segments_done):
-            source = ObjectRef(inbox, self.upload.segment_key(n), self.upload.segments_done[n].etag)
+        stored = self.upload.stored_segments()
+        for n in sorted(stored):
+            source = ObjectRef(inbox, self.upload.segment_key(n), stored[n].etag)
             for r in self.layout.copy_ranges(n):
                 items.append(CopyItem(r.part_no, source, r.first, r.last))
         return items
