@@ -50,6 +50,8 @@ PROGRESS_POLL = 0.5
 #: Longest wait for the last segment reports before the upload is confirmed (the confirmation
 #: completes any segment whose report did not get through).
 REPORTS_WAIT = 30.0
+#: Threads reporting segments (a report is a few S3 calls on the server).
+REPORT_THREADS = 4
 
 
 class SegmentReporter:
@@ -57,11 +59,13 @@ class SegmentReporter:
 
     A server that stores uploads as segments verifies and stores each one as soon as it is
     complete, while the next ones are sent, so that little is left to do after the last
-    byte. One thread sends ``POST /uploads/{id}/segments/{n}/complete`` for each segment the
-    transfer reports (it never waits for the API itself); each answer carries the bytes the
-    server has verified so far. A failure is logged once and ends the reports: the
-    confirmation completes whatever segment is left, so it costs the head start, never the
-    upload.
+    byte. A few threads send ``POST /uploads/{id}/segments/{n}/complete`` for the segments
+    the transfer reports (the transfer never waits for the API); each answer carries the
+    bytes the server has verified so far. Completing a segment costs the server a few S3
+    calls (over a second on a loaded RGW), so one thread could fall behind the bytes and
+    hold up the confirmation with a queue of reports; several keep up. A failure is logged
+    once and ends the reports: the confirmation completes every segment left, so it costs
+    the head start, never the upload.
     """
 
     def __init__(
@@ -70,6 +74,7 @@ class SegmentReporter:
         upload_id: str,
         on_verified: Callable[[int], None],
         log: Callable[[str], None],
+        threads: int = REPORT_THREADS,
     ) -> None:
         self.api = api
         self.upload_id = upload_id
@@ -77,9 +82,14 @@ class SegmentReporter:
         self._log = log
         self._queue: queue.Queue[int | None] = queue.Queue()
         self._stopped = threading.Event()
+        self._lock = threading.Lock()
         self.reported = 0
-        self._thread = threading.Thread(target=self._run, name="ghga-segments", daemon=True)
-        self._thread.start()
+        self._threads = [
+            threading.Thread(target=self._run, name=f"ghga-segments-{i}", daemon=True)
+            for i in range(threads)
+        ]
+        for thread in self._threads:
+            thread.start()
 
     def report(self, segment_no: int) -> None:
         self._queue.put(segment_no)
@@ -88,8 +98,11 @@ class SegmentReporter:
         """Send what is queued (at most :data:`REPORTS_WAIT` s) and end; or drop it."""
         if not wait:
             self._stopped.set()
-        self._queue.put(None)
-        self._thread.join(REPORTS_WAIT if wait else 1.0)
+        for _ in self._threads:
+            self._queue.put(None)
+        deadline = time.monotonic() + (REPORTS_WAIT if wait else 1.0)
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
         self._stopped.set()
 
     def _run(self) -> None:
@@ -100,16 +113,18 @@ class SegmentReporter:
             try:
                 verified = self.api.ucs().complete_segment(self.upload_id, segment_no)
             except CliError as exc:
-                self._log(
-                    f"segment {segment_no} was not reported ({exc.message}); the server "
-                    "verifies it after the confirmation instead"
-                )
-                self._stopped.set()
+                if not self._stopped.is_set():
+                    self._stopped.set()
+                    self._log(
+                        f"segment {segment_no} was not reported ({exc.message}); the server "
+                        "verifies it after the confirmation instead"
+                    )
                 return
             if verified is None:  # the server has no segment route
                 self._stopped.set()
                 return
-            self.reported += 1
+            with self._lock:
+                self.reported += 1
             self._on_verified(verified)
 
 
