@@ -121,8 +121,9 @@ def configure(backend: str, moto_url: str, args: argparse.Namespace) -> dict[str
     return env
 
 
-def store_object(size: int) -> tuple[str, str]:
-    """A random object of ``size`` bytes in the inbox (multipart, 64 MiB parts); (key, md5)."""
+def store_object(size: int) -> tuple[str, str, str, list[str]]:
+    """A random object of ``size`` bytes in the inbox (multipart, 64 MiB parts); (key, md5,
+    ETag, part ETags)."""
     from ucs_lambda.adapters import aws
     from ucs_lambda.config import get_settings
 
@@ -140,10 +141,12 @@ def store_object(size: int) -> tuple[str, str]:
             Bucket=s.inbox_bucket, Key=key, UploadId=upload_id, PartNumber=n, Body=block
         )["ETag"]
         parts.append({"PartNumber": n, "ETag": etag})
-    s3.complete_multipart_upload(
+    done = s3.complete_multipart_upload(
         Bucket=s.inbox_bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}
     )
-    return key, digest.hexdigest()
+    del done  # RGW's answer may carry no ETag; HEAD does (the UCS reads it the same way)
+    etag = str(s3.head_object(Bucket=s.inbox_bucket, Key=key)["ETag"]).strip('"')
+    return key, digest.hexdigest(), etag, [str(p["ETag"]).strip('"') for p in parts]
 
 
 def measure(size: int) -> dict[str, Any]:
@@ -187,7 +190,7 @@ def measure(size: int) -> dict[str, Any]:
             raise SystemExit("validation made no progress (lease held?)")
     total = time.perf_counter() - started
     record = Repository(s).get_upload(upload_id)
-    assert record is not None and record.upload_status.value == "accepted", outcome
+    assert record is not None and record.upload_status.value == "accepted", record
     _drain_queue(aws.client("sqs", s), s.job_queue)
     return {
         "size": size,
@@ -207,11 +210,11 @@ def _prepared(size: int) -> str:
     from ucs_lambda.adapters.dynamo import Repository, utcnow
     from ucs_lambda.config import get_settings
     from ucs_lambda.domain.attempts import AttemptBudget
-    from ucs_lambda.domain.models import FileRecord, UploadRecord, UploadStatus
+    from ucs_lambda.domain.models import FileRecord, StoredSegment, UploadRecord, UploadStatus
 
     s = get_settings()
     repo = Repository(s)
-    key, md5 = store_object(size)
+    key, md5, etag, part_etags = store_object(size)
     file_id, upload_id = f"bench-{uuid.uuid4().hex[:10]}", str(uuid.uuid4())
     now = utcnow()
     repo.register_file(
@@ -222,7 +225,9 @@ def _prepared(size: int) -> str:
         s.upload_attempts_per_window, s.upload_attempt_window_seconds, int(time.time())
     )
     repo.create_upload(upload, budget)
-    assert repo.mark_uploaded(upload_id, [], "", None, [])
+    # One segment (an upload of the object's 64 MiB parts), completed as the UCS does.
+    assert repo.record_segment(upload_id, 1, StoredSegment(etag, tuple(part_etags)))
+    assert repo.mark_uploaded(upload_id, None, [])
     return upload_id
 
 
@@ -289,7 +294,11 @@ def main() -> int:
     args = parser.parse_args()
     backends = args.s3 or ["ceph"]
     sizes = [parse_size(x) for x in args.sizes.split(",") if x.strip()]
-    budget = float(os.environ.get("UCS_VALIDATE_BUDGET_SECONDS") or 600)
+    budget = float(
+        os.environ.get("UCS_JOB_BUDGET_SECONDS")
+        or os.environ.get("UCS_VALIDATE_BUDGET_SECONDS")
+        or 600
+    )
     load = Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").exists() else []
     report: dict[str, Any] = {
         "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -309,6 +309,28 @@ def test_one_flipped_byte_in_the_last_segment_is_rejected_leaving_nothing(
     assert keys("t-inbox") == [] and inbox_uploads() == []
 
 
+def test_a_confirmed_upload_with_a_segment_not_stored_gets_no_verdict_on_a_prefix(
+    api: Api, segmented: None
+) -> None:
+    """Cannot happen through the API (the confirmation completes every segment first); if
+    the record says otherwise, the job refuses the upload naming the segment instead of
+    judging the MD5 of the bytes before it."""
+    data = payload(5 * PART)
+    register("F1", data)
+    up = api.create_upload("F1")
+    api.put_parts(up["upload_id"], data, up["part_size"])
+    assert api.confirm(up["upload_id"]).status_code == 204
+    dynamo.UploadItem(up["upload_id"]).update(
+        actions=[dynamo.UploadItem.segments_done["2"].set({"etag": "", "parts": b""})]  # type: ignore[index]
+    )
+    run_jobs()
+    body = details(api, up["upload_id"])
+    assert body["upload_status"] == "rejected", body
+    assert "segment 2 of the confirmed upload is not stored" in body["status_reason"]
+    assert "checksum" not in body["status_reason"]
+    assert keys("t-permanent") == [] and permanent_uploads() == []
+
+
 def test_segment_completion_refuses_what_it_cannot_do(api: Api, segmented: None) -> None:
     data = payload(5 * PART)
     register("F1", data)

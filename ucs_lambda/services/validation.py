@@ -199,6 +199,13 @@ class ValidationService:
         )
         md5, sha256, offset = self._resume(upload, layout, progress)
         end = upload.done_prefix_end(layout)
+        if confirmed and end < layout.size:
+            # The confirmation completes every segment before the upload leaves pending, so
+            # this cannot happen through the API; a verdict on a prefix must never be given.
+            missing = layout.segment_at(end)
+            raise ObjectMissing(
+                "NoSuchKey", f"segment {missing} of the confirmed upload is not stored"
+            )
         assembly = _Assembly(self, upload, file, layout, progress, budget, lease)
         try:
             if assembly.needed:
