@@ -877,9 +877,10 @@ def wait_section(reports: list[dict]) -> list[str]:
             lines += [
                 "",
                 f"Lambda projection (budget {basis.get('budget_seconds')} s per run; hashing at "
-                f"the measured {basis.get('hash_gib_s')} GiB/s, assembly and staging at this "
-                "run's staging rate; 'after last byte' = the last segment hashed, then copied, "
-                "against the whole file hashed, then copied before issue 18):",
+                f"the measured {basis.get('hash_gib_s')} GiB/s (bench/validate_bench.py, 1 GiB "
+                "on this RGW), assembly and staging at the multipart copy rate of the before "
+                "build's staging in this run; 'after last byte' = the last segment hashed, then "
+                "copied, against the whole file hashed, then copied before issue 18):",
                 "",
             ]
             lines += table(

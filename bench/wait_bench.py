@@ -305,7 +305,9 @@ def lambda_projection(report: dict[str, Any], hash_gib_s: float, budget_s: float
     """Job runs and hours on Lambda for 200 GB and 5 TiB, from measured rates.
 
     Hashing at ``hash_gib_s`` (the validation's read+hash rate); the assembly and the staging
-    copy at the staging copy's measured rate (both are the same resumable ``UploadPartCopy``).
+    copy at the rate of a multipart ``UploadPartCopy`` -- the "before" build's staging, which
+    copied in parts (the "after" build stages files up to 5 GiB with one CopyObject, which RGW
+    serves as a metadata copy: not the rate of a 200 GB copy).
     The hashing and the assembly run side by side in the same runs; with segments both follow
     the upload (as long as the upload is slower than either), so after the last byte only its
     last segment is left: hashed, then copied (an upper bound: they overlap too).
@@ -314,7 +316,7 @@ def lambda_projection(report: dict[str, Any], hash_gib_s: float, budget_s: float
     from ucs_lambda.domain.parts import part_size_for
     from ucs_lambda.domain.segments import SegmentLayout
 
-    copy_mib_s = median([r["staging_mib_s"] for r in report["rows"] if r["build"] == "after"])
+    copy_mib_s = median([r["staging_mib_s"] for r in report["rows"] if r["build"] == "before"])
     copy_gib_s = copy_mib_s / 1024
     rows = []
     for name, size in (("200 GB", 200 * 10**9), ("5 TiB", 5 * 1024 * GIB)):
