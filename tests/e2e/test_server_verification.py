@@ -163,9 +163,12 @@ def test_ghga_cli_round_trip_over_many_validation_jobs(
     body = details(vstack, user["token"], summary["upload_id"])
     assert (body["upload_status"], body["verified_bytes"]) == ("accepted", len(data))
     log = Path(vstack["log_dir"], "worker.log").read_text(errors="replace")
-    # 13 MiB hashed and copied at most 4 MiB each per run: 4 runs at least. Segments complete
-    # while the client sends, so runs may also end early waiting for the next one.
-    assert log.count(f"upload {summary['upload_id']} continues in the next job") >= 3
+    # The client reports each 1 MiB segment as it is stored, so the server verifies them in
+    # runs of a segment or a few while the bytes move: how many runs end by the 4 MiB budget
+    # (a continuation) depends on the timing. Continuations are counted where the budget alone
+    # decides (tests/e2e/test_ceph_verification.py, tests/server/test_segments.py). Every run
+    # continued from the last checkpoint: none started over.
+    assert f"validate: upload {summary['upload_id']}: " not in log
     run_admin(vstack["full_env"], "grant", "--file-id", file_id, "--user", user["user"])
     out = tmp_path / "out"
     out.mkdir()
