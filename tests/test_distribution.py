@@ -252,7 +252,7 @@ def test_pyz_foreign_and_local(dists: dict[str, Path], tmp_path: Path) -> None:
         if re.fullmatch(rf"site-packages/pycurl(/_pycurl)?\.{cp}-win_amd64\.pyd", n)
     ]
     assert pyd, [n for n in names if "pycurl" in n][:20]
-    assert "site-packages/ghga_cli/cli.py" in names
+    assert "site-packages/ghga_cli/cli/run.py" in names
     assert not [n for n in names if n.endswith(".so")]  # nothing from this Linux machine
     assert env["entry_point"] == "ghga_cli.cli:main"
     assert win.read_bytes().startswith(f"#!/usr/bin/env python{CURRENT}\n".encode())

@@ -2,6 +2,6 @@
 
 import sys
 
-from ghga_cli.cli import main
+from ghga_cli.cli.run import main
 
 sys.exit(main())

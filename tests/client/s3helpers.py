@@ -6,12 +6,12 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
-from ghga_cli.api import DrsObject, PartInfo, Staging
-from ghga_cli.downloads import DownloadJob, DownloadOptions
-from ghga_cli.engine import Engine, EngineStats, plan_parts
+from ghga_cli.jobs.api import DrsObject, PartInfo, Staging
+from ghga_cli.jobs.download import DownloadJob, DownloadOptions
+from ghga_cli.manager import SessionOptions, TransferSession
 from ghga_cli.retry import RetryPolicy
-from ghga_cli.session import SessionOptions, TransferSession
-from ghga_cli.upload_transfer import UploadTransfer, UrlProvider, WholeFileHasher
+from ghga_cli.transfer.engine import Engine, EngineStats, plan_parts
+from ghga_cli.transfer.upload import UploadTransfer, UrlProvider, WholeFileHasher
 
 
 class Presigner:

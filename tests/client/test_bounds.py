@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 from s3helpers import engine_upload, run_download
 
-from ghga_cli.api import DrsObject
-from ghga_cli.downloads import DownloadOptions
+from ghga_cli.jobs.api import DrsObject
+from ghga_cli.jobs.download import DownloadOptions
 
 MIB = 1024 * 1024
 

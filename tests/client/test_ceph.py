@@ -16,9 +16,9 @@ import pytest
 import s3helpers
 from s3helpers import FakeDrs, Presigner, engine_download, engine_upload
 
-from ghga_cli import upload_transfer as uploads
-from ghga_cli.api import DrsObject
 from ghga_cli.errors import EXIT_AUTH, CliError
+from ghga_cli.jobs.api import DrsObject
+from ghga_cli.transfer import upload as uploads
 
 ceph_support = pytest.importorskip("ceph_support")
 pytestmark = pytest.mark.ceph

@@ -19,9 +19,9 @@ import pytest
 from fake_services import FakeServices
 
 from ghga_cli import integrity
-from ghga_cli.cli import main
-from ghga_cli.download_transfer import DownloadState, plan_ranges
+from ghga_cli.cli.run import main
 from ghga_cli.errors import EXIT_INTEGRITY
+from ghga_cli.transfer.download import DownloadState, plan_ranges
 
 TOKEN = "checksum-token"
 PART = 64 * 1024
@@ -140,7 +140,7 @@ def test_a_server_that_does_not_verify_always_gets_the_whole_file_md5(
 def test_a_file_modified_during_the_upload_is_not_confirmed(
     tmp_path: Path, services: FakeServices, capsys: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from ghga_cli import upload_transfer as uploads
+    from ghga_cli.transfer import upload as uploads
 
     argv = upload(services, tmp_path, "GHGAC4")
     src = Path(argv[argv.index("--file-path") + 1])

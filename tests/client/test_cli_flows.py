@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from fake_services import FakeServices
 
-from ghga_cli.cli import main
+from ghga_cli.cli.run import main
 
 TOKEN = "test-token-abc.def.ghi"
 PART = 64 * 1024
@@ -376,8 +376,8 @@ def test_drs_uris_name_the_file_when_their_host_is_the_api(
 
 
 def test_resolve_file_id_derives_the_api_from_a_drs_uri() -> None:
-    from ghga_cli.api import resolve_file_id
     from ghga_cli.errors import UsageError
+    from ghga_cli.jobs.api import resolve_file_id
 
     assert resolve_file_id("drs://drs.example.org/F1", None) == ("F1", "https://drs.example.org")
     assert resolve_file_id("drs://drs.example.org/F1", "https://drs.example.org/") == (

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from ghga_cli import __version__
-from ghga_cli.cli import main
+from ghga_cli.cli.run import main
 
 TOKEN = "tok.en.value"
 
@@ -236,7 +236,7 @@ def test_process_without_pycurl(tmp_path: Path) -> None:
     path.write_bytes(b"data")
     code = (
         "import sys; sys.modules['pycurl'] = None\n"
-        "from ghga_cli.cli import main\n"
+        "from ghga_cli.cli.run import main\n"
         f"sys.exit(main({up(path)!r}))\n"
     )
     proc = subprocess.run(

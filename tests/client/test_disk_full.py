@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 from s3helpers import FakeDrs, engine_download
 
-from ghga_cli import cli
-from ghga_cli.download_transfer import DownloadTransfer
+from ghga_cli.cli import run as cli
 from ghga_cli.errors import EXIT_USAGE, CliError, LocalIOError
 from ghga_cli.files import allocated_bytes, write_json_atomic
+from ghga_cli.transfer.download import DownloadTransfer
 
 PART = 64 * 1024
 DEV_FULL = Path("/dev/full")  # every write fails with ENOSPC

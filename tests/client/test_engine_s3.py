@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 from s3helpers import FakeDrs, engine_download, engine_upload, md5
 
-from ghga_cli.api import PartInfo
-from ghga_cli.download_transfer import DownloadState
-from ghga_cli.engine import plan_parts
+from ghga_cli.jobs.api import PartInfo
+from ghga_cli.transfer.download import DownloadState
+from ghga_cli.transfer.engine import plan_parts
 
 PART = 64 * 1024
 

@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 
 from ghga_cli import curl as curlmod
-from ghga_cli.api import DrsClient, UcsClient
 from ghga_cli.errors import ApiError, NetworkError, WaitTimeout
-from ghga_cli.http import HttpClient
+from ghga_cli.jobs.api import DrsClient, UcsClient
+from ghga_cli.jobs.http import HttpClient
 from ghga_cli.retry import RetryPolicy
 
 
@@ -258,8 +258,8 @@ def test_batch_presign_shrinks_when_the_server_allows_fewer(scripted: tuple[str,
 def test_a_202_may_say_how_far_staging_is() -> None:
     """DRS 202 bodies (an extension) carry ``staged_bytes`` of ``size``; an empty or foreign
     body, or values out of range, leave the progress unknown and never fail the download."""
-    from ghga_cli.api import _staging
-    from ghga_cli.http import Response
+    from ghga_cli.jobs.api import _staging
+    from ghga_cli.jobs.http import Response
 
     def answer(body: bytes) -> Any:
         return _staging(Response(202, {"retry-after": "3"}, body))

@@ -17,10 +17,10 @@ from typing import Any
 import pytest
 from fake_services import FakeServices
 
-from ghga_cli.api import MAX_RETRY_AFTER, DrsClient
-from ghga_cli.cli import main
+from ghga_cli.cli.run import main
 from ghga_cli.errors import EXIT_PROTOCOL
-from ghga_cli.http import HttpClient
+from ghga_cli.jobs.api import MAX_RETRY_AFTER, DrsClient
+from ghga_cli.jobs.http import HttpClient
 from ghga_cli.retry import RetryPolicy
 
 TOKEN = "hostile-token"

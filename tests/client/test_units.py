@@ -7,22 +7,22 @@ from pathlib import Path
 
 import pytest
 
-from ghga_cli.api import drs_base, parse_drs_object
-from ghga_cli.cli import build_parser, main, parse_size, read_token
+from ghga_cli.cli.run import build_parser, main, parse_size, read_token
 from ghga_cli.curl import HeaderCollector, redact_url
-from ghga_cli.download_transfer import (
+from ghga_cli.errors import ApiError, CliError, NetworkError, UsageError
+from ghga_cli.files import sanitise_name
+from ghga_cli.integrity import choose_checksum, file_digest, hash_speed, normalise_etag
+from ghga_cli.jobs.api import drs_base, parse_drs_object
+from ghga_cli.progress import Progress, format_bytes, format_duration, progress_line
+from ghga_cli.retry import RetryPolicy, parse_retry_after
+from ghga_cli.transfer.download import (
     MAX_RANGES,
     DownloadState,
     parse_content_range,
     plan_ranges,
     range_size_for,
 )
-from ghga_cli.engine import plan_parts
-from ghga_cli.errors import ApiError, CliError, NetworkError, UsageError
-from ghga_cli.files import sanitise_name
-from ghga_cli.integrity import choose_checksum, file_digest, hash_speed, normalise_etag
-from ghga_cli.progress import Progress, format_bytes, format_duration, progress_line
-from ghga_cli.retry import RetryPolicy, parse_retry_after
+from ghga_cli.transfer.engine import plan_parts
 
 MIB = 1024 * 1024
 
@@ -475,7 +475,7 @@ def test_segment_reports_never_wait_for_the_api() -> None:
     """``report`` only queues: the engine's thread goes on while the API call blocks."""
     import threading
 
-    from ghga_cli.uploads import SegmentReporter
+    from ghga_cli.jobs.upload import SegmentReporter
 
     release = threading.Event()
     seen: list[int] = []

@@ -27,7 +27,9 @@ def _die() -> None:
 
 
 def install(point: str) -> None:
-    from ghga_cli import api, downloads, uploads
+    from ghga_cli.jobs import api
+    from ghga_cli.jobs import download as downloads
+    from ghga_cli.jobs import upload as uploads
 
     if point.startswith("rename-"):
         real_replace = os.replace
@@ -68,6 +70,6 @@ def install(point: str) -> None:
 
 if __name__ == "__main__":
     install(sys.argv[1])
-    from ghga_cli.cli import main
+    from ghga_cli.cli.run import main
 
     sys.exit(main(sys.argv[2:]))

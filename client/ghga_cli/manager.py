@@ -31,8 +31,12 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, TypeVar
 
-from ghga_cli.api import DrsClient, UcsClient
-from ghga_cli.engine import (
+from ghga_cli.errors import CliError, Interrupted
+from ghga_cli.jobs.api import DrsClient, UcsClient
+from ghga_cli.jobs.http import HttpClient, TokenSource
+from ghga_cli.progress import Progress
+from ghga_cli.retry import RetryPolicy
+from ghga_cli.transfer.engine import (
     Engine,
     EngineStats,
     InterruptFlag,
@@ -40,10 +44,6 @@ from ghga_cli.engine import (
     TransferQueue,
     interrupt_guard,
 )
-from ghga_cli.errors import CliError, Interrupted
-from ghga_cli.http import HttpClient, TokenSource
-from ghga_cli.progress import Progress
-from ghga_cli.retry import RetryPolicy
 
 
 @dataclass

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any, Callable, NoReturn, TextIO
 
 from ghga_cli import __version__
-from ghga_cli.batch import EXIT_RULE_HELP
 from ghga_cli.errors import (
     EXIT_CODES_HELP,
     EXIT_FAILURE,
@@ -31,6 +30,7 @@ from ghga_cli.errors import (
     LocalIOError,
     UsageError,
 )
+from ghga_cli.jobs.batch import EXIT_RULE_HELP
 from ghga_cli.manifest import ManifestError
 from ghga_cli.progress import Progress, format_bytes, format_duration
 
@@ -531,10 +531,10 @@ def _run(
 ) -> str | int:
     """One file: its final status (errors raised). Many files: the batch's exit code."""
     from ghga_cli.curl import pycurl_module
-    from ghga_cli.engine import InterruptFlag
-    from ghga_cli.http import TokenSource
+    from ghga_cli.jobs.http import TokenSource
+    from ghga_cli.manager import ApiAccess
     from ghga_cli.retry import RetryPolicy
-    from ghga_cli.session import ApiAccess
+    from ghga_cli.transfer.engine import InterruptFlag
 
     batch = _check_arguments(args)
     if args.command == "download-by-id":
@@ -621,8 +621,8 @@ def _run_jobs(
     batch: bool,
 ) -> str | int:
     """Run the jobs on one session; one file: its status (or error); many: the exit code."""
-    from ghga_cli.batch import BatchReport
-    from ghga_cli.session import SessionOptions, TransferSession
+    from ghga_cli.jobs.batch import BatchReport
+    from ghga_cli.manager import SessionOptions, TransferSession
 
     options = SessionOptions(
         parallel=args.parallel,
@@ -664,7 +664,7 @@ def _run_jobs(
 def _upload(
     args: argparse.Namespace, console: Console, summary: dict[str, Any], api: Any, batch: bool
 ) -> str | int:
-    from ghga_cli.uploads import UploadJob, UploadOptions
+    from ghga_cli.jobs.upload import UploadJob, UploadOptions
 
     template = UploadOptions(
         file_id=args.file_id or "",
@@ -685,7 +685,7 @@ def _upload(
         if args.dry_run:
             raise UsageError("--dry-run is for manifests", "use it together with --manifest")
         return _run_jobs(args, console, summary, api, [job], batch=False)
-    from ghga_cli.batch import describe_upload_plan, plan_uploads
+    from ghga_cli.jobs.batch import describe_upload_plan, plan_uploads
     from ghga_cli.manifest import read_upload_manifest
 
     entries, problems = read_upload_manifest(args.manifest)
@@ -701,7 +701,7 @@ def _upload(
 
 def _download_targets(args: argparse.Namespace) -> tuple[str, list[Any]]:
     """The DRS API URL and the (entry, file id) pairs of --file-id values and --manifest."""
-    from ghga_cli.batch import plan_downloads
+    from ghga_cli.jobs.batch import plan_downloads
     from ghga_cli.manifest import Entry, read_download_manifest
 
     values = [Entry(0, value) for value in args.file_ids]
@@ -721,8 +721,8 @@ def _download(
     entries: list[Any],
     batch: bool,
 ) -> str | int:
-    from ghga_cli.batch import make_download_jobs, preflight_downloads
-    from ghga_cli.downloads import DownloadJob, DownloadOptions
+    from ghga_cli.jobs.batch import make_download_jobs, preflight_downloads
+    from ghga_cli.jobs.download import DownloadJob, DownloadOptions
 
     template = DownloadOptions(
         file_id="",

@@ -20,8 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from ghga_cli.api import FileLookup, FileMetadata, UcsClient, UploadDetails
-from ghga_cli.engine import MAX_PARTS, part_count, plan_parts
 from ghga_cli.errors import (
     ApiError,
     CliError,
@@ -34,9 +32,11 @@ from ghga_cli.errors import (
     WaitTimeout,
 )
 from ghga_cli.files import LocalFile
+from ghga_cli.jobs.api import FileLookup, FileMetadata, UcsClient, UploadDetails
+from ghga_cli.manager import ApiAccess, FileJob, TransferSession, WaitEntry, Waiter
 from ghga_cli.progress import format_bytes
-from ghga_cli.session import ApiAccess, FileJob, TransferSession, WaitEntry, Waiter
-from ghga_cli.upload_transfer import UploadTransfer, UrlProvider, WholeFileHasher
+from ghga_cli.transfer.engine import MAX_PARTS, part_count, plan_parts
+from ghga_cli.transfer.upload import UploadTransfer, UrlProvider, WholeFileHasher
 
 #: Without --wait-timeout, an upload waits for its validation until the server has shown no
 #: progress (no bytes verified, no verdict) for this long.

@@ -36,12 +36,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Callable
 
-from ghga_cli.api import DrsObject
 from ghga_cli.curl import HeaderCollector, pycurl_module
-from ghga_cli.engine import Part, PartError, Slot, Transfer, part_count, plan_parts
 from ghga_cli.errors import EXIT_INTEGRITY, CliError, UsageError
 from ghga_cli.files import read_json, write_json_atomic
 from ghga_cli.integrity import READ_BLOCK, new_hash, normalise_etag
+from ghga_cli.jobs.api import DrsObject
+from ghga_cli.transfer.engine import Part, PartError, Slot, Transfer, part_count, plan_parts
 
 STATE_VERSION = 2
 DEFAULT_RANGE_SIZE = 32 * 1024 * 1024

@@ -27,7 +27,7 @@ from ghga_cli.errors import Interrupted, NetworkError
 from ghga_cli.retry import FATAL_CURL_ERRORS, RETRYABLE_STATUSES, RetryPolicy, parse_retry_after
 
 if TYPE_CHECKING:
-    from ghga_cli.engine import InterruptFlag
+    from ghga_cli.transfer.engine import InterruptFlag
 
 #: Largest API response accepted (protects against a misconfigured URL serving a huge file).
 MAX_BODY = 64 * 1024 * 1024

@@ -20,8 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from ghga_cli.api import DrsObject, Staging
-from ghga_cli.download_transfer import (
+from ghga_cli.errors import CliError, ConflictError, IntegrityError, UsageError, WaitTimeout
+from ghga_cli.files import ExclusiveLock, allocated_bytes, check_free_space, inside, sanitise_name
+from ghga_cli.integrity import choose_checksum, file_digest
+from ghga_cli.jobs.api import DrsObject, Staging
+from ghga_cli.manager import ApiAccess, FileJob, TransferSession, WaitEntry, Waiter
+from ghga_cli.transfer.download import (
     DEFAULT_RANGE_SIZE,
     DownloadState,
     DownloadTransfer,
@@ -29,10 +33,6 @@ from ghga_cli.download_transfer import (
     PrefixHasher,
     range_size_for,
 )
-from ghga_cli.errors import CliError, ConflictError, IntegrityError, UsageError, WaitTimeout
-from ghga_cli.files import ExclusiveLock, allocated_bytes, check_free_space, inside, sanitise_name
-from ghga_cli.integrity import choose_checksum, file_digest
-from ghga_cli.session import ApiAccess, FileJob, TransferSession, WaitEntry, Waiter
 
 
 @dataclass

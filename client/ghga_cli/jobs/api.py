@@ -18,7 +18,7 @@ from typing import Any, Callable
 from urllib.parse import quote, urlsplit
 
 from ghga_cli.errors import ApiError, CliError, NetworkError, ProtocolError, UsageError, WaitTimeout
-from ghga_cli.http import HttpClient, Response
+from ghga_cli.jobs.http import HttpClient, Response
 from ghga_cli.progress import format_bytes
 from ghga_cli.retry import parse_retry_after
 

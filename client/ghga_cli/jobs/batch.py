@@ -13,8 +13,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Callable
 
-from ghga_cli.api import DrsObject, Staging, resolve_file_id
-from ghga_cli.downloads import DownloadJob, DownloadOptions, NameClaims
 from ghga_cli.errors import (
     EXIT_AUTH,
     EXIT_FAILURE,
@@ -30,10 +28,12 @@ from ghga_cli.errors import (
     UsageError,
 )
 from ghga_cli.files import LocalFile, sanitise_name
+from ghga_cli.jobs.api import DrsObject, Staging, resolve_file_id
+from ghga_cli.jobs.download import DownloadJob, DownloadOptions, NameClaims
+from ghga_cli.jobs.upload import UploadJob, UploadOptions
+from ghga_cli.manager import ApiAccess, FileResult
 from ghga_cli.manifest import Entry, ManifestError
 from ghga_cli.progress import Progress, format_bytes
-from ghga_cli.session import ApiAccess, FileResult
-from ghga_cli.uploads import UploadJob, UploadOptions
 
 #: Which exit code a batch with differently failed files ends with: the first of these that any
 #: file ended with. Failures a rerun cannot fix come first; Ctrl+C (130) next; network failures

@@ -38,11 +38,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Callable
 
-from ghga_cli.api import PartInfo
 from ghga_cli.curl import pycurl_module
-from ghga_cli.engine import Part, PartError, Slot, Transfer
 from ghga_cli.errors import EXIT_INTEGRITY, CliError, IntegrityError
 from ghga_cli.integrity import READ_BLOCK, normalise_etag
+from ghga_cli.jobs.api import PartInfo
+from ghga_cli.transfer.engine import Part, PartError, Slot, Transfer
 
 UPLOAD_BUFFER = 2 * 1024 * 1024
 #: Threads hashing parts (the machine's cores, at most 4: MD5 runs at ~0.7 GB/s per core).
