@@ -24,6 +24,38 @@ _WINDOWS_RESERVED = {
 }
 
 
+#: The hidden directory of an output directory that holds a download's working files; no
+#: downloaded file may have this name (:func:`sanitise_name` prefixes it).
+WORK_DIR_NAME = ".ghga-cli"
+
+
+class WorkingFiles:
+    """Where the download of ``target`` keeps its partial file, resume state and lock.
+
+    All three live in ``<output dir>/.ghga-cli/``, named after the target: they can never be
+    a downloaded file or a file of the user's next to the downloads, and a rerun finds them.
+    """
+
+    def __init__(self, target: Path) -> None:
+        self.target = target
+        self.directory = target.parent / WORK_DIR_NAME
+        self.part = self.directory / (target.name + ".part")
+        self.state = self.directory / (target.name + ".part.json")
+        self.lock = self.directory / (target.name + ".lock")
+
+    def create_directory(self) -> None:
+        self.directory.mkdir(exist_ok=True)
+
+    def discard_part(self) -> None:
+        """Remove the partial file (this client's own, from an earlier attempt)."""
+        with contextlib.suppress(FileNotFoundError):
+            self.part.unlink()
+
+    def remove_directory_if_empty(self) -> None:
+        with contextlib.suppress(OSError):
+            self.directory.rmdir()
+
+
 def sanitise_name(name: str, fallback: str) -> str:
     """A file name that is safe to create inside the output directory.
 
@@ -51,7 +83,7 @@ def _clean(name: str) -> str | None:
     out = "".join(c if (c.isalnum() and c.isascii()) or c in "._-+" else "_" for c in base)
     if not out or set(out) <= {".", "_"}:
         return None
-    if out.split(".")[0].upper() in _WINDOWS_RESERVED:
+    if out.split(".")[0].upper() in _WINDOWS_RESERVED or out.lower() == WORK_DIR_NAME:
         out = "_" + out
     return out[:200]
 
@@ -133,6 +165,10 @@ class ExclusiveLock:
         self._file_removed = False
 
     def __enter__(self) -> ExclusiveLock:
+        return self.acquire()
+
+    def acquire(self) -> ExclusiveLock:
+        """Take the lock (ConflictError at once if another process holds it)."""
         handle = self.path.open("a+b")
         try:
             if os.name == "nt":
@@ -162,7 +198,12 @@ class ExclusiveLock:
             self._file_removed = True
 
     def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    def release(self) -> None:
         handle, self._handle = self._handle, None
+        if handle is None:
+            return
         if os.name == "nt":
             import msvcrt
 

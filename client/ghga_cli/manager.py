@@ -1,206 +1,89 @@
-"""One run of ghga-cli: the files it moves and everything they share.
+"""The transfer manager: one per run; one file or a manifest of thousands go through it alike.
 
-Uploads and downloads, of one file or of a manifest of thousands, run the same way:
+Shaped like s3transfer's ``TransferManager``: :meth:`TransferManager.upload` and
+:meth:`~TransferManager.download` take a file and return a ``Future`` of its
+:class:`~ghga_cli.report.FileReport`; :meth:`~TransferManager.run` moves every file submitted
+and returns their reports in order. Inside:
 
-- one :class:`~ghga_cli.engine.Engine` in the main thread moves the bytes of every file through
-  ``--parallel`` connections in all (its :class:`~ghga_cli.engine.TransferQueue` takes each
-  file's transfer when the file is ready);
-- a pool of ``--parallel-files`` worker threads runs the files' *active* steps, the API
-  conversation around a transfer (create/resume an upload, confirm it; prepare a download,
-  verify and rename it). A step that hands its bytes to the engine waits for the transfer's
-  outcome, so at most ``--parallel-files`` files are in flight;
-- one waiter thread serves the files that wait on the server (an upload's validation, a
-  download's staging) through :class:`Waiter` objects that poll for many files at once, so a
-  file that waits holds no worker: while one file is validated or staged, others transfer;
-- one :class:`~ghga_cli.engine.InterruptFlag`: Ctrl+C (or the first failure with
-  ``--fail-fast``) stops the engine, ends every wait and every API call, and each file keeps
-  the state a rerun resumes from.
+- one :class:`~ghga_cli.transfer.engine.Engine` in the calling thread moves the bytes of every
+  file through ``--parallel`` connections in all. It never calls the API and never sleeps:
+  URLs are fetched ahead of need on the *URL threads*, and a part whose URL must be renewed is
+  parked until the new one has arrived;
+- each file's conversation with the API is a state machine (``jobs/upload.py``,
+  ``jobs/download.py``; vocabulary in ``jobs/steps.py``): its ``step`` runs on the *API
+  threads* and returns the next action -- take a slot, move this transfer, sleep until, wait
+  for staging, finished -- and never calls back into the manager;
+- at most ``--parallel-files`` files are prepared or move bytes at once (slots); a file that
+  waits for the server (its upload's validation, its object's staging) holds no slot and no
+  thread: timers wake it, and the staging waits of many files are asked for in bulk;
+- one :class:`~ghga_cli.transfer.engine.InterruptFlag`: Ctrl+C (or the first failure with
+  ``--fail-fast``) stops the engine, ends every wait and API call, and each file keeps the
+  state a rerun resumes from.
 
-A :class:`FileJob` is one file's conversation (``uploads.UploadJob``, ``downloads.DownloadJob``);
-the session records one :class:`FileResult` per job, and the command line renders them (one
-line per file, a summary, ``--json``). API clients are per thread (:class:`ApiAccess`) over one
-:class:`~ghga_cli.http.TokenSource`.
+API clients are per thread (:class:`~ghga_cli.jobs.access.ApiAccess`).
 """
 
 from __future__ import annotations
 
-import contextlib
+import collections
 import threading
-import time
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
-from typing import Any, Callable, TypeVar
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any, Callable
 
-from ghga_cli.errors import CliError, Interrupted
-from ghga_cli.jobs.api import DrsClient, UcsClient
-from ghga_cli.jobs.http import HttpClient, TokenSource
-from ghga_cli.progress import Progress
-from ghga_cli.retry import RetryPolicy
-from ghga_cli.transfer.engine import (
-    Engine,
-    EngineStats,
-    InterruptFlag,
-    Transfer,
-    TransferQueue,
-    interrupt_guard,
+from ghga_cli.errors import CliError, Interrupted, LocalIOError
+from ghga_cli.jobs.access import ApiAccess
+from ghga_cli.jobs.api import DrsObject
+from ghga_cli.jobs.download import DownloadJob, DownloadOptions
+from ghga_cli.jobs.staging import StagingPoller
+from ghga_cli.jobs.steps import (
+    Action,
+    AwaitStaging,
+    Event,
+    FileJob,
+    Finished,
+    Move,
+    Moved,
+    NeedSlot,
+    Sleep,
+    SlotGranted,
+    Staged,
+    Started,
+    Woke,
 )
+from ghga_cli.jobs.tasks import Tasks
+from ghga_cli.jobs.upload import UploadJob, UploadOptions, VerdictClock
+from ghga_cli.progress import Progress
+from ghga_cli.report import FileReport
+from ghga_cli.retry import RetryPolicy
+from ghga_cli.transfer.engine import Engine, InterruptFlag, TransferQueue, interrupt_guard
+
+#: Threads that fetch URLs for the transfers (kept apart from the conversations' threads, so
+#: that bytes never wait behind a slow confirmation or poll).
+URL_THREADS = 2
 
 
 @dataclass
-class SessionOptions:
+class ManagerOptions:
     """What every file of a run shares, in both directions."""
 
     parallel: int = 8  # storage connections in all
-    files_in_flight: int = 4  # files whose bytes move (or are being prepared) at once
+    files_in_flight: int = 4  # files prepared or moving bytes at once
     retries: int = 5
     stall_timeout: float = 60.0
     fail_fast: bool = False  # stop the whole run at the first failed file
 
 
-class ApiAccess:
-    """The run's API clients, one per thread (a pycurl handle serves one thread)."""
+class TransferManager:
+    """Moves files (see the module docstring). Use once: submit files, then :meth:`run`."""
 
     def __init__(
         self,
-        api_url: str,
-        tokens: TokenSource,
-        policy: RetryPolicy,
-        *,
-        stall_timeout: float = 60.0,
-        log: Callable[[str], None] | None = None,
-        interrupt: InterruptFlag | None = None,
-    ) -> None:
-        self.api_url = api_url
-        self.tokens = tokens
-        self.policy = policy
-        self.stall_timeout = stall_timeout
-        self._log = log
-        self.interrupt = interrupt
-        self._local = threading.local()
-        self._clients: list[HttpClient] = []
-        self._lock = threading.Lock()
-
-    def http(self) -> HttpClient:
-        client = getattr(self._local, "http", None)
-        if client is None:
-            client = HttpClient(
-                self.tokens,
-                self.policy,
-                stall_timeout=self.stall_timeout,
-                log=self._log,
-                interrupt=self.interrupt,
-            )
-            self._local.http = client
-            with self._lock:
-                self._clients.append(client)
-        return client
-
-    def ucs(self) -> UcsClient:
-        client = getattr(self._local, "ucs", None)
-        if client is None:
-            client = self._local.ucs = UcsClient(self.http(), self.api_url)
-        return client
-
-    def drs(self) -> DrsClient:
-        client = getattr(self._local, "drs", None)
-        if client is None:
-            sleep = self.interrupt.sleep if self.interrupt is not None else time.sleep
-            client = self._local.drs = DrsClient(
-                self.http(), self.api_url, log=self._log, sleep=sleep
-            )
-        return client
-
-    @property
-    def retries(self) -> int:
-        with self._lock:
-            return sum(c.retries for c in self._clients)
-
-    def close(self) -> None:
-        with self._lock:
-            for client in self._clients:
-                client.close()
-            self._clients = []
-
-
-@dataclass
-class FileResult:
-    """How one file ended: a status (``accepted``, ``downloaded``, ...) or an error."""
-
-    job: FileJob
-    status: str | None = None
-    error: CliError | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
-
-
-class FileJob:
-    """One file of a session. Subclasses schedule their first step in :meth:`begin`."""
-
-    def __init__(self, file_id: str) -> None:
-        self.file_id = file_id
-        self.summary: dict[str, Any] = {"file_id": file_id}
-        self.stats: EngineStats | None = None  # of its transfer, once it ran
-
-    def begin(self, session: TransferSession) -> None:
-        """Schedule the first step (``session.run_step`` or a waiter's ``add``)."""
-        raise NotImplementedError
-
-
-class Waiter:
-    """Files waiting on the server, polled together from the session's waiter thread.
-
-    Subclasses add entries (:meth:`_enter`) and implement :meth:`poll`; the bookkeeping of
-    the entries (which are due, when the next one is) is shared here.
-    """
-
-    def __init__(self, session: TransferSession, clock: Callable[[], float] = time.monotonic):
-        self.session = session
-        self._clock = clock
-        self._entries: list[WaitEntry] = []
-        self._lock = threading.Lock()
-
-    def poll(self) -> float:
-        """Do what is due; seconds until something is due again (``inf`` when idle)."""
-        raise NotImplementedError
-
-    def _enter(self, entry: WaitEntry) -> None:
-        with self._lock:
-            self._entries.append(entry)
-        self.session.wake_waiters()
-
-    def _due(self, now: float) -> list[WaitEntry]:
-        """The entries due at ``now``, the longest due first."""
-        with self._lock:
-            return sorted((e for e in self._entries if e.due <= now), key=lambda e: e.due)
-
-    def _next_delay(self) -> float:
-        with self._lock:
-            if not self._entries:
-                return float("inf")
-            return max(0.0, min(e.due for e in self._entries) - self._clock())
-
-    def _remove(self, entry: WaitEntry) -> None:
-        with self._lock:
-            if entry in self._entries:
-                self._entries.remove(entry)
-
-
-W = TypeVar("W", bound=Waiter)
-
-
-class TransferSession:
-    """Runs :class:`FileJob` objects on one engine (see the module docstring)."""
-
-    def __init__(
-        self,
-        options: SessionOptions,
+        options: ManagerOptions,
         api: ApiAccess,
         *,
         progress: Progress | None = None,
         log: Callable[[str], None] | None = None,
-        on_result: Callable[[FileResult], None] | None = None,
         interrupt: InterruptFlag | None = None,
         batch: bool = False,
         policy: RetryPolicy | None = None,
@@ -210,8 +93,7 @@ class TransferSession:
         self.progress = progress
         self.batch = batch
         self._log = log or (lambda _msg: None)
-        self._on_result = on_result or (lambda _r: None)
-        self.interrupt = interrupt or getattr(api, "interrupt", None) or InterruptFlag()
+        self.interrupt = interrupt or api.interrupt or InterruptFlag()
         self.queue = TransferQueue()
         self.engine = Engine(
             parallel=options.parallel,
@@ -221,146 +103,202 @@ class TransferSession:
             log=self._log,
             interrupt=self.interrupt,
         )
-        self._pool = ThreadPoolExecutor(
-            max_workers=max(1, options.files_in_flight), thread_name_prefix="ghga-file"
-        )
-        self._waiters: list[Waiter] = []
-        self._results: dict[int, FileResult] = {}
+        self._tasks = Tasks(max(4, options.files_in_flight + 1), "ghga-api")
+        self._url_tasks = Tasks(URL_THREADS, "ghga-urls")
+        self._staging = StagingPoller(self._tasks, api.drs, self._staged)
+        self._verdicts = VerdictClock()
         self._jobs: list[FileJob] = []
+        self._futures: dict[int, Future[FileReport]] = {}
+        self._ended: set[int] = set()
+        self._holding: set[int] = set()  # jobs holding a slot
+        self._slots = max(1, options.files_in_flight)
+        self._queued: collections.deque[FileJob] = collections.deque()
         self._lock = threading.Lock()
-        self._waiter_wake = threading.Event()
         self.stop_reason: CliError | None = None  # the failure that stopped a --fail-fast run
 
-    # -- for jobs --------------------------------------------------------------------------
+    # -- submitting ----------------------------------------------------------------------------
 
-    def log_for(self, job: FileJob) -> Callable[[str], None]:
-        """Messages about ``job``: prefixed with its file id when the run has many files."""
+    def upload(self, options: UploadOptions) -> Future[FileReport]:
+        """Upload (or resume) one file, confirm it, and wait for the server's verdict."""
+        job = UploadJob(
+            options,
+            self.api,
+            urls=self._url_tasks,
+            parallel=self.options.parallel,
+            progress=self.progress,
+            log=self._log_for(options.file_id),
+            verdicts=self._verdicts if self.batch else None,
+        )
+        return self.submit(job)
+
+    def download(self, options: DownloadOptions) -> Future[FileReport]:
+        """Wait for staging, download (or resume), verify and rename one file."""
+        job = DownloadJob(
+            options,
+            self.api,
+            urls=self._url_tasks,
+            parallel=self.options.parallel,
+            progress=self.progress,
+            log=self._log_for(options.file_id),
+            batch=self.batch,
+        )
+        return self.submit(job)
+
+    def _log_for(self, file_id: str) -> Callable[[str], None]:
+        """Messages about one file: prefixed with its id when the run has many files."""
         if not self.batch:
             return self._log
-        return lambda text: self._log(f"{job.file_id}: {text}")
+        return lambda text: self._log(f"{file_id}: {text}")
 
-    def run_step(self, job: FileJob, step: Callable[[], str | None]) -> None:
-        """Run ``step`` on a worker; its return value (if not None) is the job's final status."""
-        future: Future[str | None] = self._pool.submit(self._guarded, job, step)
-        del future
-
-    def waiter(self, kind: Callable[[TransferSession], W]) -> W:
-        """The session's one waiter of ``kind`` (made on first use, served by the waiter
-        thread): all uploads waiting for validation share one, all downloads waiting for
-        staging another, so each polls for many files at once."""
+    def submit(self, job: FileJob) -> Future[FileReport]:
+        future: Future[FileReport] = Future()
         with self._lock:
-            for waiter in self._waiters:
-                if type(waiter) is kind:
-                    return waiter  # type: ignore[return-value]
-            made = kind(self)
-            self._waiters.append(made)
-        self._waiter_wake.set()
-        return made
+            self._jobs.append(job)
+            self._futures[id(job)] = future
+        return future
 
-    def wake_waiters(self) -> None:
-        self._waiter_wake.set()
+    # -- the run -------------------------------------------------------------------------------
 
-    def transfer(self, transfer: Transfer[Any]) -> EngineStats:
-        """Hand ``transfer`` to the engine and wait for its outcome (raises its failure)."""
-        if self.interrupt.is_set:
-            raise Interrupted()
-        self.queue.add(transfer)
-        while True:
-            try:
-                return transfer.outcome.result(timeout=0.1)
-            except TimeoutError:
-                if self.interrupt.is_set and not transfer.outcome.done():
-                    # The engine stopped; it resolves outcomes of the transfers it knew.
-                    with contextlib.suppress(TimeoutError):
-                        return transfer.outcome.result(timeout=1.0)
-                    raise Interrupted() from None
-
-    def finish(
-        self, job: FileJob, status: str | None = None, error: CliError | None = None
-    ) -> None:
-        """Record how ``job`` ended (once); the run ends when every job has ended."""
-        with self._lock:
-            if id(job) in self._results:
-                return
-            result = FileResult(job, status, error)
-            self._results[id(job)] = result
-            complete = len(self._results) == len(self._jobs)
-        fatal = error is not None and not isinstance(error, Interrupted)
-        if fatal and self.options.fail_fast and self.stop_reason is None:
-            self.stop_reason = error
-            self.interrupt.set()
-        self._on_result(result)
-        if complete:
-            self.queue.close()
-            self._waiter_wake.set()
-
-    # -- the run ---------------------------------------------------------------------------
-
-    def run(self, jobs: list[FileJob]) -> list[FileResult]:
-        """Move every job's file; one result per job, in the order given."""
-        self._jobs = list(jobs)
+    def run(self) -> list[FileReport]:
+        """Move every submitted file; their reports in the order submitted."""
+        jobs = list(self._jobs)
         if not jobs:
+            self._close()
             return []
-        waiter_thread = threading.Thread(target=self._serve_waiters, name="ghga-waiter")
         interrupted: BaseException | None = None
         with interrupt_guard(self.interrupt):
-            waiter_thread.start()
             try:
                 for job in jobs:
-                    try:
-                        job.begin(self)
-                    except CliError as exc:
-                        self.finish(job, error=exc)
+                    self._advance(job, Started())
                 self.engine.run_queue(self.queue)
             except (Interrupted, KeyboardInterrupt) as exc:
                 interrupted = exc
                 self.interrupt.set()
             finally:
-                self._waiter_wake.set()
-                self._pool.shutdown(wait=True)
-                waiter_thread.join()
-        for job in jobs:  # anything that never got as far as a result
-            self.finish(job, error=Interrupted())
+                self._close()
+        for job in jobs:  # anything that never got as far as an end
+            self._end(job, error=Interrupted())
         if isinstance(interrupted, KeyboardInterrupt):
             raise interrupted
-        return [self._results[id(job)] for job in jobs]
+        return [self._futures[id(job)].result() for job in jobs]
 
-    def _guarded(self, job: FileJob, step: Callable[[], str | None]) -> None:
+    def _close(self) -> None:
+        self._url_tasks.close()
+        self._tasks.close()
+
+    # -- driving the jobs ----------------------------------------------------------------------
+
+    def _advance(self, job: FileJob, event: Event) -> None:
+        """Run the job's next step on an API thread."""
+        if id(job) in self._ended:
+            return
+        future = self._tasks.submit(lambda: self._step(job, event))
+        if future.cancelled():
+            self._end(job, error=Interrupted())
+
+    def _step(self, job: FileJob, event: Event) -> None:
         try:
             if self.interrupt.is_set:
                 raise Interrupted()
-            status = step()
+            action = job.step(event)
         except CliError as exc:
-            self.finish(job, error=exc)
+            self._end(job, error=exc)
+            return
         except OSError as exc:
-            from ghga_cli.errors import LocalIOError
+            self._end(job, error=_chained(LocalIOError.from_os_error(exc), exc))
+            return
+        except Exception as exc:  # a bug: one line for this file, the others go on
+            self._end(job, error=_chained(internal_error(exc), exc))
+            return
+        self._dispatch(job, action)
 
-            self.finish(job, error=_chained(LocalIOError.from_os_error(exc), exc))
-        except Exception as exc:
-            self.finish(job, error=_chained(_internal(exc), exc))
-        else:
-            if status is not None:
-                self.finish(job, status=status)
-
-    def _serve_waiters(self) -> None:
-        while True:
+    def _dispatch(self, job: FileJob, action: Action) -> None:
+        if isinstance(action, NeedSlot):
             with self._lock:
-                done = len(self._results) == len(self._jobs)
-                waiters = list(self._waiters)
-            if done or self.interrupt.is_set:
+                granted = len(self._holding) < self._slots
+                if granted:
+                    self._holding.add(id(job))
+                else:
+                    self._queued.append(job)
+            if granted:
+                self._advance(job, SlotGranted())
+        elif isinstance(action, Move):
+            transfer = action.transfer
+            transfer.outcome.add_done_callback(lambda outcome: self._moved(job, outcome))
+            try:
+                self.queue.add(transfer)
+            except RuntimeError:  # the run is over (interrupted)
+                transfer.close()
+                self._end(job, error=Interrupted())
+        elif isinstance(action, Sleep):
+            self._tasks.call_at(action.until, lambda: self._advance(job, Woke()))
+        elif isinstance(action, AwaitStaging):
+            self._staging.add(job, action.wait)
+        elif isinstance(action, Finished):
+            self._end(job, status=action.status)
+        else:  # pragma: no cover - a job returned something that is not an action
+            raise TypeError(f"not an action: {action!r}")
+
+    def _moved(self, job: FileJob, outcome: Future[Any]) -> None:
+        """The engine ended the job's transfer (runs on the engine's thread: no waiting)."""
+        self._release(job)
+        self._advance(job, Moved(outcome))
+
+    def _staged(self, job: FileJob, obj: DrsObject | None, error: BaseException | None) -> None:
+        if error is not None:
+            self._end(job, error=error if isinstance(error, CliError) else internal_error(error))
+        else:
+            assert obj is not None
+            self._advance(job, Staged(obj))
+
+    def _release(self, job: FileJob) -> None:
+        """Give the job's slot to the next file waiting for one."""
+        with self._lock:
+            if id(job) not in self._holding:
                 return
-            delay = 0.5
-            for waiter in waiters:
-                try:
-                    delay = min(delay, waiter.poll())
-                except Exception as exc:  # a waiter must never die silently
-                    self._log(f"internal error while waiting: {type(exc).__name__}: {exc}")
-                    delay = min(delay, 1.0)
-            self._waiter_wake.wait(max(0.01, delay))
-            self._waiter_wake.clear()
+            self._holding.discard(id(job))
+            following = self._queued.popleft() if self._queued else None
+            if following is not None:
+                self._holding.add(id(following))
+        if following is not None:
+            self._advance(following, SlotGranted())
+
+    def _end(
+        self, job: FileJob, *, status: str | None = None, error: BaseException | None = None
+    ) -> None:
+        """Record how ``job`` ended (once); the run ends when every job has ended."""
+        with self._lock:
+            if id(job) in self._ended:
+                return
+            self._ended.add(id(job))
+            if job in self._queued:
+                self._queued.remove(job)
+            complete = len(self._ended) == len(self._jobs)
+        report = job.report
+        if error is not None:
+            failure = error if isinstance(error, CliError) else internal_error(error)
+            try:
+                job.abandon()
+            except Exception as exc:  # the failure that ended it is what the user must see
+                self._log(f"{job.file_id}: cleaning up failed: {type(exc).__name__}: {exc}")
+            report.fail(failure)
+            if (
+                self.options.fail_fast
+                and not isinstance(failure, Interrupted)
+                and self.stop_reason is None
+            ):
+                self.stop_reason = failure
+                self.interrupt.set()
+        else:
+            report.status = status
+        self._release(job)
+        self._futures[id(job)].set_result(report)
+        if complete:
+            self.queue.close()
 
 
-def _internal(exc: BaseException) -> CliError:
+def internal_error(exc: BaseException) -> CliError:
+    """A bug, as the user sees it: one line and how to report it."""
     return CliError(
         f"unexpected internal error: {type(exc).__name__}: {exc}",
         "rerun with GHGA_CLI_DEBUG=1 for details and report it",
@@ -370,15 +308,3 @@ def _internal(exc: BaseException) -> CliError:
 def _chained(error: CliError, cause: BaseException) -> CliError:
     error.__cause__ = cause
     return error
-
-
-@dataclass
-class WaitEntry:
-    """A file in a :class:`Waiter`: when to ask next, and how long it may still wait."""
-
-    job: Any
-    due: float
-    interval: float
-    deadline: float | None  # monotonic time to give up (None: only the idle limit)
-    last_progress: float
-    extra: dict[str, Any] = field(default_factory=dict)

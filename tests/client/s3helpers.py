@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import hashlib
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from ghga_cli.jobs.api import DrsObject, PartInfo, Staging
-from ghga_cli.jobs.download import DownloadJob, DownloadOptions
-from ghga_cli.manager import SessionOptions, TransferSession
+from ghga_cli.jobs.download import DownloadOptions
+from ghga_cli.manager import ManagerOptions, TransferManager
+from ghga_cli.report import FileReport
 from ghga_cli.retry import RetryPolicy
-from ghga_cli.transfer.engine import Engine, EngineStats, plan_parts
-from ghga_cli.transfer.upload import UploadTransfer, UrlProvider, WholeFileHasher
+from ghga_cli.transfer.engine import Engine, EngineStats, InterruptFlag, plan_parts
+from ghga_cli.transfer.upload import UploadTransfer, UrlSupply, WholeFileHasher
 
 
 class Presigner:
@@ -76,14 +78,18 @@ def engine_upload(
     size = path.stat().st_size
     pieces = plan_parts(size, part_size) or [(0, 0)]
     presigner = Presigner(s3, bucket, key, s3_upload_id)
-    urls = UrlProvider(
-        presigner.presign_parts, "upload-1", len(pieces), set(existing or {}), min_batch=4
-    )
-    transfer = UploadTransfer("file-1", path, pieces, urls, existing=existing)
-    whole = WholeFileHasher(path, size)
-    engine = Engine(parallel=parallel, policy=RetryPolicy(retries=retries, base=0.01, cap=0.1))
-    whole.start()
-    stats = engine.run(transfer)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        urls = UrlSupply(
+            lambda numbers: presigner.presign_parts("upload-1", numbers),
+            pool.submit,
+            parallel=parallel,
+        )
+        urls.prime([n for n in range(1, len(pieces) + 1) if n not in (existing or {})])
+        transfer = UploadTransfer("file-1", path, pieces, urls, existing=existing)
+        whole = WholeFileHasher(path, size)
+        engine = Engine(parallel=parallel, policy=RetryPolicy(retries=retries, base=0.01, cap=0.1))
+        whole.start()
+        stats = engine.run(transfer)
     if complete:
         listed = s3.list_parts(Bucket=bucket, Key=key, UploadId=s3_upload_id).get("Parts", [])
         s3.complete_multipart_upload(
@@ -109,9 +115,6 @@ class FakeDrs:
         self.url_override: str | None = None
 
     def request_object(self, object_id: str) -> DrsObject | Staging:
-        return self.get_object(object_id, 0)
-
-    def get_object(self, object_id: str, wait_timeout: float) -> DrsObject:
         self.calls += 1
         head = self.s3.head_object(Bucket=self.bucket, Key=self.key)
         body_md5 = self.s3.get_object(Bucket=self.bucket, Key=self.key)["Body"].read()
@@ -129,13 +132,13 @@ class FakeDrs:
 
 
 class FakeApi:
-    """Stands in for session.ApiAccess: every thread gets the same DRS stand-in."""
+    """Stands in for jobs.access.ApiAccess: every thread gets the same DRS stand-in."""
 
-    interrupt = None
     retries = 0
 
     def __init__(self, drs: Any):
         self._drs = drs
+        self.interrupt = InterruptFlag()
 
     def drs(self) -> Any:
         return self._drs
@@ -148,21 +151,21 @@ def run_download(
     parallel: int = 4,
     retries: int = 2,
     stall_timeout: float = 60.0,
-) -> DownloadJob:
-    """Download one file through a session, as the CLI does; raise its error if it failed."""
+) -> FileReport:
+    """Download one file through a transfer manager, as the CLI does; raise its failure."""
     api = FakeApi(drs)
-    session = TransferSession(
-        SessionOptions(
+    manager = TransferManager(
+        ManagerOptions(
             parallel=parallel, retries=retries, files_in_flight=1, stall_timeout=stall_timeout
         ),
         api,  # type: ignore[arg-type]
         policy=RetryPolicy(retries=retries, base=0.01, cap=0.1),
     )
-    job = DownloadJob(options, api)  # type: ignore[arg-type]
-    (result,) = session.run([job])
-    if result.error is not None:
-        raise result.error
-    return job
+    manager.download(options)
+    (report,) = manager.run()
+    if report.exception is not None:
+        raise report.exception
+    return report
 
 
 def engine_download(
@@ -174,7 +177,7 @@ def engine_download(
     retries: int = 2,
     stall_timeout: float = 60.0,
     **kw: Any,
-) -> DownloadJob:
+) -> FileReport:
     options = DownloadOptions(file_id="file-1", output_dir=out_dir, range_size=range_size, **kw)
     return run_download(
         drs, options, parallel=parallel, retries=retries, stall_timeout=stall_timeout

@@ -8,11 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from s3helpers import FakeDrs, engine_download, engine_upload, md5
 
 from ghga_cli.jobs.api import PartInfo
 from ghga_cli.transfer.download import DownloadState
 from ghga_cli.transfer.engine import plan_parts
+from tests.client.s3helpers import FakeDrs, engine_download, engine_upload, md5
 
 PART = 64 * 1024
 
@@ -60,7 +60,7 @@ def test_download_sizes(tmp_path: Path, s3: Any, bucket: str, key: str, size: in
     assert not (out / "data.bin.part.json").exists()
     assert downloader.stats is not None
     assert downloader.stats.requests == len(plan_parts(size, PART))
-    assert downloader.summary["md5"] == md5(data)
+    assert downloader.md5 == md5(data)
 
 
 def test_upload_resume_skips_matching_parts(tmp_path: Path, s3: Any, bucket: str, key: str) -> None:
@@ -112,7 +112,7 @@ def test_download_resume_fetches_only_missing_ranges(
     assert downloader.stats is not None
     assert downloader.stats.requests == len(pieces) - len(done)
     assert (out / "data.bin").read_bytes() == data
-    assert downloader.summary["parts_skipped"] == len(done)
+    assert downloader.parts_skipped == len(done)
 
 
 def test_download_state_of_other_object_is_ignored(

@@ -9,30 +9,48 @@ Tracebacks are shown only with ``GHGA_CLI_DEBUG=1``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import sys
 import textwrap
+import threading
 import time
 import traceback
+from concurrent.futures import Future
 from pathlib import Path
-from typing import Any, Callable, NoReturn, TextIO
+from typing import Callable, NoReturn
 
 from ghga_cli import __version__
+from ghga_cli.cli.output import Console, file_line, success_line, summary_table
+from ghga_cli.curl import pycurl_module
 from ghga_cli.errors import (
     EXIT_CODES_HELP,
-    EXIT_FAILURE,
-    EXIT_OK,
     EXIT_USAGE,
     CliError,
     Interrupted,
     LocalIOError,
     UsageError,
 )
-from ghga_cli.jobs.batch import EXIT_RULE_HELP
-from ghga_cli.manifest import ManifestError
-from ghga_cli.progress import Progress, format_bytes, format_duration
+from ghga_cli.files import check_local_file, check_output_dir
+from ghga_cli.jobs.access import ApiAccess
+from ghga_cli.jobs.api import Staging
+from ghga_cli.jobs.batch import (
+    EXIT_RULE_HELP,
+    batch_exit_code,
+    describe_upload_plan,
+    plan_download_options,
+    plan_downloads,
+    plan_uploads,
+    preflight_downloads,
+)
+from ghga_cli.jobs.download import DownloadOptions
+from ghga_cli.jobs.http import TokenSource
+from ghga_cli.jobs.upload import UploadOptions, cancel_upload
+from ghga_cli.manager import ManagerOptions, TransferManager, internal_error
+from ghga_cli.manifest import Entry, read_download_manifest, read_upload_manifest
+from ghga_cli.report import ErrorReport, FileReport, RunReport
+from ghga_cli.retry import RetryPolicy
+from ghga_cli.transfer.engine import InterruptFlag
 
 TOKEN_ENV = "GHGA_CLI_TOKEN"
 API_URL_ENV = "GHGA_CLI_API_URL"
@@ -420,96 +438,46 @@ def check_api_url(url: str) -> str:
     return url
 
 
-class Console:
-    """stderr output: messages, the live progress line, and the final line."""
-
-    def __init__(self, quiet: bool, stream: TextIO | None = None):
-        self.quiet = quiet
-        self.stream = stream if stream is not None else sys.stderr
-        self.progress: Progress | None = None
-
-    def log(self, text: str) -> None:
-        if self.quiet:
-            return
-        if self.progress is not None:
-            self.progress.message(text)
-        else:
-            self.stream.write(f"ghga-cli: {text}\n")
-            self.stream.flush()
-
-    def make_progress(self, total: int) -> Progress:
-        self.progress = Progress(total, quiet=self.quiet, stream=self.stream)
-        return self.progress
-
-
-def _scrub(text: str, secrets: list[str]) -> str:
-    """Remove query strings of URLs and any secret from text meant for output."""
-    text = re.sub(r"(https?://[^\s?#'\"]+)\?[^\s'\"]*", r"\1?…", text)
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
-    return text
-
-
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the exit code (``sys.exit`` by the caller)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     console = Console(args.quiet)
-    secrets: list[str] = []
-    summary: dict[str, Any] = {"command": args.command, "file_id": _first_id(args)}
+    report = RunReport(command=args.command)
     started = time.monotonic()
-    code = EXIT_OK
     error: CliError | None = None
     try:
         try:
-            outcome = _run(args, console, summary, secrets)
+            _run(args, console, report)
         except KeyboardInterrupt:
             raise Interrupted() from None
-        if isinstance(outcome, int):  # many files: the summary holds every result
-            code = outcome
-        else:
-            summary["status"] = outcome
-            _print_success(args, console, summary, outcome)
     except CliError as exc:
         error = exc
-        code = exc.exit_code
     except OSError as exc:  # transfers go through pycurl, so this is a local file (disk full, ...)
         if os.environ.get(DEBUG_ENV):
             traceback.print_exc()
         error = LocalIOError.from_os_error(exc)
-        code = error.exit_code
     except Exception as exc:  # a bug: one line unless debugging
         if os.environ.get(DEBUG_ENV):
             traceback.print_exc()
-        error = CliError(
-            f"unexpected internal error: {type(exc).__name__}: {exc}",
-            f"rerun with {DEBUG_ENV}=1 for details and report it",
-        )
-        code = EXIT_FAILURE
+        error = internal_error(exc)
     if error is not None:
         if os.environ.get(DEBUG_ENV) and error.__traceback__ is not None:
             traceback.print_exception(type(error), error, error.__traceback__)
-        if console.progress is not None:
-            console.progress.finish()
-        if isinstance(error, ManifestError):
-            for problem in error.problems:
-                sys.stderr.write(_scrub(f"ghga-cli: {problem}", secrets) + "\n")
-        line = _scrub(error.one_line(), secrets)
-        sys.stderr.write(line + "\n")
-        sys.stderr.flush()
-        summary["status"] = "interrupted" if isinstance(error, Interrupted) else "error"
-        summary["error"] = _error_dict(error, secrets)
-        if isinstance(error, ManifestError):
-            summary["error"]["problems"] = [_scrub(p, secrets) for p in error.problems]
+        console.error(error)
+        report.status = "interrupted" if isinstance(error, Interrupted) else "error"
+        report.error = ErrorReport.of(error)
+        report.exit_code = error.exit_code
+        if not report.files and not report.batch:
+            report.files.append(FileReport(_first_id(args) or "", _direction(args)))
+    report.total_seconds = round(time.monotonic() - started, 3)
     if args.json:
-        summary.setdefault("seconds", round(time.monotonic() - started, 3))
-        summary["total_seconds"] = round(time.monotonic() - started, 3)
-        summary["exit_code"] = code
-        text = _scrub(json.dumps(summary, sort_keys=True), secrets)
-        sys.stdout.write(text + "\n")
-        sys.stdout.flush()
-    return code
+        console.json(report)
+    return report.exit_code
+
+
+def _direction(args: argparse.Namespace) -> str:
+    return "upload" if args.command == "upload-by-id" else "download"
 
 
 def _first_id(args: argparse.Namespace) -> str | None:
@@ -518,32 +486,13 @@ def _first_id(args: argparse.Namespace) -> str | None:
     return args.file_ids[0] if len(args.file_ids) == 1 and not args.manifest else None
 
 
-def _error_dict(error: CliError, secrets: list[str]) -> dict[str, Any]:
-    return {
-        "message": _scrub(error.message, secrets),
-        "hint": _scrub(error.hint, secrets),
-        "exit_code": error.exit_code,
-    }
-
-
-def _run(
-    args: argparse.Namespace, console: Console, summary: dict[str, Any], secrets: list[str]
-) -> str | int:
-    """One file: its final status (errors raised). Many files: the batch's exit code."""
-    from ghga_cli.curl import pycurl_module
-    from ghga_cli.jobs.http import TokenSource
-    from ghga_cli.manager import ApiAccess
-    from ghga_cli.retry import RetryPolicy
-    from ghga_cli.transfer.engine import InterruptFlag
-
+def _run(args: argparse.Namespace, console: Console, report: RunReport) -> None:
+    """Check the arguments, read the token, run the files; the outcome goes into ``report``."""
     batch = _check_arguments(args)
+    report.batch = batch
     if args.command == "download-by-id":
-        from ghga_cli.files import check_output_dir
-
         check_output_dir(args.output_dir)
     elif not args.cancel and not batch:
-        from ghga_cli.files import check_local_file
-
         check_local_file(args.file_path)
     if args.command == "upload-by-id" and args.max_memory is not None:
         console.log(
@@ -552,16 +501,10 @@ def _run(
         )
     token = read_token(args.token_file)
     tokens = TokenSource(token, args.token_file, read_token if args.token_file else None)
-    secrets.append(token)
+    console.add_secrets([token])
     pycurl_module()  # fail early and clearly if pycurl is missing
-    interrupt = InterruptFlag()
     api_url, entries = (
-        _download_targets(args)
-        if args.command == "download-by-id"
-        else (
-            args.api_url,
-            None,
-        )
+        _download_targets(args) if args.command == "download-by-id" else (args.api_url, None)
     )
     api = ApiAccess(
         api_url,
@@ -569,17 +512,17 @@ def _run(
         RetryPolicy(retries=args.retries),
         stall_timeout=args.stall_timeout,
         log=console.log,
-        interrupt=interrupt,
+        interrupt=InterruptFlag(),
     )
     try:
         if args.command == "upload-by-id":
-            return _upload(args, console, summary, api, batch)
-        return _download(args, console, summary, api, entries, batch)
+            _upload(args, console, report, api, batch)
+        else:
+            _download(args, console, report, api, entries or [], batch)
     finally:
-        summary["api_retries"] = api.retries
-        if tokens.renewals:
-            summary["token_renewals"] = tokens.renewals
-        secrets.extend(tokens.seen)
+        report.api_retries = api.retries
+        report.token_renewals = tokens.renewals
+        console.add_secrets(tokens.seen)
         api.close()
 
 
@@ -612,60 +555,84 @@ def _check_arguments(args: argparse.Namespace) -> bool:
     return args.manifest is not None or len(args.file_ids) > 1
 
 
-def _run_jobs(
-    args: argparse.Namespace,
-    console: Console,
-    summary: dict[str, Any],
-    api: Any,
-    jobs: list[Any],
-    batch: bool,
-) -> str | int:
-    """Run the jobs on one session; one file: its status (or error); many: the exit code."""
-    from ghga_cli.jobs.batch import BatchReport
-    from ghga_cli.manager import SessionOptions, TransferSession
-
-    options = SessionOptions(
+def _manager(
+    args: argparse.Namespace, console: Console, api: ApiAccess, batch: bool
+) -> TransferManager:
+    options = ManagerOptions(
         parallel=args.parallel,
         files_in_flight=args.parallel_files if batch else 1,
         retries=args.retries,
         stall_timeout=args.stall_timeout,
         fail_fast=args.fail_fast,
     )
-    progress = console.make_progress(0)
-    report = BatchReport(len(jobs), progress, console.log) if batch else None
-    session = TransferSession(
+    return TransferManager(
         options,
         api,
-        progress=progress,
+        progress=console.make_progress(0),
         log=console.log,
-        on_result=report.file_ended if report else None,
         interrupt=api.interrupt,
         batch=batch,
     )
+
+
+def _run_manager(
+    args: argparse.Namespace,
+    console: Console,
+    report: RunReport,
+    manager: TransferManager,
+    futures: list[Future[FileReport]],
+) -> None:
+    """Run the submitted files; one file: its status or its error; many: the batch's code."""
+    progress = manager.progress
+    assert progress is not None
+    if report.batch:
+        total = len(futures)
+        ended = [0]
+        lock = threading.Lock()
+        progress.set_files(0, total)
+
+        def file_ended(future: Future[FileReport]) -> None:
+            with lock:
+                ended[0] += 1
+                done = ended[0]
+            progress.set_files(done, total)
+            console.log(file_line(future.result(), done, total))
+
+        for future in futures:
+            future.add_done_callback(file_ended)
     try:
-        results = session.run(jobs)
+        files = manager.run()
     finally:
         progress.finish()
-    if report is None:
-        (result,) = results
-        summary.update(result.job.summary)
-        if result.error is not None:
-            raise result.error
-        return str(result.status)
-    code = report.exit_code(results, session.stop_reason)
-    summary.pop("file_id", None)
-    summary.update(report.summary(results, code, session.stop_reason))
+    report.files = files
+    if not report.batch:
+        (single,) = files
+        if single.error is not None:
+            raise _failure_of(single)
+        report.status = single.status
+        if not args.quiet:
+            console.log(success_line(args.command, single))
+        return
+    stop = manager.stop_reason
+    report.exit_code = batch_exit_code(files, stop)
+    report.status = "ok" if report.exit_code == 0 else "failed"
+    report.stopped_by = stop.message if stop is not None else None
     if not args.quiet:
-        for line in report.table(results):
+        for line in summary_table(files):
             console.log(line)
-    return code
+
+
+def _failure_of(single: FileReport) -> CliError:
+    """The one file's failure, raised again as the run's."""
+    assert single.error is not None
+    if single.exception is not None:
+        return single.exception
+    return CliError(single.error.message, single.error.hint, exit_code=single.exit_code)
 
 
 def _upload(
-    args: argparse.Namespace, console: Console, summary: dict[str, Any], api: Any, batch: bool
-) -> str | int:
-    from ghga_cli.jobs.upload import UploadJob, UploadOptions
-
+    args: argparse.Namespace, console: Console, report: RunReport, api: ApiAccess, batch: bool
+) -> None:
     template = UploadOptions(
         file_id=args.file_id or "",
         path=args.file_path or Path(),
@@ -674,36 +641,33 @@ def _upload(
         wait_timeout=args.wait_timeout,
     )
     if not batch:
-        job = UploadJob(template, api)
         if args.cancel:
-            try:
-                status = job.cancel()
-            finally:
-                summary.update(job.summary)
-            console.log(f"cancelled upload {job.summary.get('upload_id')} of file {args.file_id}")
-            return status
+            single = FileReport(args.file_id, "upload")
+            report.files = [single]
+            single.status = report.status = cancel_upload(api, args.file_id, single)
+            console.log(f"cancelled upload {single.upload_id} of file {args.file_id}")
+            return
         if args.dry_run:
             raise UsageError("--dry-run is for manifests", "use it together with --manifest")
-        return _run_jobs(args, console, summary, api, [job], batch=False)
-    from ghga_cli.jobs.batch import describe_upload_plan, plan_uploads
-    from ghga_cli.manifest import read_upload_manifest
-
+        manager = _manager(args, console, api, batch=False)
+        _run_manager(args, console, report, manager, [manager.upload(template)])
+        return
     entries, problems = read_upload_manifest(args.manifest)
-    jobs = plan_uploads(entries, api, template, f"manifest {args.manifest}", problems)
+    planned = plan_uploads(entries, api, template, f"manifest {args.manifest}", problems)
     if args.dry_run:
-        for line in describe_upload_plan(jobs):
+        for line in describe_upload_plan(planned):
             console.log(line)
-        summary.update(status="dry-run", files_total=len(jobs), files=[j.summary for j in jobs])
-        console.log(f"dry run: {len(jobs)} files checked; nothing was sent")
-        return 0
-    return _run_jobs(args, console, summary, api, jobs, batch=True)
+        report.files = [FileReport(o.file_id, "upload", line=o.line) for o in planned]
+        report.status = "dry-run"
+        console.log(f"dry run: {len(planned)} files checked; nothing was sent")
+        return
+    manager = _manager(args, console, api, batch=True)
+    futures = [manager.upload(options) for options in planned]
+    _run_manager(args, console, report, manager, futures)
 
 
-def _download_targets(args: argparse.Namespace) -> tuple[str, list[Any]]:
+def _download_targets(args: argparse.Namespace) -> tuple[str, list[tuple[Entry, str]]]:
     """The DRS API URL and the (entry, file id) pairs of --file-id values and --manifest."""
-    from ghga_cli.jobs.batch import plan_downloads
-    from ghga_cli.manifest import Entry, read_download_manifest
-
     values = [Entry(0, value) for value in args.file_ids]
     source, problems = "--file-id", []
     if args.manifest is not None:
@@ -716,14 +680,11 @@ def _download_targets(args: argparse.Namespace) -> tuple[str, list[Any]]:
 def _download(
     args: argparse.Namespace,
     console: Console,
-    summary: dict[str, Any],
-    api: Any,
-    entries: list[Any],
+    report: RunReport,
+    api: ApiAccess,
+    entries: list[tuple[Entry, str]],
     batch: bool,
-) -> str | int:
-    from ghga_cli.jobs.batch import make_download_jobs, preflight_downloads
-    from ghga_cli.jobs.download import DownloadJob, DownloadOptions
-
+) -> None:
     template = DownloadOptions(
         file_id="",
         output_dir=args.output_dir,
@@ -734,48 +695,22 @@ def _download(
     if not batch:
         ((_entry, file_id),) = entries
         template.file_id = file_id
-        summary["file_id"] = file_id
         if args.dry_run:
             raise UsageError("--dry-run is for many files", "use it with --manifest")
-        return _run_jobs(args, console, summary, api, [DownloadJob(template, api)], batch=False)
+        manager = _manager(args, console, api, batch=False)
+        _run_manager(args, console, report, manager, [manager.download(template)])
+        return
     source = f"manifest {args.manifest}" if args.manifest else "--file-id"
     known = preflight_downloads(entries, api, source)
-    jobs = make_download_jobs(entries, api, template, known)
+    planned = plan_download_options(entries, template, known)
     if args.dry_run:
-        for job in jobs:
-            answer = known.get(job.file_id)
-            what = "staged" if not hasattr(answer, "retry_after") else "being staged"
-            console.log(f"{job.file_id}: {what}")
-        summary.update(status="dry-run", files_total=len(jobs))
-        console.log(f"dry run: {len(jobs)} files checked; nothing was downloaded")
-        return 0
-    return _run_jobs(args, console, summary, api, jobs, batch=True)
-
-
-def _print_success(
-    args: argparse.Namespace, console: Console, summary: dict[str, Any], status: str
-) -> None:
-    if args.quiet:
+        for options in planned:
+            what = "being staged" if isinstance(options.known, Staging) else "staged"
+            console.log(f"{options.file_id}: {what}")
+        report.files = [FileReport(o.file_id, "download", line=o.line) for o in planned]
+        report.status = "dry-run"
+        console.log(f"dry run: {len(planned)} files checked; nothing was downloaded")
         return
-    moved = summary.get("bytes_transferred")
-    detail = ""
-    if moved is not None and summary.get("seconds"):
-        rate = summary.get("mib_per_s")
-        detail = (
-            f" ({format_bytes(moved)} in {format_duration(summary['seconds'])}"
-            + (f", {rate:.1f} MiB/s" if rate else "")
-            + f", {summary.get('retries', 0)} retries)"
-        )
-    if args.command == "upload-by-id":
-        what = {
-            "accepted": "uploaded and accepted",
-            "uploaded": "uploaded (validation pending)",
-            "cancelled": "upload cancelled",
-        }.get(status, status)
-        console.log(f"file {args.file_id}: {what}{detail}")
-    else:
-        console.log(f"file {summary.get('file_id')} saved as {summary.get('output')}{detail}")
-
-
-def run() -> NoReturn:
-    sys.exit(main())
+    manager = _manager(args, console, api, batch=True)
+    futures = [manager.download(options) for options in planned]
+    _run_manager(args, console, report, manager, futures)

@@ -12,12 +12,11 @@ is planned or allocated from it (:class:`~ghga_cli.errors.ProtocolError`, exit 8
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import quote, urlsplit
 
-from ghga_cli.errors import ApiError, CliError, NetworkError, ProtocolError, UsageError, WaitTimeout
+from ghga_cli.errors import ApiError, CliError, NetworkError, ProtocolError, UsageError
 from ghga_cli.jobs.http import HttpClient, Response
 from ghga_cli.progress import format_bytes
 from ghga_cli.retry import parse_retry_after
@@ -449,7 +448,13 @@ def _access_headers(raw: Any) -> list[str]:
 def parse_drs_object(payload: Any) -> DrsObject:
     data = _require(payload, ("size", "access_methods"), "getting the DRS object")
     checksums: dict[str, str] = {}
-    for item in (data.get("checksums") or [])[:20]:
+    listed = data.get("checksums") or []
+    if not isinstance(listed, list):
+        raise ProtocolError(
+            f"the DRS object's checksums are a {type(listed).__name__}, not a list",
+            "the server does not follow GA4GH DRS; contact the helpdesk",
+        )
+    for item in listed[:20]:
         if isinstance(item, dict) and item.get("type") and item.get("checksum"):
             checksums[str(item["type"]).lower()[:32]] = str(item["checksum"]).lower()[:256]
     url = None
@@ -585,20 +590,9 @@ def _staging(response: Response) -> Staging:
 class DrsClient:
     """GA4GH DRS v1: objects (202 + Retry-After while staging), access URLs, bulk requests."""
 
-    def __init__(
-        self,
-        http: HttpClient,
-        api_url: str,
-        *,
-        log: Callable[[str], None] | None = None,
-        sleep: Callable[[float], None] = time.sleep,
-        clock: Callable[[], float] = time.monotonic,
-    ):
+    def __init__(self, http: HttpClient, api_url: str):
         self.http = http
         self.base = drs_base(api_url)
-        self._log = log or (lambda _msg: None)
-        self._sleep = sleep
-        self._clock = clock
         self._bulk_supported = True
         self.bulk_limit = 1000  # lowered when the server answers 413 with its limit
 
@@ -653,38 +647,13 @@ class DrsClient:
         raise_for_error(response, "asking for the files")
         return _parse_bulk(response.json(), ids)
 
-    def get_object(self, object_id: str, wait_timeout: float) -> DrsObject:
-        """The DrsObject, waiting (at most ``wait_timeout`` s) while the file is being staged."""
-        return self._wait(object_id, wait_timeout, lambda: self.request_object(object_id))
-
-    def get_access_url(
-        self, object_id: str, access_id: str, wait_timeout: float
-    ) -> tuple[str, list[str]]:
-        """A fresh URL through ``GET /objects/{id}/access/{access_id}`` (waits while re-staged)."""
+    def request_access_url(self, object_id: str, access_id: str) -> tuple[str, list[str]] | Staging:
+        """A fresh URL through ``GET /objects/{id}/access/{access_id}``, or :class:`Staging`
+        while the object is re-staged (asked again later: see ``jobs/staging.py``)."""
         url = f"{self.base}/objects/{_seg(object_id)}/access/{_seg(access_id)}"
-
-        def once() -> tuple[str, list[str]] | Staging:
-            response = self.http.request("GET", url)
-            if response.status == 202:
-                return _staging(response)
-            raise_for_error(response, f"getting a download URL for file {object_id}")
-            data = _require(response.json(), ("url",), "getting a download URL")
-            return str(data["url"]), _access_headers(data.get("headers"))
-
-        return self._wait(object_id, wait_timeout, once)
-
-    def _wait(self, object_id: str, wait_timeout: float, once: Callable[[], Any]) -> Any:
-        deadline = self._clock() + max(0.0, wait_timeout)
-        while True:
-            answer = once()
-            if not isinstance(answer, Staging):
-                return answer
-            remaining = deadline - self._clock()
-            if remaining <= 0:
-                raise WaitTimeout(
-                    f"file {object_id} is still being staged for download "
-                    f"after waiting {wait_timeout:.0f} s"
-                )
-            wait = min(answer.retry_after, remaining)
-            self._log(answer.describe(wait))
-            self._sleep(wait)
+        response = self.http.request("GET", url)
+        if response.status == 202:
+            return _staging(response)
+        raise_for_error(response, f"getting a download URL for file {object_id}")
+        data = _require(response.json(), ("url",), "getting a download URL")
+        return str(data["url"]), _access_headers(data.get("headers"))

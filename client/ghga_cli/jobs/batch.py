@@ -1,6 +1,7 @@
 """Many files in one run: the checks before any byte moves, and the batch's verdict.
 
-``plan_uploads`` and ``plan_downloads`` turn manifest entries into file jobs, after checking
+``plan_uploads`` and ``plan_downloads`` turn manifest entries into what to submit to the
+transfer manager (:class:`UploadOptions`, :class:`DownloadOptions`), after checking
 everything that can be checked up front with few API calls (one batch lookup of the files'
 metadata for uploads, DRS bulk requests for downloads): every problem is listed with its line
 number and nothing is transferred. :func:`batch_exit_code` is the documented rule for a batch
@@ -11,7 +12,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Callable
 
 from ghga_cli.errors import (
     EXIT_AUTH,
@@ -28,12 +28,13 @@ from ghga_cli.errors import (
     UsageError,
 )
 from ghga_cli.files import LocalFile, sanitise_name
+from ghga_cli.jobs.access import ApiAccess
 from ghga_cli.jobs.api import DrsObject, Staging, resolve_file_id
-from ghga_cli.jobs.download import DownloadJob, DownloadOptions, NameClaims
-from ghga_cli.jobs.upload import UploadJob, UploadOptions
-from ghga_cli.manager import ApiAccess, FileResult
+from ghga_cli.jobs.download import DownloadOptions, NameClaims
+from ghga_cli.jobs.upload import UploadOptions
 from ghga_cli.manifest import Entry, ManifestError
-from ghga_cli.progress import Progress, format_bytes
+from ghga_cli.progress import format_bytes
+from ghga_cli.report import FileReport
 
 #: Which exit code a batch with differently failed files ends with: the first of these that any
 #: file ended with. Failures a rerun cannot fix come first; Ctrl+C (130) next; network failures
@@ -60,9 +61,9 @@ many files (--manifest, repeated --file-id):
   with their line numbers and end the run with 2 before any byte moves."""
 
 
-def batch_exit_code(results: Sequence[FileResult], stop_reason: CliError | None = None) -> int:
+def batch_exit_code(reports: Sequence[FileReport], stop_reason: CliError | None = None) -> int:
     """The exit code of a batch (see :data:`EXIT_RULE_HELP`)."""
-    codes = {r.error.exit_code for r in results if r.error is not None}
+    codes = {r.exit_code for r in reports if r.error is not None}
     if not codes:
         return EXIT_OK
     if stop_reason is not None:
@@ -79,8 +80,8 @@ def plan_uploads(
     template: UploadOptions,
     source: str,
     problems: list[str] | None = None,
-) -> list[UploadJob]:
-    """Check every entry (local file, registration, access, size) and make its job.
+) -> list[UploadOptions]:
+    """Check every entry (local file, registration, access, size): what to upload.
 
     ``problems`` (of the manifest's syntax) are reported together with those found here.
     """
@@ -93,7 +94,7 @@ def plan_uploads(
         except UsageError as exc:
             problems.append(f"line {entry.line}: {exc.message}")
     lookups = api.ucs().lookup_files([e.file_id for e in entries])
-    jobs = []
+    planned = []
     for entry, lookup in zip(entries, lookups):
         local = locals_.get(entry.line)
         if lookup.error is not None:
@@ -114,29 +115,30 @@ def plan_uploads(
             local_md5=template.local_md5,
             wait_timeout=template.wait_timeout,
             skip_accepted=True,
+            line=entry.line,
+            lookup=lookup,
+            local=local,
         )
-        job = UploadJob(options, api, lookup=lookup, local=local)
-        job.summary["line"] = entry.line
-        jobs.append(job)
+        planned.append(options)
     if problems:
         raise ManifestError(source, problems)
-    return jobs
+    return planned
 
 
-def describe_upload_plan(jobs: list[UploadJob]) -> list[str]:
+def describe_upload_plan(planned: list[UploadOptions]) -> list[str]:
     """One line per file for ``--dry-run``: what a real run would do."""
     lines = []
-    for job in jobs:
-        current = job.lookup.current_upload if job.lookup else None
+    for options in planned:
+        current = options.lookup.current_upload if options.lookup else None
         status = current.upload_status if current else None
         what = {
             "accepted": "already accepted: skipped",
             "pending": f"resume upload {current.upload_id if current else ''}",
             "uploaded": "uploaded, waiting for validation",
         }.get(status or "", "new upload")
-        size = job.local.size if job.local else 0
+        size = options.local.size if options.local else 0
         lines.append(
-            f"line {job.summary.get('line')}: {job.file_id} <- {job.options.path} "
+            f"line {options.line}: {options.file_id} <- {options.path} "
             f"({format_bytes(size)}): {what}"
         )
     return lines
@@ -218,13 +220,13 @@ def _download_reason(error: CliError) -> str:
     return error.message
 
 
-def make_download_jobs(
+def plan_download_options(
     pairs: list[tuple[Entry, str]],
-    api: ApiAccess,
     template: DownloadOptions,
     known: dict[str, DrsObject | Staging] | None = None,
-) -> list[DownloadJob]:
-    jobs = []
+) -> list[DownloadOptions]:
+    """What to download: one :class:`DownloadOptions` per file, sharing the batch's names."""
+    planned = []
     claims = NameClaims()
     for entry, file_id in pairs:
         options = DownloadOptions(
@@ -234,12 +236,12 @@ def make_download_jobs(
             range_size=template.range_size,
             wait_timeout=template.wait_timeout,
             keep_verified=True,
+            line=entry.line or None,
+            known=(known or {}).get(file_id),
+            names=claims,
         )
-        job = DownloadJob(options, api, known=(known or {}).get(file_id), names=claims)
-        if entry.line:
-            job.summary["line"] = entry.line
-        jobs.append(job)
-    return jobs
+        planned.append(options)
+    return planned
 
 
 def _where(entry: Entry) -> str:
@@ -254,98 +256,3 @@ def _reason(error: CliError) -> str:
     if status == 404 or exception_id == "fileNotRegistered":
         return f"not registered ({exception_id or 'HTTP 404'})"
     return getattr(error, "description", None) or error.message
-
-
-class BatchReport:
-    """What a batch tells while it runs (a line per finished file, the files count of the
-    progress line) and at its end (a table, the ``--json`` summary, the exit code)."""
-
-    def __init__(self, total: int, progress: Progress, log: Callable[[str], None]) -> None:
-        self.total = total
-        self.done = 0
-        self.progress = progress
-        self.log = log
-        progress.set_files(0, total)
-
-    def file_ended(self, result: FileResult) -> None:
-        self.done += 1
-        self.progress.set_files(self.done, self.total)
-        self.log(result_line(result, self.done, self.total))
-
-    @staticmethod
-    def exit_code(results: Sequence[FileResult], stop_reason: CliError | None) -> int:
-        return batch_exit_code(results, stop_reason)
-
-    @staticmethod
-    def table(results: Sequence[FileResult]) -> list[str]:
-        return summary_table(results)
-
-    @staticmethod
-    def summary(
-        results: Sequence[FileResult], code: int, stop_reason: CliError | None
-    ) -> dict[str, Any]:
-        """The ``--json`` object of a batch: one entry per file, and the totals."""
-        files = []
-        for result in results:
-            entry = dict(result.job.summary)
-            entry["status"] = result.status or (
-                "interrupted" if result.error and result.error.exit_code == 130 else "error"
-            )
-            entry["exit_code"] = result.error.exit_code if result.error else 0
-            if result.error is not None:
-                entry["error"] = {"message": result.error.message, "hint": result.error.hint}
-            files.append(entry)
-        summary: dict[str, Any] = {
-            "files": files,
-            "files_total": len(results),
-            "files_ok": sum(1 for r in results if r.ok),
-            "files_failed": sum(1 for r in results if not r.ok),
-            "bytes": sum(r.job.summary.get("bytes") or 0 for r in results),
-            "bytes_transferred": sum(r.job.summary.get("bytes_transferred") or 0 for r in results),
-            "status": "ok" if code == 0 else "failed",
-        }
-        if stop_reason is not None:
-            summary["stopped_by"] = {"message": stop_reason.message}
-        return summary
-
-
-def result_line(result: FileResult, done: int, total: int) -> str:
-    """The line printed when one file of a batch has ended."""
-    summary: dict[str, Any] = result.job.summary
-    prefix = f"[{done}/{total}] {result.job.file_id}"
-    if result.error is not None:
-        return f"{prefix}: failed (exit {result.error.exit_code}): {result.error.message}"
-    note = summary.get("status_note")
-    moved = summary.get("bytes_transferred")
-    detail = f"{format_bytes(moved)} moved" if moved else "nothing moved"
-    rate = summary.get("mib_per_s")
-    if rate and moved:
-        detail += f", {rate:.1f} MiB/s"
-    what = f"{result.status} ({note})" if note else result.status
-    return f"{prefix}: {what} ({detail})"
-
-
-def summary_table(results: Sequence[FileResult]) -> list[str]:
-    """The table printed at the end of a batch (one row per file) and a totals line."""
-    rows = [("file id", "status", "size", "moved", "exit")]
-    for result in results:
-        summary = result.job.summary
-        status = result.status or "failed"
-        if result.error is not None and result.error.exit_code == EXIT_INTERRUPTED:
-            status = "interrupted"
-        rows.append(
-            (
-                result.job.file_id,
-                status + (f" ({summary['status_note']})" if summary.get("status_note") else ""),
-                format_bytes(summary.get("bytes") or 0),
-                format_bytes(summary.get("bytes_transferred") or 0),
-                str(result.error.exit_code if result.error else 0),
-            )
-        )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = [
-        "  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows
-    ]
-    ok = sum(1 for r in results if r.ok)
-    lines.append(f"{len(results)} files: {ok} succeeded, {len(results) - ok} failed")
-    return lines

@@ -1,13 +1,20 @@
 """Download of one file: the conversation with DRS around the engine's transfer.
 
-The session's :class:`StagingWaiter` asks DRS for the object (many objects at once, with bulk
-requests) until it is staged; :class:`DownloadJob` then takes the file's lock
-(``<name>.part.lock``), chooses the checksum (the cheaper one offered, or the one a partial
-download started with), resumes or starts the ``.part`` file and its state, hands a
-:class:`~ghga_cli.download_transfer.DownloadTransfer` to the session's engine, and renames
-``.part`` into place only after size and checksum match. A URL that expires mid-download is
-renewed through the DRS access route (``GET /objects/{id}/access/{access_id}``) where the
-object names one, else by asking for the object again.
+:class:`DownloadJob` is a state machine (``jobs/steps.py``). It waits (with the others that
+wait, in bulk requests) until DRS has staged the object; then takes the file's lock, chooses the
+checksum (the cheaper one offered, or the one a partial download started with), resumes or
+starts the partial file and its state, hands a
+:class:`~ghga_cli.transfer.download.DownloadTransfer` to the engine, and renames the partial
+file into place only after size and checksum match. A URL that expires mid-download is renewed
+through the DRS access route (``GET /objects/{id}/access/{access_id}``) where the object names
+one, else by asking for the object again -- on the API threads, while the engine moves the
+other files' bytes; if the object must be staged again, only this file waits.
+
+Working files live in a hidden directory of the output directory, ``.ghga-cli/``
+(:class:`~ghga_cli.files.WorkingFiles`): ``<name>.part``, ``<name>.part.json`` (resume state)
+and ``<name>.lock``. No downloaded name can be that directory (it is reserved), so a file of the
+batch can never collide with another's working files, and no file of the user's next to the
+downloads is ever touched.
 """
 
 from __future__ import annotations
@@ -15,34 +22,47 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-import time
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
-from ghga_cli.errors import CliError, ConflictError, IntegrityError, UsageError, WaitTimeout
-from ghga_cli.files import ExclusiveLock, allocated_bytes, check_free_space, inside, sanitise_name
+from ghga_cli.errors import ConflictError, IntegrityError, UsageError
+from ghga_cli.files import (
+    ExclusiveLock,
+    WorkingFiles,
+    allocated_bytes,
+    check_free_space,
+    inside,
+    sanitise_name,
+)
 from ghga_cli.integrity import choose_checksum, file_digest
+from ghga_cli.jobs.access import ApiAccess
 from ghga_cli.jobs.api import DrsObject, Staging
-from ghga_cli.manager import ApiAccess, FileJob, TransferSession, WaitEntry, Waiter
+from ghga_cli.jobs.staging import StagingWait
+from ghga_cli.jobs.steps import (
+    Action,
+    AwaitStaging,
+    Event,
+    FileJob,
+    Finished,
+    Move,
+    Moved,
+    NeedSlot,
+    Staged,
+)
+from ghga_cli.jobs.tasks import Tasks
+from ghga_cli.progress import Progress
+from ghga_cli.report import FileReport
 from ghga_cli.transfer.download import (
     DEFAULT_RANGE_SIZE,
     DownloadState,
     DownloadTransfer,
     ObjectChanged,
     PrefixHasher,
+    RangeSource,
     range_size_for,
 )
-
-
-@dataclass
-class DownloadOptions:
-    file_id: str
-    output_dir: Path
-    overwrite: bool = False
-    range_size: int = DEFAULT_RANGE_SIZE
-    wait_timeout: float = 3600.0
-    keep_verified: bool = False  # a batch skips files already present with the right checksum
 
 
 class NameClaims:
@@ -64,101 +84,256 @@ class NameClaims:
             )
 
 
+@dataclass
+class DownloadOptions:
+    file_id: str
+    output_dir: Path
+    overwrite: bool = False
+    range_size: int = DEFAULT_RANGE_SIZE
+    wait_timeout: float = 3600.0
+    keep_verified: bool = False  # a batch skips files already present with the right checksum
+    line: int | None = None  # its line in the manifest
+    known: DrsObject | Staging | None = None  # a batch's first answer for this object
+    names: NameClaims | None = None  # the batch's output names
+
+
 class DownloadJob(FileJob):
-    """Resolve (wait for staging), download (or resume), verify and rename one file."""
+    """Resolve (wait for staging), download (or resume), verify and rename one file.
+
+    States: ``start`` -> ``staging`` -> (slot) ``prepare`` -> ``moving`` -> finished.
+    """
 
     def __init__(
         self,
         options: DownloadOptions,
-        session_api: ApiAccess,
-        known: DrsObject | Staging | None = None,
-        names: NameClaims | None = None,
+        api: ApiAccess,
+        *,
+        urls: Tasks,
+        parallel: int = 8,
+        progress: Progress | None = None,
+        log: Callable[[str], None] | None = None,
+        batch: bool = False,
     ) -> None:
-        super().__init__(options.file_id)
+        self.file_id = options.file_id
         self.options = options
-        self.api = session_api
-        self.known = known  # the batch's first answer for this object, if any
-        self.names = names
-        self.summary.update(output=None)
+        self.api = api
+        self.report = FileReport(options.file_id, "download", line=options.line)
+        self._url_tasks = urls
+        self._parallel = parallel
+        self._progress = progress
+        self._log = log or (lambda _msg: None)
+        self._batch = batch
+        self._state = "start"
+        self._obj: DrsObject | None = None
+        self._started_over = False
+        self._fetch: _Fetch | None = None
 
-    def begin(self, session: TransferSession) -> None:
-        if isinstance(self.known, DrsObject):
-            self.resolved(session, self.known)
-            return
-        delay = self.known.retry_after if isinstance(self.known, Staging) else 0.0
-        session.waiter(StagingWaiter).add(self, self.options.wait_timeout, delay)
+    def step(self, event: Event) -> Action:
+        handler = {
+            "start": self._start,
+            "staging": self._staged,
+            "prepare": self._prepare,
+            "moving": self._moved,
+        }[self._state]
+        return handler(event)
 
-    def resolved(self, session: TransferSession, obj: DrsObject) -> None:
-        """The staging waiter found the object staged: download it on a worker."""
-        if session.progress is not None:
-            session.progress.add_total(obj.size)
-        session.run_step(self, lambda: self.fetch(session, obj))
+    def abandon(self) -> None:
+        if self._fetch is not None:
+            self._fetch.abandon()
+            self._fetch = None
 
-    def fetch(self, session: TransferSession, obj: DrsObject) -> str:
-        try:
-            self._fetch(session, obj)
-        except ObjectChanged as exc:
-            session.log_for(self)(f"{exc.message}; starting over")
-            fresh = self.api.drs().get_object(self.options.file_id, self.options.wait_timeout)
-            self._fetch(session, fresh, start_over=True)
-        return "downloaded"
+    # -- states --------------------------------------------------------------------------------
 
-    def _fetch(self, session: TransferSession, obj: DrsObject, start_over: bool = False) -> None:
-        directory = self.options.output_dir
-        name = sanitise_name(obj.name, self.options.file_id)
-        if self.names is not None:
-            self.names.claim(name, self.options.file_id)
+    def _start(self, event: Event) -> Action:
+        known = self.options.known
+        if isinstance(known, DrsObject):
+            return self._resolved(known)
+        delay = known.retry_after if isinstance(known, Staging) else 0.0
+        return self._await_staging(delay)
+
+    def _await_staging(self, delay: float = 0.0) -> Action:
+        self._state = "staging"
+        wait = StagingWait(
+            self.options.file_id,
+            self.options.wait_timeout,
+            self._log,
+            first_delay=delay,
+            say_once=self._batch,
+        )
+        return AwaitStaging(wait)
+
+    def _staged(self, event: Event) -> Action:
+        assert isinstance(event, Staged)
+        if self._started_over and self._obj is not None:
+            self._obj = event.obj
+            self._state = "prepare"
+            return self._prepare(event)  # still holding its slot: go on at once
+        return self._resolved(event.obj)
+
+    def _resolved(self, obj: DrsObject) -> Action:
+        self._obj = obj
+        if self._progress is not None:
+            self._progress.add_total(obj.size)
+        self._state = "prepare"
+        return NeedSlot()
+
+    def _prepare(self, event: Event) -> Action:
+        assert self._obj is not None
+        options = self.options
+        directory = options.output_dir
+        name = sanitise_name(self._obj.name, options.file_id)
+        if options.names is not None:
+            options.names.claim(name, options.file_id)
         target = directory / name
         if not inside(directory, target):
             raise UsageError(f"refusing to write outside {directory}", "contact the helpdesk")
-        with ExclusiveLock(directory / (name + ".part.lock"), f"downloading {target}") as lock:
-            _Download(self, session, obj, target, lock).run(start_over)
+        fetch = _Fetch(self, self._obj, target)
+        self._fetch = fetch
+        transfer = fetch.start(start_over=self._started_over)
+        if transfer is None:  # already there and verified
+            self._fetch = None
+            fetch.release()
+            return Finished("downloaded")
+        self._state = "moving"
+        return Move(transfer)
+
+    def _moved(self, event: Event) -> Action:
+        assert isinstance(event, Moved) and self._fetch is not None
+        fetch = self._fetch
+        try:
+            event.outcome.result()
+        except ObjectChanged as exc:
+            if self._started_over:
+                raise
+            self._log(f"{exc.message}; starting over")
+            self._fetch = None
+            fetch.abandon()
+            self._started_over = True
+            return self._await_staging()
+        finally:
+            fetch.record()
+        fetch.finish()
+        self._fetch = None
+        return Finished("downloaded")
 
 
-class _Download:
+class _Fetch:
     """One attempt at one file, under its lock: the named steps of a download."""
 
-    def __init__(
-        self,
-        job: DownloadJob,
-        session: TransferSession,
-        obj: DrsObject,
-        target: Path,
-        lock: ExclusiveLock,
-    ) -> None:
+    def __init__(self, job: DownloadJob, obj: DrsObject, target: Path) -> None:
         self.job = job
-        self.session = session
         self.obj = obj
         self.target = target
-        self.lock = lock
-        self.part_path = target.with_name(target.name + ".part")
-        self.state_path = target.with_name(target.name + ".part.json")
-        self.log = session.log_for(job)
-        self.summary = job.summary
+        self.work = WorkingFiles(target)
+        self.log = job._log
+        self.report = job.report
+        self.lock: ExclusiveLock | None = None
+        self.state: DownloadState | None = None
+        self.transfer: DownloadTransfer | None = None
+        self.hasher: PrefixHasher | None = None
+        self.expected: tuple[str, str, str] | None = None  # (drs type, algorithm, hex)
 
-    def run(self, start_over: bool) -> None:
-        self.summary.update(output=str(self.target), bytes=self.obj.size)
+    def start(self, start_over: bool) -> DownloadTransfer | None:
+        """Lock, check, prepare the partial file; the transfer (None: nothing to do)."""
+        lock = ExclusiveLock(self.work.lock, f"downloading {self.target}")
+        for attempt in (1, 2):  # another run may remove the empty directory in between
+            self.work.create_directory()
+            try:
+                self.lock = lock.acquire()
+                break
+            except FileNotFoundError:
+                if attempt == 2:
+                    raise
+        try:
+            return self._start(start_over)
+        except BaseException:
+            self.release()
+            raise
+
+    def _start(self, start_over: bool) -> DownloadTransfer | None:
+        self.report.output = str(self.target)
+        self.report.bytes = self.obj.size
         drs_type, algorithm, expected = self._checksum()
-        self.summary["checksum_type"] = drs_type
+        self.expected = (drs_type, algorithm, expected)
+        self.report.checksum_type = drs_type
         if self._already_there(algorithm, expected, drs_type):
-            return
+            return None
         state = self._state(f"{drs_type}:{expected}", start_over)
         pieces = state.pieces()
         done_bytes = sum(pieces[i][1] for i in state.done)
         check_free_space(
             self.job.options.output_dir,
-            self.obj.size - allocated_bytes(self.part_path, done_bytes),
+            self.obj.size - allocated_bytes(self.work.part, done_bytes),
         )
-        if not self.part_path.exists():
-            with self.part_path.open("wb") as handle:
+        if not self.work.part.exists():
+            with self.work.part.open("xb") as handle:
                 handle.truncate(self.obj.size)
         state.save(force=True)
-        digest = self._transfer(state, pieces, algorithm, done_bytes)
-        self._verify_and_rename(state, digest, drs_type, expected)
+        self.state = state
+        hasher = PrefixHasher(self.work.part, pieces, algorithm)
+        for index in state.done:
+            hasher.mark(index)
+        self.transfer = DownloadTransfer(
+            RangeSource(self.obj.url, list(self.obj.headers)),
+            self.work.part,
+            state,
+            pieces,
+            hasher,
+            refresh=self._refresher(),
+        )
+        self.report.parts = len(pieces)
+        self.report.parts_skipped = len(state.done)
+        self.report.parallel = self.job._parallel
+        if self.job._progress is not None:
+            self.job._progress.add_skipped(done_bytes)
+        self.hasher = hasher
+        hasher.start()
+        return self.transfer
+
+    def record(self) -> None:
+        """The transfer's numbers into the report (also when it failed)."""
+        transfer = self.transfer
+        if transfer is None:
+            return
+        stats = transfer.stats
+        self.report.record_transfer(
+            transfer.bytes_moved(), stats.seconds, stats.retries, stats.url_refreshes
+        )
+
+    def finish(self) -> None:
+        """After the last byte: the whole file's digest, the checks, the rename."""
+        assert self.state is not None and self.hasher is not None and self.transfer
+        assert self.expected is not None
+        try:
+            self.state.save(force=True)
+            digest = self.hasher.result()
+            if self.transfer.last_byte_at is not None and self.hasher.finished_at is not None:
+                self.report.hash_tail_seconds = round(
+                    max(0.0, self.hasher.finished_at - self.transfer.last_byte_at), 3
+                )
+            drs_type, _algorithm, expected = self.expected
+            self._verify_and_rename(self.state, digest, drs_type, expected)
+        finally:
+            self.release()
+
+    def abandon(self) -> None:
+        """Ended early: stop hashing, keep the state a rerun resumes from, unlock."""
+        if self.hasher is not None:
+            self.hasher.stop()
+        if self.state is not None:
+            with contextlib.suppress(OSError):
+                self.state.save(force=True)
+        self.release()
+
+    def release(self) -> None:
+        if self.lock is not None:
+            lock, self.lock = self.lock, None
+            lock.release()
+        self.work.remove_directory_if_empty()
 
     def _checksum(self) -> tuple[str, str, str]:
         """The checksum to verify with: a saved state's type (resume), else the cheapest."""
-        saved = DownloadState.peek_checksum(self.state_path) if self.part_path.is_file() else None
+        saved = DownloadState.peek_checksum(self.work.state) if self.work.part.is_file() else None
         keep = saved.partition(":")[0] if saved else None
         chosen = choose_checksum(self.obj.checksums, keep=keep)
         if chosen is None:
@@ -171,18 +346,20 @@ class _Download:
 
     def _already_there(self, algorithm: str, expected: str, drs_type: str) -> bool:
         """Whether the target exists: an error, unless --overwrite or a batch finds it verified."""
+        options = self.job.options
         if self.target.is_dir():
             raise UsageError(f"{self.target} is a directory", "choose another --output-dir")
-        if not self.target.exists() or self.job.options.overwrite:
+        if not self.target.exists() or options.overwrite:
             return False
-        if self.job.options.keep_verified and self.target.stat().st_size == self.obj.size:
+        if options.keep_verified and self.target.stat().st_size == self.obj.size:
             digest = file_digest(self.target, algorithm)
             if digest == expected:
                 self.log(f"{self.target} is already there and verified ({drs_type})")
-                self.summary.update(status_note="already present", bytes_transferred=0)
-                self.summary[drs_type] = digest
-                if self.session.progress is not None:
-                    self.session.progress.add_skipped(self.obj.size)
+                self.report.status_note = "already present"
+                self.report.bytes_transferred = 0
+                self._record_digest(drs_type, digest)
+                if self.job._progress is not None:
+                    self.job._progress.add_skipped(self.obj.size)
                 return True
             raise ConflictError(
                 f"{self.target} exists and differs from file {self.job.file_id}",
@@ -195,88 +372,69 @@ class _Download:
     def _state(self, checksum_key: str, start_over: bool) -> DownloadState:
         state = None
         size = self.obj.size
-        if not start_over and self.part_path.is_file():
-            state = DownloadState.load(self.state_path, self.job.file_id, size, checksum_key)
-            if state is not None and self.part_path.stat().st_size != size:
+        part = self.work.part
+        if not start_over and part.is_file():
+            state = DownloadState.load(self.work.state, self.job.file_id, size, checksum_key)
+            if state is not None and part.stat().st_size != size:
                 state = None
         if state is None:
             state = DownloadState(
-                self.state_path,
+                self.work.state,
                 object_id=self.job.file_id,
                 size=size,
                 checksum=checksum_key,
                 range_size=range_size_for(size, max(1, self.job.options.range_size)),
-                tail=self.session.options.parallel,
+                tail=self.job._parallel,
             )
-            with contextlib.suppress(FileNotFoundError):
-                self.part_path.unlink()
+            self.work.discard_part()  # ours (in the working directory), from an older attempt
         elif state.done:
             self.log(f"resuming: {len(state.done)} ranges already downloaded")
         return state
 
-    def _transfer(
-        self, state: DownloadState, pieces: list[tuple[int, int]], algorithm: str, done: int
-    ) -> str:
-        """Move the missing ranges while the prefix hasher follows; the whole file's digest."""
-        hasher = PrefixHasher(self.part_path, pieces, algorithm)
-        for index in state.done:
-            hasher.mark(index)
-        transfer = DownloadTransfer(
-            self.obj, self.part_path, state, pieces, hasher, refresh=self._refresher()
-        )
-        self.summary.update(parts=len(pieces), parts_skipped=len(state.done))
-        self.job.stats = transfer.stats
-        if self.session.progress is not None:
-            self.session.progress.add_skipped(done)
-        started = time.monotonic()
-        hasher.start()
-        try:
-            self.session.transfer(transfer)
-        except BaseException:
-            hasher.stop()
-            state.save(force=True)
-            raise
-        finally:
-            elapsed = time.monotonic() - started
-            moved = transfer.bytes_moved()
-            self.summary.update(
-                seconds=round(elapsed, 3),
-                bytes_transferred=moved,
-                mib_per_s=round(moved / (1024 * 1024) / elapsed, 2) if elapsed > 0 else None,
-                retries=transfer.stats.retries,
-            )
-        state.save(force=True)
-        digest = hasher.result()
-        if transfer.last_byte_at is not None and hasher.finished_at is not None:
-            self.summary["hash_tail_seconds"] = round(
-                max(0.0, hasher.finished_at - transfer.last_byte_at), 3
-            )
-        return digest
+    def _refresher(self) -> Callable[[], Future[tuple[str, list[str]]]]:
+        """How the transfer gets a fresh URL without waiting: the access route (else the whole
+        object again) asked on the API threads, again after each ``Retry-After`` while the
+        object is re-staged, until ``--wait-timeout``."""
+        job, obj = self.job, self.obj
+        file_id = job.options.file_id
 
-    def _refresher(self) -> Callable[[], tuple[str, list[str]]]:
-        """How the engine gets a fresh URL: the access route, else the whole object again."""
-        api, obj, options = self.job.api, self.obj, self.job.options
-
-        def refresh() -> tuple[str, list[str]]:
+        def ask() -> tuple[str, list[str]] | Staging:
+            drs = job.api.drs()
             if obj.access_id:
-                return api.drs().get_access_url(
-                    options.file_id, obj.access_id, options.wait_timeout
-                )
-            fresh = api.drs().get_object(options.file_id, options.wait_timeout)
+                return drs.request_access_url(file_id, obj.access_id)
+            fresh = drs.request_object(file_id)
+            if isinstance(fresh, Staging):
+                return fresh
             if fresh.size != obj.size or fresh.checksums != obj.checksums:
                 raise ObjectChanged("the file changed in storage during the download")
             return fresh.url, fresh.headers
+
+        def refresh() -> Future[tuple[str, list[str]]]:
+            future: Future[tuple[str, list[str]]] = Future()
+
+            def done(result: tuple[str, list[str]] | None, error: BaseException | None) -> None:
+                if error is not None:
+                    future.set_exception(error)
+                else:
+                    assert result is not None
+                    future.set_result(result)
+
+            wait: StagingWait[tuple[str, list[str]]] = StagingWait(
+                file_id, job.options.wait_timeout, self.log, say_once=job._batch
+            )
+            wait.ask_until_staged(job._url_tasks, ask, done)
+            return future
 
         return refresh
 
     def _verify_and_rename(
         self, state: DownloadState, digest: str, drs_type: str, expected: str
     ) -> None:
-        actual_size = self.part_path.stat().st_size
+        part = self.work.part
+        actual_size = part.stat().st_size
         if actual_size != self.obj.size or digest != expected:
             state.delete()
-            with contextlib.suppress(FileNotFoundError):
-                self.part_path.unlink()
+            self.work.discard_part()
             what = (
                 f"size {actual_size} instead of {self.obj.size}"
                 if actual_size != self.obj.size
@@ -286,70 +444,16 @@ class _Download:
                 f"the downloaded file does not match: {what}; the partial file was removed",
                 "rerun the command to download again",
             )
-        # State first: a crash between the two steps then leaves a .part without state (a rerun
-        # starts over) rather than the final file next to a stale .part.json.
+        # State first: a crash between the two steps then leaves a partial file without state
+        # (a rerun starts over) rather than the final file next to a stale state.
         state.delete()
+        assert self.lock is not None
         self.lock.remove_file()
-        os.replace(self.part_path, self.target)
-        self.summary[drs_type] = digest
+        os.replace(part, self.target)
+        self._record_digest(drs_type, digest)
 
-
-class StagingWaiter(Waiter):
-    """Asks DRS for the objects of waiting downloads; hands staged ones to the workers.
-
-    Each object is asked for again after the ``Retry-After`` its last answer named.
-    """
-
-    def add(self, job: DownloadJob, timeout: float, delay: float = 0.0) -> None:
-        now = self._clock()
-        entry = WaitEntry(
-            job=job, due=now + delay, interval=0.0, deadline=now + timeout, last_progress=now
-        )
-        self._enter(entry)
-
-    def poll(self) -> float:
-        now = self._clock()
-        due = self._due(now)
-        if due:
-            self._ask(due, now)
-        return self._next_delay()
-
-    def _ask(self, due: list[WaitEntry], now: float) -> None:
-        """One request for all due objects (a bulk request for several, else a single GET)."""
-        drs = due[0].job.api.drs()
-        try:
-            if len(due) > 1:
-                answers = drs.lookup_objects([e.job.options.file_id for e in due])
-            else:
-                answers = {
-                    due[0].job.options.file_id: drs.request_object(due[0].job.options.file_id)
-                }
-        except CliError as exc:  # the request itself failed (after its retries): all fail
-            for entry in due:
-                self._remove(entry)
-                self.session.finish(entry.job, error=exc)
-            return
-        for entry in due:
-            self._answered(entry, answers[entry.job.options.file_id], now)
-
-    def _answered(self, entry: WaitEntry, answer: Any, now: float) -> None:
-        job: DownloadJob = entry.job
-        if isinstance(answer, Staging):
-            remaining = (entry.deadline or now) - now
-            if remaining > 0:
-                wait = min(answer.retry_after, remaining)
-                if not self.session.batch or not entry.extra.get("said"):
-                    # One line per file in a batch (thousands may wait), every wait otherwise.
-                    entry.extra["said"] = True
-                    self.session.log_for(job)(answer.describe(wait))
-                entry.due = now + wait
-                return
-            answer = WaitTimeout(
-                f"file {job.file_id} is still being staged for download "
-                f"after waiting {job.options.wait_timeout:.0f} s"
-            )
-        self._remove(entry)
-        if isinstance(answer, CliError):
-            self.session.finish(job, error=answer)
-        else:
-            job.resolved(self.session, answer)
+    def _record_digest(self, drs_type: str, digest: str) -> None:
+        if drs_type == "sha-256" or drs_type == "sha256":
+            self.report.sha256 = digest
+        elif drs_type == "md5":
+            self.report.md5 = digest

@@ -1,11 +1,11 @@
 """Upload of one file: the conversation with the UCS around the engine's transfer.
 
-:class:`UploadJob` checks the local file against the registration, finds the file's pending
-upload (``GET /files/{id}``'s ``current_upload_id``) or creates one, lists what S3 already
-holds (``GET /uploads/{id}/parts``) for a resume, hands an
-:class:`~ghga_cli.upload_transfer.UploadTransfer` to the session's engine, then confirms the
-upload with whatever checksums it computed, and leaves the wait for the server's verdict to the
-session's :class:`ValidationWaiter`. The whole-file MD5 is computed only when the UCS does not
+:class:`UploadJob` is a state machine (``jobs/steps.py``): it checks the local file against
+the registration, finds the file's pending upload (``GET /files/{id}``'s ``current_upload_id``)
+or creates one, lists what S3 already holds (``GET /uploads/{id}/parts``) for a resume, fetches
+the first part URLs, hands an :class:`~ghga_cli.transfer.upload.UploadTransfer` to the engine,
+then confirms the upload with whatever checksums it computed and polls for the server's verdict
+(sleeping between polls holds no thread). The whole-file MD5 is computed only when the UCS does not
 read the object back itself (it says so with ``server_verifies``) or with ``--local-md5``. The
 file must not change under the upload: its size and modification time are recorded before
 anything is sent and checked again before the upload is confirmed.
@@ -32,18 +32,18 @@ from ghga_cli.errors import (
     WaitTimeout,
 )
 from ghga_cli.files import LocalFile
+from ghga_cli.jobs.access import ApiAccess
 from ghga_cli.jobs.api import FileLookup, FileMetadata, UcsClient, UploadDetails
-from ghga_cli.manager import ApiAccess, FileJob, TransferSession, WaitEntry, Waiter
-from ghga_cli.progress import format_bytes
-from ghga_cli.transfer.engine import MAX_PARTS, part_count, plan_parts
-from ghga_cli.transfer.upload import UploadTransfer, UrlProvider, WholeFileHasher
+from ghga_cli.jobs.steps import Action, Event, FileJob, Finished, Move, Moved, NeedSlot, Sleep
+from ghga_cli.jobs.tasks import Tasks
+from ghga_cli.progress import Progress, format_bytes
+from ghga_cli.report import FileReport
+from ghga_cli.transfer.engine import MAX_PARTS, EngineStats, part_count, plan_parts
+from ghga_cli.transfer.upload import UploadTransfer, UrlSupply, WholeFileHasher
 
 #: Without --wait-timeout, an upload waits for its validation until the server has shown no
 #: progress (no bytes verified, no verdict) for this long.
 IDLE_WAIT = 3600.0
-#: Most uploads asked for their status per round of the validation waiter (a batch of 1,000
-#: files must not poll 1,000 uploads every few seconds; validation runs in order anyway).
-POLLS_PER_ROUND = 16
 #: First interval between polls for a verdict, and the interval after the server showed progress.
 FIRST_POLL = 0.25
 PROGRESS_POLL = 0.5
@@ -130,7 +130,7 @@ class SegmentReporter:
 
 @dataclass
 class UploadOptions:
-    """What to upload and how to check it (the session's options are shared by all files)."""
+    """What to upload and how to check it (the manager's options are shared by all files)."""
 
     file_id: str
     path: Path
@@ -140,45 +140,84 @@ class UploadOptions:
     local_md5: bool = False  # the whole-file MD5 even when the server verifies (--local-md5)
     wait_timeout: float | None = None  # None: wait while the server makes progress
     skip_accepted: bool = False  # a batch skips files accepted earlier; one file says so (exit 4)
+    line: int | None = None  # its line in the manifest
+    lookup: FileLookup | None = None  # what a batch's pre-check found out about the file
+    local: LocalFile | None = None
+
+
+class VerdictClock:
+    """When the server last gave any upload of this run its verdict: in a batch, a verdict on
+    any file counts as progress for the idle limit (the server validates in order)."""
+
+    def __init__(self) -> None:
+        self.last = time.monotonic()
+
+    def note(self) -> None:
+        self.last = time.monotonic()
 
 
 class UploadJob(FileJob):
-    """Upload (or resume) one file, confirm it, and wait for the server's verdict."""
+    """Upload (or resume) one file, confirm it, and wait for the server's verdict.
+
+    States: ``start`` -> (slot) ``prepare`` -> ``moving`` -> ``validating`` -> finished.
+    """
 
     def __init__(
         self,
         options: UploadOptions,
-        session_api: ApiAccess,
+        api: ApiAccess,
         *,
-        lookup: FileLookup | None = None,
-        local: LocalFile | None = None,
+        urls: Tasks,
+        parallel: int = 8,
+        progress: Progress | None = None,
+        log: Callable[[str], None] | None = None,
+        verdicts: VerdictClock | None = None,
     ) -> None:
-        super().__init__(options.file_id)
+        self.file_id = options.file_id
         self.options = options
-        self.api = session_api
-        self.lookup = lookup
-        self.local = local
-        self.summary.update(upload_id=None)
+        self.api = api
+        self.report = FileReport(options.file_id, "upload", line=options.line)
+        self._url_tasks = urls
+        self._parallel = parallel
+        self._progress = progress
+        self._log = log or (lambda _msg: None)
+        self._verdicts = verdicts or VerdictClock()
+        self._state = "start"
         self._created_upload_id: str | None = None
+        self._sending: _Sending | None = None
+        self._wait: _ValidationWait | None = None
 
-    # -- steps run by the session ----------------------------------------------------------
+    def step(self, event: Event) -> Action:
+        handler = {
+            "start": self._start,
+            "prepare": self._prepare,
+            "moving": self._moved,
+            "validating": self._poll,
+        }[self._state]
+        return handler(event)
 
-    def begin(self, session: TransferSession) -> None:
-        if session.progress is not None and self.local is not None:
-            session.progress.add_total(self.local.size)
-        session.run_step(self, lambda: self.send(session))
+    def abandon(self) -> None:
+        if self._sending is not None:
+            self._sending.stop()
+            self._sending = None
 
-    def send(self, session: TransferSession) -> str | None:
-        """Up to the confirmation; then the validation waiter takes over (returns None)."""
-        log = session.log_for(self)
+    # -- states --------------------------------------------------------------------------------
+
+    def _start(self, event: Event) -> Action:
+        if self._progress is not None and self.options.local is not None:
+            self._progress.add_total(self.options.local.size)
+        self._state = "prepare"
+        return NeedSlot()
+
+    def _prepare(self, event: Event) -> Action:
+        """Up to the hand-over of the bytes (or straight to the verdict)."""
         options = self.options
         ucs = self.api.ucs()
         local = LocalFile.inspect(options.path)
-        if self.local is None and session.progress is not None:
-            session.progress.add_total(local.size)
-        self.local = local
-        self.summary["bytes"] = local.size
-        meta = self.lookup.metadata if self.lookup and self.lookup.metadata else None
+        if options.local is None and self._progress is not None:
+            self._progress.add_total(local.size)
+        self.report.bytes = local.size
+        meta = options.lookup.metadata if options.lookup and options.lookup.metadata else None
         if meta is None:
             meta = ucs.get_file(options.file_id)
         if meta.size != local.size:
@@ -187,28 +226,69 @@ class UploadJob(FileJob):
                 f"size of file {meta.file_id} ({meta.size} bytes)",
                 "check that --file-path and --file-id belong together",
             )
-        upload = self._find_or_create(ucs, meta, log)
+        upload = self._find_or_create(ucs, meta)
         if upload is None:  # accepted before, and this is a batch: nothing to do
-            if session.progress is not None:
-                session.progress.add_skipped(local.size)
-            self.summary.update(status_note="already accepted", bytes_transferred=0)
-            return "accepted"
-        self.summary["upload_id"] = upload.upload_id
-        self.summary["server_verifies"] = upload.server_verifies or meta.server_verifies
-        if upload.upload_status == "pending":
-            self._send(session, ucs, upload, meta, local, log)
-        elif upload.upload_status == "uploaded":
-            log("the file was already uploaded; waiting for its validation")
-        return self._await_validation(session, upload.upload_id, local.size)
+            if self._progress is not None:
+                self._progress.add_skipped(local.size)
+            self.report.status_note = "already accepted"
+            self.report.bytes_transferred = 0
+            return Finished("accepted")
+        self.report.upload_id = upload.upload_id
+        self.report.server_verifies = upload.server_verifies or meta.server_verifies
+        if upload.upload_status == "uploaded":
+            self._log("the file was already uploaded; waiting for its validation")
+            return self._await_verdict(upload.upload_id, local.size)
+        self._sending = _Sending.prepare(self, ucs, upload, meta, local)
+        self._state = "moving"
+        return Move(self._sending.transfer)
 
-    def _await_validation(self, session: TransferSession, upload_id: str, size: int) -> str | None:
-        if self.options.wait_timeout is not None and self.options.wait_timeout <= 0:
-            status = self.api.ucs().get_upload(upload_id).upload_status
-            if status == "uploaded":
-                return status
-            return self.conclude(self.api.ucs().get_upload(upload_id))
-        session.waiter(ValidationWaiter).add(self, upload_id, size, self.options.wait_timeout)
-        return None
+    def _moved(self, event: Event) -> Action:
+        assert isinstance(event, Moved) and self._sending is not None
+        sending, self._sending = self._sending, None
+        try:
+            stats = event.outcome.result()
+        except BaseException:
+            self._sending = sending  # abandon() stops its helpers
+            raise
+        finally:
+            transfer = sending.transfer
+            moved = transfer.bytes_moved()
+            self.report.record_transfer(
+                moved, transfer.stats.seconds, transfer.stats.retries, transfer.stats.url_refreshes
+            )
+            self.report.parts_skipped = transfer.skipped
+        sending.confirm(self, stats)
+        return self._await_verdict(sending.upload_id, sending.local.size)
+
+    def _await_verdict(self, upload_id: str, size: int) -> Action:
+        timeout = self.options.wait_timeout
+        if timeout is not None and timeout <= 0:
+            upload = self.api.ucs().get_upload(upload_id)
+            if upload.upload_status == "uploaded":
+                return Finished("uploaded")
+            return Finished(self.conclude(upload))
+        self._wait = _ValidationWait(upload_id, size, timeout, self._verdicts)
+        self._state = "validating"
+        return Sleep(time.monotonic())
+
+    def _poll(self, event: Event) -> Action:
+        wait = self._wait
+        assert wait is not None
+        upload = self.api.ucs().get_upload(wait.upload_id)
+        if upload.upload_status != "uploaded":
+            self._verdicts.note()
+            return Finished(self.conclude(upload))
+        wait.note_progress(upload.verified_bytes, self._log, verbose=self._verdicts_are_own())
+        wait.check_deadline()
+        if not wait.said:
+            self._log("waiting for validation…")
+            wait.said = True
+        return Sleep(wait.next_poll())
+
+    def _verdicts_are_own(self) -> bool:
+        return self.report.line is None  # one file (not a batch) tells the server's progress
+
+    # -- the rules -----------------------------------------------------------------------------
 
     def conclude(self, upload: UploadDetails) -> str:
         """The final status of a validated upload (raise for rejected, failed, cancelled)."""
@@ -216,7 +296,7 @@ class UploadJob(FileJob):
         reason = f": {upload.status_reason}" if upload.status_reason else ""
         upload_id = upload.upload_id
         if upload.verified_bytes is not None:
-            self.summary["verified_bytes"] = upload.verified_bytes
+            self.report.verified_bytes = upload.verified_bytes
         if status == "accepted":
             return status
         if status == "rejected":
@@ -232,38 +312,18 @@ class UploadJob(FileJob):
             raise ConflictError(
                 f"upload {upload_id} was cancelled", "rerun the command to start a new upload"
             )
-        raise CliError(f"upload {upload_id} has the unexpected status {status}")
+        raise ProtocolError(f"upload {upload_id} has the unexpected status {status}")
 
-    def cancel(self) -> str:
-        """Cancel the file's pending (or uploaded, not yet validated) upload."""
-        ucs = self.api.ucs()
-        meta = ucs.get_file(self.options.file_id)
-        if not meta.current_upload_id:
-            raise NotFoundError(f"file {meta.file_id} has no upload to cancel", "nothing to do")
-        upload = ucs.get_upload(meta.current_upload_id)
-        self.summary["upload_id"] = upload.upload_id
-        if upload.upload_status not in ("pending", "uploaded"):
-            raise ConflictError(
-                f"the latest upload of file {meta.file_id} is {upload.upload_status}; "
-                "only pending or uploaded uploads can be cancelled",
-                "nothing to cancel",
-            )
-        ucs.cancel(upload.upload_id)
-        return "cancelled"
-
-    # -- parts of the send step ------------------------------------------------------------
-
-    def _find_or_create(
-        self, ucs: UcsClient, meta: FileMetadata, log: Callable[[str], None]
-    ) -> UploadDetails | None:
+    def _find_or_create(self, ucs: UcsClient, meta: FileMetadata) -> UploadDetails | None:
         """The upload to continue or a new one; None for a batch's already accepted file."""
-        current = self.lookup.current_upload if self.lookup else None
+        lookup = self.options.lookup
+        current = lookup.current_upload if lookup else None
         if current is None and meta.current_upload_id:
             current = ucs.get_upload(meta.current_upload_id)
         if current is not None:
             if current.upload_status in ("pending", "uploaded"):
                 if current.upload_status == "pending":
-                    log(f"resuming upload {current.upload_id}")
+                    self._log(f"resuming upload {current.upload_id}")
                 return current
             if current.upload_status == "accepted":
                 return self._already_accepted()
@@ -290,45 +350,75 @@ class UploadJob(FileJob):
             "nothing to do; a new upload of an accepted file is not possible",
         )
 
-    def _send(
-        self,
-        session: TransferSession,
+
+def cancel_upload(api: ApiAccess, file_id: str, report: FileReport) -> str:
+    """Cancel the file's pending (or uploaded, not yet validated) upload."""
+    ucs = api.ucs()
+    meta = ucs.get_file(file_id)
+    if not meta.current_upload_id:
+        raise NotFoundError(f"file {meta.file_id} has no upload to cancel", "nothing to do")
+    upload = ucs.get_upload(meta.current_upload_id)
+    report.upload_id = upload.upload_id
+    if upload.upload_status not in ("pending", "uploaded"):
+        raise ConflictError(
+            f"the latest upload of file {meta.file_id} is {upload.upload_status}; "
+            "only pending or uploaded uploads can be cancelled",
+            "nothing to cancel",
+        )
+    ucs.cancel(upload.upload_id)
+    return "cancelled"
+
+
+@dataclass
+class _Sending:
+    """One upload's bytes on their way: the transfer and the helpers beside it."""
+
+    upload_id: str
+    local: LocalFile
+    meta: FileMetadata
+    transfer: UploadTransfer
+    whole: WholeFileHasher | None
+    reporter: SegmentReporter | None
+
+    @classmethod
+    def prepare(
+        cls,
+        job: UploadJob,
         ucs: UcsClient,
         upload: UploadDetails,
         meta: FileMetadata,
         local: LocalFile,
-        log: Callable[[str], None],
-    ) -> None:
-        """Move the parts S3 lacks, then confirm the upload."""
-        options = self.options
-        pieces = self._plan(upload, local.size)
+    ) -> _Sending:
+        """Plan the parts, find what S3 holds, fetch the first URLs, start the hashers."""
+        options = job.options
+        pieces = _plan(upload, local.size)
         # An upload created by this run has no parts yet: no need to ask.
-        fresh = upload.upload_id == self._created_upload_id
+        fresh = upload.upload_id == job._created_upload_id
         listed = [] if fresh else ucs.list_parts(upload.upload_id) or []
         existing = {p.part_no: p for p in listed if 1 <= p.part_no <= len(pieces)}
         if existing:
-            log(f"{len(existing)} of {len(pieces)} parts are already in storage; checking them")
+            job._log(
+                f"{len(existing)} of {len(pieces)} parts are already in storage; checking them"
+            )
         verifies = upload.server_verifies or meta.server_verifies
         check_parts = options.check_parts if options.check_parts is not None else not verifies
         whole = (
             WholeFileHasher(local.path, local.size) if options.local_md5 or not verifies else None
         )
-        api = self.api
-        urls = UrlProvider(
-            lambda upload_id, numbers: api.ucs().presign_parts(upload_id, numbers),
-            upload.upload_id,
-            len(pieces),
-            set(existing),
-            min_batch=max(4, 2 * session.options.parallel),
+        api, upload_id = job.api, upload.upload_id
+        urls = UrlSupply(
+            lambda numbers: api.ucs().presign_parts(upload_id, numbers),
+            job._url_tasks.submit,
+            parallel=job._parallel,
         )
-        progress = session.progress
+        progress = job._progress
         reporter = None
         if upload.segment_parts and upload.segment_parts < len(pieces):
             reporter = SegmentReporter(
                 api,
-                upload.upload_id,
+                upload_id,
                 lambda n: progress.set_verified(options.file_id, n) if progress else None,
-                log,
+                job._log,
             )
         transfer = UploadTransfer(
             options.file_id,
@@ -341,173 +431,135 @@ class UploadJob(FileJob):
             segment_parts=upload.segment_parts if reporter is not None else None,
             on_segment=reporter.report if reporter is not None else None,
         )
-        self.summary.update(
-            parts=len(pieces),
-            parallel=session.options.parallel,
-            part_md5_check=check_parts,
-            whole_file_md5=whole is not None,
-        )
-        self.stats = transfer.stats
-        started = time.monotonic()
-        if whole is not None:
-            whole.start()
         try:
-            stats = session.transfer(transfer)
+            # URLs for the first parts now, so the bytes start without a round trip.
+            urls.prime([n for n in range(1, len(pieces) + 1) if n not in existing])
         except BaseException:
-            if whole is not None:
-                whole.stop()
+            transfer.close()
             if reporter is not None:
                 reporter.close(wait=False)
             raise
-        finally:
-            self._record_transfer(transfer, time.monotonic() - started)
-        if reporter is not None:
-            reporter.close()
-            self.summary["segments_reported"] = reporter.reported
-        self.summary["retries"] = stats.retries
+        job.report.parts = len(pieces)
+        job.report.parallel = job._parallel
+        job.report.part_md5_check = check_parts
+        job.report.whole_file_md5 = whole is not None
+        if whole is not None:
+            whole.start()
+        return cls(upload_id, local, meta, transfer, whole, reporter)
+
+    def stop(self) -> None:
+        """The upload ended early: stop the hashers and reports (the engine closed the rest)."""
+        if self.whole is not None:
+            self.whole.stop()
+        if self.reporter is not None:
+            self.reporter.close(wait=False)
+
+    def confirm(self, job: UploadJob, stats: EngineStats) -> None:
+        """After the last byte: the last reports, the checks, then the confirmation."""
+        if self.reporter is not None:
+            self.reporter.close()
+            job.report.segments_reported = self.reporter.reported
+        local = self.local
         local.check_unchanged()
-        md5 = whole.result() if whole is not None else None
+        md5 = self.whole.result() if self.whole is not None else None
         if md5 is not None:
-            self.summary["md5"] = md5
+            job.report.md5 = md5
             local.check_unchanged()
-        if md5 is not None and meta.md5_checksum and md5 != meta.md5_checksum:
+        if md5 is not None and self.meta.md5_checksum and md5 != self.meta.md5_checksum:
             raise IntegrityError(
                 f"the MD5 of {local.path} ({md5}) differs from the registered checksum "
-                f"({meta.md5_checksum}); the upload was not confirmed",
+                f"({self.meta.md5_checksum}); the upload was not confirmed",
                 "check you chose the right file; rerun with the right one to resume, or use "
                 "--cancel",
             )
-        part_md5s = transfer.part_md5s
+        part_md5s = self.transfer.part_md5s
         complete = [d for d in part_md5s if d] if all(part_md5s) else None
-        self._confirm(ucs, upload.upload_id, md5, complete)
-        log(f"upload {upload.upload_id} confirmed")
+        _confirm(job.api.ucs(), self.upload_id, md5, complete)
+        job._log(f"upload {self.upload_id} confirmed")
 
-    @staticmethod
-    def _plan(upload: UploadDetails, size: int) -> list[tuple[int, int]]:
-        """The parts of ``size`` bytes in the UCS's part size (counted before listed)."""
-        count = part_count(size, upload.part_size)
-        if count > MAX_PARTS:
-            raise ProtocolError(
-                f"the part size {upload.part_size} of upload {upload.upload_id} gives {count} "
-                f"parts, more than S3 allows ({MAX_PARTS})",
-            )
-        return plan_parts(size, upload.part_size) or [(0, 0)]
 
-    def _record_transfer(self, transfer: UploadTransfer, elapsed: float) -> None:
-        sent = transfer.bytes_moved()
-        self.summary.update(
-            seconds=round(elapsed, 3),
-            bytes_transferred=sent,
-            mib_per_s=round(sent / (1024 * 1024) / elapsed, 2) if elapsed > 0 else None,
-            parts_skipped=transfer.skipped,
-            retries=transfer.stats.retries,
+def _plan(upload: UploadDetails, size: int) -> list[tuple[int, int]]:
+    """The parts of ``size`` bytes in the UCS's part size (counted before listed)."""
+    count = part_count(size, upload.part_size)
+    if count > MAX_PARTS:
+        raise ProtocolError(
+            f"the part size {upload.part_size} of upload {upload.upload_id} gives {count} "
+            f"parts, more than S3 allows ({MAX_PARTS})",
         )
-
-    def _confirm(
-        self, ucs: UcsClient, upload_id: str, md5: str | None, part_md5s: list[str] | None
-    ) -> None:
-        try:
-            ucs.confirm_uploaded(upload_id, md5, part_md5s)
-        except ApiError as exc:
-            if exc.exception_id not in ("uploadNotPending", "uploadStatusChange"):
-                raise
-            # A retried PATCH whose first attempt went through, or a multipart completion the
-            # storage refused (status "failed"): the status and its reason tell what happened.
-            current = ucs.get_upload(upload_id)
-            if current.upload_status not in ("uploaded", "accepted", "rejected", "failed"):
-                raise
+    return plan_parts(size, upload.part_size) or [(0, 0)]
 
 
-class ValidationWaiter(Waiter):
-    """Polls the uploads waiting for their verdict: the oldest due first, a few per round.
+def _confirm(ucs: UcsClient, upload_id: str, md5: str | None, part_md5s: list[str] | None) -> None:
+    try:
+        ucs.confirm_uploaded(upload_id, md5, part_md5s)
+    except ApiError as exc:
+        if exc.exception_id not in ("uploadNotPending", "uploadStatusChange"):
+            raise
+        # A retried PATCH whose first attempt went through, or a multipart completion the
+        # storage refused (status "failed"): the status and its reason tell what happened.
+        current = ucs.get_upload(upload_id)
+        if current.upload_status not in ("uploaded", "accepted", "rejected", "failed"):
+            raise
 
-    Intervals grow from 0.25 s by 1.5x up to 15 s per upload, and start again at 0.5 s
-    whenever the server has verified more (the server verifies while the client sends, so the
-    verdict usually comes within a second or two of the confirmation, and a poll late by a
-    grown interval would be most of the wait). Without ``--wait-timeout`` an upload
-    waits until the server has shown no progress for :data:`IDLE_WAIT` (in a batch, a verdict
-    on any file counts as progress: validation runs in order); with it, at most that long.
+
+class _ValidationWait:
+    """Polls for one upload's verdict.
+
+    Intervals grow from 0.25 s by 1.5x up to 15 s, and start again at 0.5 s whenever the
+    server has verified more (the server verifies while the client sends, so the verdict
+    usually comes within a second or two of the confirmation, and a poll late by a grown
+    interval would be most of the wait). Without ``--wait-timeout`` an upload waits until the
+    server has shown no progress for :data:`IDLE_WAIT` (in a batch, a verdict on any file
+    counts as progress: validation runs in order); with it, at most that long.
     """
 
-    def __init__(self, session: TransferSession, clock: Callable[[], float] = time.monotonic):
-        super().__init__(session, clock)
-        self._last_verdict = clock()
-
-    def add(self, job: UploadJob, upload_id: str, size: int, timeout: float | None) -> None:
-        now = self._clock()
-        entry = WaitEntry(
-            job=job,
-            due=now,
-            interval=FIRST_POLL,
-            deadline=now + timeout if timeout is not None else None,
-            last_progress=now,
-            extra={
-                "upload_id": upload_id,
-                "size": size,
-                "verified": -1,
-                "said": 0.0,
-                "timeout": timeout,
-            },
-        )
-        self._enter(entry)
-
-    def poll(self) -> float:
-        now = self._clock()
-        for entry in self._due(now)[:POLLS_PER_ROUND]:
-            self._poll_one(entry, now)
-        return self._next_delay()
-
-    def _poll_one(self, entry: WaitEntry, now: float) -> None:
-        job: UploadJob = entry.job
-        log = self.session.log_for(job)
-        upload_id = entry.extra["upload_id"]
-        try:
-            upload = job.api.ucs().get_upload(upload_id)
-            if upload.upload_status != "uploaded":
-                self._last_verdict = self._clock()
-                self._remove(entry)
-                self.session.finish(job, status=job.conclude(upload))
-                return
-            self._note_progress(entry, upload, log, now)
-            self._check_deadline(entry, upload_id, now)
-        except CliError as exc:
-            self._remove(entry)
-            self.session.finish(job, error=exc)
-            return
-        if entry.extra["said"] == 0.0:
-            log("waiting for validation…")
-            entry.extra["said"] = now
-        entry.due = now + entry.interval
-        entry.interval = min(entry.interval * 1.5, 15.0)
-
-    def _note_progress(
-        self, entry: WaitEntry, upload: UploadDetails, log: Callable[[str], None], now: float
+    def __init__(
+        self, upload_id: str, size: int, timeout: float | None, verdicts: VerdictClock
     ) -> None:
-        verified = upload.verified_bytes
-        if verified is None or verified <= entry.extra["verified"]:
+        now = time.monotonic()
+        self.upload_id = upload_id
+        self.size = size
+        self.timeout = timeout
+        self.deadline = now + timeout if timeout is not None else None
+        self.interval = FIRST_POLL
+        self.verified = -1
+        self.last_progress = now
+        self.shown = -1e9
+        self.said = False
+        self._verdicts = verdicts
+
+    def note_progress(
+        self, verified: int | None, log: Callable[[str], None], verbose: bool
+    ) -> None:
+        if verified is None or verified <= self.verified:
             return
-        entry.extra["verified"] = verified
-        entry.last_progress = now
-        entry.interval = min(entry.interval, PROGRESS_POLL)
-        size = entry.extra["size"]
-        if size > 0 and not self.session.batch and now - entry.extra.get("shown", -1e9) >= 5.0:
-            entry.extra["shown"] = now
+        now = time.monotonic()
+        self.verified = verified
+        self.last_progress = now
+        self.interval = min(self.interval, PROGRESS_POLL)
+        if self.size > 0 and verbose and now - self.shown >= 5.0:
+            self.shown = now
             log(
-                f"verifying on the server: {100.0 * verified / size:.0f}% "
-                f"({format_bytes(verified)} of {format_bytes(size)})"
+                f"verifying on the server: {100.0 * verified / self.size:.0f}% "
+                f"({format_bytes(verified)} of {format_bytes(self.size)})"
             )
 
-    def _check_deadline(self, entry: WaitEntry, upload_id: str, now: float) -> None:
-        if entry.deadline is not None:
-            if now >= entry.deadline:
+    def check_deadline(self) -> None:
+        now = time.monotonic()
+        if self.deadline is not None:
+            if now >= self.deadline:
                 raise WaitTimeout(
-                    f"upload {upload_id} was not validated within "
-                    f"{entry.extra['timeout']:.0f} s (status: uploaded)"
+                    f"upload {self.upload_id} was not validated within "
+                    f"{self.timeout:.0f} s (status: uploaded)"
                 )
             return
-        idle_since = max(entry.last_progress, self._last_verdict)
-        if now - idle_since >= IDLE_WAIT:
+        if now - max(self.last_progress, self._verdicts.last) >= IDLE_WAIT:
             raise WaitTimeout(
-                f"upload {upload_id} was not validated: the server showed no progress for "
-                f"{IDLE_WAIT:.0f} s (status: uploaded)"
+                f"upload {self.upload_id} was not validated: the server showed no progress "
+                f"for {IDLE_WAIT:.0f} s (status: uploaded)"
             )
+
+    def next_poll(self) -> float:
+        due = time.monotonic() + self.interval
+        self.interval = min(self.interval * 1.5, 15.0)
+        return due

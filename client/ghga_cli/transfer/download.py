@@ -32,6 +32,7 @@ import contextlib
 import re
 import threading
 import time
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Callable
@@ -40,7 +41,6 @@ from ghga_cli.curl import HeaderCollector, pycurl_module
 from ghga_cli.errors import EXIT_INTEGRITY, CliError, UsageError
 from ghga_cli.files import read_json, write_json_atomic
 from ghga_cli.integrity import READ_BLOCK, new_hash, normalise_etag
-from ghga_cli.jobs.api import DrsObject
 from ghga_cli.transfer.engine import Part, PartError, Slot, Transfer, part_count, plan_parts
 
 STATE_VERSION = 2
@@ -270,6 +270,14 @@ class PrefixHasher:
             self.error = exc
 
 
+@dataclass(frozen=True)
+class RangeSource:
+    """Where the ranges come from: a (presigned) URL and the headers the DRS named for it."""
+
+    url: str
+    headers: list[str]
+
+
 @dataclass
 class RangePart(Part):
     """A byte range of a download; ``url_generation`` avoids refreshing the URL twice."""
@@ -284,15 +292,15 @@ class DownloadTransfer(Transfer[RangePart]):
 
     def __init__(
         self,
-        obj: DrsObject,
+        source: RangeSource,
         part_path: Path,
         state: DownloadState,
         pieces: list[tuple[int, int]],
         hasher: PrefixHasher,
-        refresh: Callable[[], tuple[str, list[str]]],
+        refresh: Callable[[], Future[tuple[str, list[str]]]],
     ):
-        super().__init__(obj.object_id or state.object_id)
-        self.obj = obj
+        super().__init__(state.object_id)
+        self.source = source
         self.part_path = part_path
         self.state = state
         self.pieces = pieces
@@ -304,14 +312,15 @@ class DownloadTransfer(Transfer[RangePart]):
         self.generation = 0
         self._files: dict[int, BinaryIO] = {}
         self.last_byte_at: float | None = None
+        self._fresh_url: Future[tuple[str, list[str]]] | None = None  # a refresh under way
 
     @property
     def missing(self) -> int:
         return len(self._todo)
 
     def next_part(self) -> RangePart | None:
-        if self._next >= len(self._todo):
-            return None
+        if self._next >= len(self._todo) or self._fresh_url is not None:
+            return None  # all started, or the URL expired and a fresh one is on its way
         index = self._todo[self._next]
         self._next += 1
         offset, size = self.pieces[index]
@@ -320,22 +329,38 @@ class DownloadTransfer(Transfer[RangePart]):
     def exhausted(self) -> bool:
         return self._next >= len(self._todo)
 
+    def ready(self, part: RangePart) -> bool:
+        """A range answered 403 waits (parked) until a fresh URL arrived; one refresh for all.
+
+        The refresh runs on the run's API threads; while the object is re-staged (the DRS
+        answers 202) only this file waits. Its failure (a timeout, the object changed) is
+        raised here and ends this transfer.
+        """
+        if not part.refresh_url or part.url_generation != self.generation:
+            return True
+        if self._fresh_url is None:
+            self._fresh_url = self._refresh()
+        if not self._fresh_url.done():
+            return False
+        fresh, self._fresh_url = self._fresh_url, None
+        self.source = RangeSource(*fresh.result())
+        self.generation += 1
+        return True
+
     def configure(self, slot: Slot, part: RangePart) -> None:
         pycurl = pycurl_module()
-        if part.refresh_url and part.url_generation == self.generation:
-            self._refresh_url()
         part.url_generation = self.generation
         handle = self._files.get(slot.index)
         if handle is None:
             handle = self.part_path.open("r+b", buffering=WRITE_BUFFER)
             self._files[slot.index] = handle
         handle.seek(part.offset)
-        headers = [h for h in self.obj.headers if "\r" not in h and "\n" not in h]
+        headers = [h for h in self.source.headers if "\r" not in h and "\n" not in h]
         headers.append(f"Range: bytes={part.offset}-{part.offset + part.size - 1}")
         if self.state.etag:
             headers.append(f'If-Match: "{self.state.etag}"')
         curl = slot.curl
-        curl.setopt(pycurl.URL, self.obj.url)
+        curl.setopt(pycurl.URL, self.source.url)
         curl.setopt(pycurl.HTTPGET, 1)
         curl.setopt(pycurl.HTTPHEADER, headers)
         curl.setopt(pycurl.WRITEDATA, handle)
@@ -406,10 +431,6 @@ class DownloadTransfer(Transfer[RangePart]):
                 hint="the staged copy may have expired; rerun the command",
             )
         return PartError(f"the storage answered HTTP {status}", retryable=False)
-
-    def _refresh_url(self) -> None:
-        self.obj.url, self.obj.headers = self._refresh()
-        self.generation += 1
 
     def close(self) -> None:
         for handle in self._files.values():

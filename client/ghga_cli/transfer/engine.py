@@ -150,11 +150,22 @@ class Slot:
 
 @dataclass
 class EngineStats:
+    """What the engine did for one transfer (or for the whole run)."""
+
     requests: int = 0
     retries: int = 0
     parts_done: int = 0
     url_refreshes: int = 0
     retry_reasons: list[str] = field(default_factory=list)
+    started_at: float | None = None  # clock of the first part's start: the transfer phase
+    ended_at: float | None = None  # clock when the transfer ended
+
+    @property
+    def seconds(self) -> float:
+        """The transfer phase: from the first part's start to the transfer's end."""
+        if self.started_at is None or self.ended_at is None:
+            return 0.0
+        return max(0.0, self.ended_at - self.started_at)
 
     def note_retry(self, reason: str) -> None:
         self.retries += 1
@@ -183,8 +194,19 @@ class Transfer(Generic[PartT]):
         """True when ``next_part`` will never return another part."""
         raise NotImplementedError
 
+    def ready(self, part: PartT) -> bool:
+        """Whether ``part`` can start now; False parks it (e.g. its fresh URL is on its way).
+
+        Must not wait: start what is needed (an API request on another thread) and answer.
+        Raising ends the transfer with that error.
+        """
+        return True
+
     def configure(self, slot: Slot, part: PartT) -> None:
-        """Set URL, method, headers and data source/sink of ``slot.curl`` for ``part``."""
+        """Set URL, method, headers and data source/sink of ``slot.curl`` for ``part``.
+
+        Runs on the engine's thread: never calls the API, never waits.
+        """
         raise NotImplementedError
 
     def check(self, slot: Slot, part: PartT) -> None:
@@ -244,25 +266,23 @@ class TransferQueue:
         with self._cond:
             return self._closed and not self._transfers
 
-    def next_part(self, timeout: float) -> Part | None:
-        """The next part of the oldest transfer that has one; wait up to ``timeout`` s."""
-        deadline = time.monotonic() + timeout
+    def next_part(self) -> Part | None:
+        """The next part of the oldest transfer that has one ready now (never waits)."""
         with self._cond:
-            while True:
-                for transfer in self._transfers:
-                    part = transfer.next_part()
-                    if part is not None:
-                        return part
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or (self._closed and not self._transfers):
-                    return None
-                # Transfers that produce parts from other threads (an upload's hashing of
-                # stored parts) do not notify: poll at a short interval.
-                self._cond.wait(min(remaining, 0.02))
+            for transfer in self._transfers:
+                part = transfer.next_part()
+                if part is not None:
+                    return part
+            return None
 
-    def wake(self) -> None:
+    def wait_for_work(self, timeout: float) -> None:
+        """Wait up to ``timeout`` s for a transfer to be added or the queue to be closed.
+
+        Transfers that make parts ready from other threads (an upload's hashing of stored
+        parts, its URLs arriving) do not notify; the engine's idle wait is short.
+        """
         with self._cond:
-            self._cond.notify_all()
+            self._cond.wait(max(0.0, timeout))
 
 
 class InterruptFlag:
@@ -312,10 +332,34 @@ def interrupt_guard(flag: InterruptFlag) -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
 
 
+@dataclass
+class _Loop:
+    """The state of one :meth:`Engine.run_queue`: handles and the parts they serve."""
+
+    multi: Any
+    slots: list[Slot]
+    free: list[Slot] = field(default_factory=list)
+    active: dict[int, Slot] = field(default_factory=dict)  # id(curl) -> slot
+    delayed: list[tuple[float, int, Part]] = field(default_factory=list)  # (due, seq, part)
+    parked: list[Part] = field(default_factory=list)  # waiting for their transfer (a URL)
+
+    def __post_init__(self) -> None:
+        self.free = list(reversed(self.slots))
+
+    def close(self) -> None:
+        for slot in self.active.values():
+            with contextlib.suppress(Exception):
+                self.multi.remove_handle(slot.curl)
+        for slot in self.slots:
+            slot.curl.close()
+        self.multi.close()
+
+
 class Engine:
     """Runs transfers to completion with ``parallel`` handles in all."""
 
     SELECT_TIMEOUT = 0.05
+    PARK_CHECK = 0.01  # how often parked parts are looked at while nothing else moves
 
     def __init__(
         self,
@@ -356,90 +400,125 @@ class Engine:
         the engine itself) is raised from here, after every unfinished outcome was resolved.
         """
         pycurl = pycurl_module()
-        multi = pycurl.CurlMulti()
-        slots = [Slot(pycurl.Curl(), i) for i in range(self.parallel)]
-        free = list(reversed(slots))
-        active: dict[int, Slot] = {}  # id(curl) -> slot
-        delayed: list[tuple[float, int, Part]] = []  # (due, seq, part)
+        loop = _Loop(pycurl.CurlMulti(), [Slot(pycurl.Curl(), i) for i in range(self.parallel)])
         try:
             while True:
                 if self.interrupt.is_set:
                     raise Interrupted()
-                now = self._clock()
-                # 1. Start work on free handles: due retries first, then new parts.
-                while free:
-                    if delayed and delayed[0][0] <= now:
-                        part = heapq.heappop(delayed)[2]
-                        if part.transfer.outcome.done():
-                            continue  # its transfer failed meanwhile
-                    elif len(active) + len(delayed) >= self.parallel:
-                        break  # parts waiting to be retried count against the window
-                    else:
-                        wait = 0.0 if active or delayed else self.SELECT_TIMEOUT
-                        part = queue.next_part(wait)
-                        if part is None:
-                            break
-                        self._outstanding[part.transfer] = (
-                            self._outstanding.get(part.transfer, 0) + 1
-                        )
-                    slot = free.pop()
-                    if self._start(multi, slot, part):
-                        active[id(slot.curl)] = slot
-                    else:
-                        free.append(slot)
-                        self._fail_transfer(part.transfer, multi, active, free, delayed, queue)
+                self._start_parts(loop, queue)
                 self._finish_idle_transfers(queue)
-                if not active:
-                    if not delayed and queue.drained():
+                if not loop.active:
+                    if not loop.delayed and not loop.parked and queue.drained():
                         break
-                    if delayed:
-                        time.sleep(max(0.0, min(self.SELECT_TIMEOUT, delayed[0][0] - now)))
-                    self._tick(queue, active)
+                    # Nothing on the wire: wait for new work, a due retry or a parked part.
+                    queue.wait_for_work(self._idle_wait(loop))
+                    self._tick(queue, loop.active)
                     continue
-                # 2. Let libcurl work, then collect finished handles.
-                while True:
-                    ret, _running = multi.perform()
-                    if ret != pycurl.E_CALL_MULTI_PERFORM:
-                        break
-                while True:
-                    queued, ok_list, err_list = multi.info_read()
-                    finished = [(c, None) for c in ok_list] + [
-                        (c, (errno, msg)) for c, errno, msg in err_list
-                    ]
-                    for curl, error in finished:
-                        slot = active.pop(id(curl), None)
-                        if slot is None:
-                            continue  # removed with its failed transfer
-                        multi.remove_handle(curl)
-                        part = slot.part
-                        slot.part = None
-                        assert part is not None
-                        free.append(slot)
-                        if not self._finish(slot, part, error, delayed):
-                            self._fail_transfer(part.transfer, multi, active, free, delayed, queue)
-                    if not queued:
-                        break
-                self._tick(queue, active)
-                if active and multi.select(self.SELECT_TIMEOUT) < 0:
-                    time.sleep(0.005)
+                self._perform(loop, queue)
+                self._tick(queue, loop.active)
+                if loop.active and loop.multi.select(self.SELECT_TIMEOUT) < 0:
+                    queue.wait_for_work(0.005)
         except BaseException as exc:
             failure = exc if isinstance(exc, CliError) else Interrupted()
             for transfer in queue.live():
                 self._end(transfer, queue, error=failure)
             raise
         finally:
-            for slot in active.values():
-                with contextlib.suppress(Exception):
-                    multi.remove_handle(slot.curl)
-            for slot in slots:
-                slot.curl.close()
-            multi.close()
+            loop.close()
         self._tick(queue, {}, force=True)
+
+    def _idle_wait(self, loop: _Loop) -> float:
+        if loop.parked:
+            return self.PARK_CHECK
+        if loop.delayed:
+            return max(0.0, min(self.SELECT_TIMEOUT, loop.delayed[0][0] - self._clock()))
+        return self.SELECT_TIMEOUT
+
+    def _start_parts(self, loop: _Loop, queue: TransferQueue) -> None:
+        """Start work on free handles: parked parts whose URL arrived, due retries, new parts.
+
+        A part whose transfer is not ready for it (its URL is being fetched) is parked: it
+        holds no handle and does not count against the window, so other files go on.
+        """
+        now = self._clock()
+        for part in list(loop.parked):
+            if not loop.free:
+                return
+            if part.transfer.outcome.done():
+                loop.parked.remove(part)
+                continue
+            try:
+                ready = part.transfer.ready(part)
+            except Exception as exc:  # the fresh URL could not be had: the transfer fails
+                self._fail_transfer(part.transfer, _as_cli_error(exc), loop, queue)
+                continue
+            if ready:
+                loop.parked.remove(part)
+                self._launch(loop, part, queue)
+        while loop.free:
+            if loop.delayed and loop.delayed[0][0] <= now:
+                part = heapq.heappop(loop.delayed)[2]
+                if part.transfer.outcome.done():
+                    continue  # its transfer failed meanwhile
+            elif len(loop.active) + len(loop.delayed) >= self.parallel:
+                return  # parts waiting to be retried count against the window
+            else:
+                part = queue.next_part()
+                if part is None:
+                    return
+                self._outstanding[part.transfer] = self._outstanding.get(part.transfer, 0) + 1
+            try:
+                ready = part.transfer.ready(part)
+            except Exception as exc:
+                self._fail_transfer(part.transfer, _as_cli_error(exc), loop, queue)
+                continue
+            if not ready:
+                loop.parked.append(part)
+                continue
+            self._launch(loop, part, queue)
+
+    def _launch(self, loop: _Loop, part: Part, queue: TransferQueue) -> None:
+        slot = loop.free.pop()
+        try:
+            self._start(loop.multi, slot, part)
+        except Exception as exc:  # the transfer's failure (e.g. its file), not the engine's
+            slot.part = None
+            loop.free.append(slot)
+            self._fail_transfer(part.transfer, _as_cli_error(exc), loop, queue)
+            return
+        loop.active[id(slot.curl)] = slot
+
+    def _perform(self, loop: _Loop, queue: TransferQueue) -> None:
+        """Let libcurl work, then account for every finished handle."""
+        pycurl = pycurl_module()
+        while True:
+            ret, _running = loop.multi.perform()
+            if ret != pycurl.E_CALL_MULTI_PERFORM:
+                break
+        while True:
+            queued, ok_list, err_list = loop.multi.info_read()
+            finished = [(c, None) for c in ok_list] + [
+                (c, (errno, msg)) for c, errno, msg in err_list
+            ]
+            for curl, error in finished:
+                slot = loop.active.pop(id(curl), None)
+                if slot is None:
+                    continue  # removed with its failed transfer
+                loop.multi.remove_handle(curl)
+                part = slot.part
+                slot.part = None
+                assert part is not None
+                loop.free.append(slot)
+                failure = self._finish(slot, part, error, loop.delayed)
+                if failure is not None:
+                    self._fail_transfer(part.transfer, failure, loop, queue)
+            if not queued:
+                break
 
     # -- internals -------------------------------------------------------------------------
 
-    def _start(self, multi: Any, slot: Slot, part: Part) -> bool:
-        """Configure and add the handle; False when the transfer cannot go on (its error set)."""
+    def _start(self, multi: Any, slot: Slot, part: Part) -> None:
+        """Configure the handle for ``part`` and add it (``configure`` never calls the API)."""
         pycurl = pycurl_module()
         curl = slot.curl
         curl.reset()
@@ -450,20 +529,15 @@ class Engine:
         slot.headers.on_complete = None
         curl.setopt(pycurl.HEADERFUNCTION, slot.headers)
         slot.part = part
-        try:
-            part.transfer.configure(slot, part)  # may call the API for a fresh URL
-        except Exception as exc:  # the transfer's failure, not the engine's
-            slot.part = None
-            self._pending_error = _as_cli_error(exc)
-            return False
+        part.transfer.configure(slot, part)
         part.refresh_url = False
         slot.started = self._clock()
         self.stats.requests += 1
-        part.transfer.stats.requests += 1
+        stats = part.transfer.stats
+        stats.requests += 1
+        if stats.started_at is None:
+            stats.started_at = slot.started
         multi.add_handle(curl)
-        return True
-
-    _pending_error: CliError | None = None
 
     def _finish(
         self,
@@ -471,16 +545,15 @@ class Engine:
         part: Part,
         error: tuple[int, str] | None,
         delayed: list[tuple[float, int, Part]],
-    ) -> bool:
-        """Account for one finished attempt; False when it ended its transfer."""
+    ) -> CliError | None:
+        """Account for one finished attempt; the error that ends its transfer, if any."""
         transfer = part.transfer
         try:
             self._classify(slot, part, error)
         except PartError as failure:
             part.attempts += 1
             if not failure.retryable or not self.policy.can_retry(part.attempts):
-                self._pending_error = failure.to_cli_error(part, part.attempts)
-                return False
+                return failure.to_cli_error(part, part.attempts)
             if failure.refresh_url:
                 part.refresh_url = True
                 self.stats.url_refreshes += 1
@@ -492,19 +565,17 @@ class Engine:
                 f"{transfer.label}: part {part.number}: {failure.message}; retrying in {wait:.1f} s"
             )
             heapq.heappush(delayed, (self._clock() + wait, next(self._seq), part))
-            return True
+            return None
         except CliError as exc:  # a transfer-level verdict (e.g. the object changed)
-            self._pending_error = exc
-            return False
+            return exc
         self.stats.parts_done += 1
         transfer.stats.parts_done += 1
         self._outstanding[transfer] -= 1
         try:
             transfer.part_done(slot, part)
         except Exception as exc:
-            self._pending_error = _as_cli_error(exc)
-            return False
-        return True
+            return _as_cli_error(exc)
+        return None
 
     def _classify(self, slot: Slot, part: Part, error: tuple[int, str] | None) -> None:
         """Raise PartError unless the attempt succeeded and the transfer's check accepts it."""
@@ -547,26 +618,19 @@ class Engine:
         raise part.transfer.describe_http_error(slot, part, status)
 
     def _fail_transfer(
-        self,
-        transfer: Transfer[Any],
-        multi: Any,
-        active: dict[int, Slot],
-        free: list[Slot],
-        delayed: list[tuple[float, int, Part]],
-        queue: TransferQueue,
+        self, transfer: Transfer[Any], error: CliError, loop: _Loop, queue: TransferQueue
     ) -> None:
-        """End ``transfer`` with the pending error: abort its parts, keep the others going."""
-        error = self._pending_error or CliError("the transfer failed")
-        self._pending_error = None
-        for key, slot in list(active.items()):
+        """End ``transfer`` with ``error``: abort its parts, keep the others going."""
+        for key, slot in list(loop.active.items()):
             if slot.part is not None and slot.part.transfer is transfer:
                 with contextlib.suppress(Exception):
-                    multi.remove_handle(slot.curl)
+                    loop.multi.remove_handle(slot.curl)
                 slot.part = None
-                del active[key]
-                free.append(slot)
-        delayed[:] = [entry for entry in delayed if entry[2].transfer is not transfer]
-        heapq.heapify(delayed)
+                del loop.active[key]
+                loop.free.append(slot)
+        loop.delayed[:] = [entry for entry in loop.delayed if entry[2].transfer is not transfer]
+        heapq.heapify(loop.delayed)
+        loop.parked[:] = [part for part in loop.parked if part.transfer is not transfer]
         self._end(transfer, queue, error=error)
 
     def _finish_idle_transfers(self, queue: TransferQueue) -> None:
@@ -582,6 +646,7 @@ class Engine:
         self._outstanding.pop(transfer, None)
         if transfer.outcome.done():
             return
+        transfer.stats.ended_at = self._clock()
         with contextlib.suppress(Exception):
             self._finished_bytes += transfer.bytes_moved()
         try:

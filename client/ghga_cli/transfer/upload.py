@@ -20,9 +20,11 @@ How bytes and checksums flow (memory independent of the file and of the part siz
 - Parts S3 already holds (a resumed upload) are hashed from the local file first and skipped
   only when size and ETag match; sending starts at once with the parts S3 lacks.
 
-Presigned URLs are short-lived, so they are fetched in batches just before use (batch size follows
-the observed part rate so that a batch is used well within its lifetime), refreshed when older
-than half their lifetime, and on a 403 answer (:class:`UrlProvider`).
+Presigned URLs are short-lived and cost an API round trip, so :class:`UrlSupply` fetches them
+ahead of need on another thread (the engine's never waits for the API): enough URLs are kept
+ready to cover the parts the run sends during a few round trips, in batches sized so that a
+batch is used well within its lifetime; URLs older than half their lifetime are fetched again.
+A part answered 403 (an expired URL) is parked by the engine until its fresh URL has arrived.
 """
 
 from __future__ import annotations
@@ -30,18 +32,18 @@ from __future__ import annotations
 import collections
 import hashlib
 import io
+import itertools
 import os
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Callable
+from typing import Any, BinaryIO, Callable, Protocol
 
 from ghga_cli.curl import pycurl_module
 from ghga_cli.errors import EXIT_INTEGRITY, CliError, IntegrityError
 from ghga_cli.integrity import READ_BLOCK, normalise_etag
-from ghga_cli.jobs.api import PartInfo
 from ghga_cli.transfer.engine import Part, PartError, Slot, Transfer
 
 UPLOAD_BUFFER = 2 * 1024 * 1024
@@ -191,68 +193,124 @@ class UploadPart(Part):
     """A part of an upload: its MD5 (computed while it is sent) belongs to this attempt."""
 
     digest: Future[str] | None = field(default=None, repr=False)
+    url: str | None = field(default=None, repr=False)  # its presigned URL, once it has one
 
 
-class UrlProvider:
-    """Presigned part URLs, fetched in batches shortly before use and refreshed when old."""
+class StoredPart(Protocol):
+    """A part the storage already holds (a resumed upload): its size and ETag."""
+
+    size: int
+    etag: str
+
+
+Presign = Callable[[list[int]], "tuple[dict[int, str], float]"]
+Submit = Callable[[Callable[[], None]], Any]
+
+
+class UrlSupply:
+    """Presigned part URLs, fetched ahead of need on another thread (never the engine's).
+
+    ``presign(numbers)`` asks the API for URLs (``({part_no: url}, expires_in)``); it runs
+    through ``submit`` (the run's URL pool). :meth:`take` never waits: it hands out a fresh URL
+    or None, and keeps a fetch going while fewer URLs are ready than the parts the run sends
+    during :data:`AHEAD_ROUND_TRIPS` round trips (measured) -- at least ``2 x parallel``.
+    """
+
+    AHEAD_ROUND_TRIPS = 4.0
 
     def __init__(
         self,
-        presign: Callable[[str, list[int]], tuple[dict[int, str], float]],
-        upload_id: str,
-        part_count: int,
-        skip_hint: set[int],
+        presign: Presign,
+        submit: Submit,
         *,
-        min_batch: int = 16,
+        parallel: int = 8,
         max_batch: int = 1000,
         clock: Callable[[], float] = time.monotonic,
-    ):
-        self._presign = presign  # UcsClient.presign_parts of the calling thread
-        self.upload_id = upload_id
-        self.part_count = part_count
-        self.skip_hint = skip_hint
-        self.min_batch = max(1, min_batch)
-        self.max_batch = max(self.min_batch, max_batch)
+    ) -> None:
+        self._presign = presign
+        self._submit = submit
+        self.min_ready = max(4, 2 * parallel)
+        self.max_batch = max(self.min_ready, max_batch)
         self._clock = clock
         self._urls: dict[int, tuple[str, float]] = {}  # part_no -> (url, stale_at)
+        self._fetching = False
+        self._error: BaseException | None = None
+        self._round_trip = 0.0  # the slowest presign round trip seen
         self._started = clock()
-        self._parts_done = 0
+        self._taken = 0
         self._lock = threading.Lock()
         self.batches = 0
 
-    def note_part_done(self) -> None:
-        self._parts_done += 1
+    def prime(self, upcoming: list[int]) -> None:
+        """Fetch the first batch now, in the calling thread (before any byte moves)."""
+        self._fetch(upcoming[: self._batch_size()])
+        if self._error is not None:
+            raise self._error
 
-    def batch_size(self, lifetime: float = 900.0) -> int:
+    def take(self, number: int, upcoming: list[int]) -> str | None:
+        """A fresh URL for part ``number``, or None (one is being fetched); never waits.
+
+        ``upcoming`` are the part numbers to be sent next, in order: the ones a fetch asks for.
+        Raises the error of a fetch that failed (after the HTTP client's retries).
+        """
+        with self._lock:
+            if self._error is not None:
+                raise self._error
+            now = self._clock()
+            entry = self._urls.get(number)
+            url = None
+            if entry is not None and now < entry[1]:
+                url = self._urls.pop(number)[0]
+                self._taken += 1
+            self._top_up(now, [number, *upcoming] if url is None else upcoming)
+            return url
+
+    def _ready_count(self, now: float, upcoming: list[int]) -> int:
+        return sum(1 for n in upcoming if n in self._urls and now < self._urls[n][1])
+
+    def _wanted_ahead(self, now: float) -> int:
+        elapsed = now - self._started
+        rate = self._taken / elapsed if elapsed > 0 and self._taken >= 2 else 0.0
+        return int(max(self.min_ready, rate * self._round_trip * self.AHEAD_ROUND_TRIPS))
+
+    def _batch_size(self, lifetime: float = 900.0) -> int:
         """Parts expected to be used within a third of a URL's lifetime (clamped)."""
         elapsed = self._clock() - self._started
-        if self._parts_done < 2 or elapsed <= 0:
-            return self.min_batch
-        rate = self._parts_done / elapsed
-        return int(max(self.min_batch, min(self.max_batch, rate * lifetime / 3)))
+        rate = self._taken / elapsed if elapsed > 0 and self._taken >= 2 else 0.0
+        wanted = max(self._wanted_ahead(self._clock()) * 2, rate * lifetime / 3)
+        return int(max(self.min_ready, min(self.max_batch, wanted)))
 
-    def get(self, number: int, refresh: bool = False) -> str:
+    def _top_up(self, now: float, upcoming: list[int]) -> None:
+        """Start a fetch when too few of the next parts have a fresh URL (lock held)."""
+        if self._fetching or not upcoming:
+            return
+        horizon = upcoming[: self._wanted_ahead(now)]
+        if self._ready_count(now, horizon) >= len(horizon):
+            return
+        missing = [n for n in upcoming if not (n in self._urls and now < self._urls[n][1])]
+        batch = missing[: self._batch_size()]
+        self._fetching = True
+        self._submit(lambda: self._fetch(batch))
+
+    def _fetch(self, numbers: list[int]) -> None:
+        started = self._clock()
+        try:
+            urls, expires_in = self._presign(numbers) if numbers else ({}, 900.0)
+            if numbers and numbers[0] not in urls:  # the API may send fewer than asked for
+                raise CliError(f"the API returned no upload URL for part {numbers[0]}")
+        except BaseException as exc:
+            with self._lock:
+                self._error = exc
+                self._fetching = False
+            return
+        done = self._clock()
         with self._lock:
-            now = self._clock()
-            cached = self._urls.get(number)
-            if cached is not None and not refresh and now < cached[1]:
-                return self._urls.pop(number)[0]
-            wanted = [number]
-            candidate = number + 1
-            limit = self.batch_size()
-            while len(wanted) < limit and candidate <= self.part_count:
-                entry = self._urls.get(candidate)
-                if candidate not in self.skip_hint and (entry is None or now >= entry[1]):
-                    wanted.append(candidate)
-                candidate += 1
-            urls, expires_in = self._presign(self.upload_id, wanted)
-            if number not in urls:  # cannot happen with a correct server; fail clearly if it does
-                raise CliError(f"the API returned no upload URL for part {number}")
             self.batches += 1
-            stale_at = self._clock() + max(1.0, expires_in / 2)
+            self._round_trip = max(self._round_trip, done - started)
+            stale_at = done + max(1.0, expires_in / 2)
             for part_no, url in urls.items():
                 self._urls[part_no] = (url, stale_at)
-            return self._urls.pop(number)[0]
+            self._fetching = False
 
 
 class UploadTransfer(Transfer[UploadPart]):
@@ -272,9 +330,9 @@ class UploadTransfer(Transfer[UploadPart]):
         label: str,
         path: Path,
         pieces: list[tuple[int, int]],
-        urls: UrlProvider,
+        urls: UrlSupply,
         *,
-        existing: dict[int, PartInfo] | None = None,
+        existing: dict[int, StoredPart] | None = None,
         check_parts: bool = True,
         hasher: PartHasher | None = None,
         on_skipped: Callable[[int], None] | None = None,
@@ -314,7 +372,7 @@ class UploadTransfer(Transfer[UploadPart]):
             else:
                 self._ready.append(part)
 
-    def _stored_checked(self, part: UploadPart, known: PartInfo, digest: Future[str]) -> None:
+    def _stored_checked(self, part: UploadPart, known: StoredPart, digest: Future[str]) -> None:
         """Skip a stored part whose ETag is the local bytes' MD5; otherwise send it again."""
         with self._lock:
             self._checking -= 1
@@ -342,9 +400,34 @@ class UploadTransfer(Transfer[UploadPart]):
         if whole and self._on_segment is not None:
             self._on_segment(segment_no)
 
-    def next_part(self) -> UploadPart | None:
+    def upcoming(self, skip: int = 0, limit: int = 2000) -> list[int]:
+        """Numbers of the parts to be sent next, in order (those a URL fetch asks for)."""
         with self._lock:
-            return self._ready.popleft() if self._ready else None
+            return [p.number for p in itertools.islice(self._ready, skip, skip + limit)]
+
+    def next_part(self) -> UploadPart | None:
+        """The next part whose URL is at hand (None while its URL is being fetched)."""
+        with self._lock:
+            if not self._ready:
+                return None
+            part = self._ready[0]
+        url = self.urls.take(part.number, self.upcoming(1))
+        if url is None:
+            return None
+        with self._lock:
+            self._ready.remove(part)
+        part.url = url
+        return part
+
+    def ready(self, part: UploadPart) -> bool:
+        """A part answered 403 waits (parked) for a fresh URL; others go at once."""
+        if part.url is not None and not part.refresh_url:
+            return True
+        url = self.urls.take(part.number, self.upcoming())
+        if url is None:
+            return False
+        part.url = url
+        return True
 
     def exhausted(self) -> bool:
         with self._lock:
@@ -353,7 +436,8 @@ class UploadTransfer(Transfer[UploadPart]):
     def configure(self, slot: Slot, part: UploadPart) -> None:
         pycurl = pycurl_module()
         curl = slot.curl
-        url = self.urls.get(part.number, refresh=part.refresh_url)
+        assert part.url is not None, "the engine starts only parts that are ready"
+        url = part.url
         handle = self._handles.get(slot.index)
         if handle is None:
             handle = self.path.open("rb", buffering=0)
@@ -399,7 +483,6 @@ class UploadTransfer(Transfer[UploadPart]):
             self.part_md5s[part.index] = part.digest.result()
         with self._lock:
             self._done_bytes += part.size
-        self.urls.note_part_done()
         self._part_stored(part)
 
     def bytes_moved(self) -> int:
