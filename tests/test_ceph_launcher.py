@@ -24,7 +24,8 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
-from ceph_support import REPO, require_ceph, s3_client
+
+from tests.helpers.ceph import REPO, require_ceph, s3_client
 
 MiB = 1 << 20
 MIN_PART = 5 * MiB  # RGW's default rgw_multipart_min_part_size, same as S3

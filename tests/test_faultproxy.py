@@ -1,4 +1,4 @@
-"""Tests of the fault-injecting forward proxy (tests/faultproxy.py).
+"""Tests of the fault-injecting forward proxy (tests/helpers/faultproxy).
 
 Each fault is checked from the client's side (pycurl as the CLI uses it, and http.client), since
 what matters is that a client under test really sees the failure it is meant to handle. A tiny
@@ -24,20 +24,15 @@ import time
 import types
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
 import pycurl
 import pytest
 
-try:  # the tests directory is on sys.path (pytest rootdir insertion) unless it became a package
-    from faultproxy import FaultProxy, RequestRecord, Rule, redact_url, request_key
-except ImportError:  # pragma: no cover
-    from tests.faultproxy import FaultProxy, RequestRecord, Rule, redact_url, request_key
+from tests.helpers import PROJECT_DIR
+from tests.helpers.faultproxy import FaultProxy, RequestRecord, Rule, redact_url, request_key
 
 pytestmark = pytest.mark.timeout(60)
-
-HERE = Path(__file__).resolve().parent
 
 
 def blob(n: int) -> bytes:
@@ -737,7 +732,8 @@ def test_command_line(origin: Any) -> None:
     proc = subprocess.Popen(
         [
             sys.executable,
-            str(HERE / "faultproxy.py"),
+            "-m",
+            "tests.helpers.faultproxy",
             "--port",
             "0",
             "--seed",
@@ -749,6 +745,7 @@ def test_command_line(origin: Any) -> None:
         stderr=subprocess.PIPE,
         text=True,
         env=env,
+        cwd=PROJECT_DIR,
     )
     try:
         assert proc.stdout is not None

@@ -6,7 +6,7 @@ import socket
 import socketserver
 import threading
 
-import stack as stacklib
+from tests.helpers.localstack import stacklib
 
 
 class _Server(socketserver.TCPServer):

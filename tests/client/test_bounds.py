@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from s3helpers import engine_upload, run_download
 
 from ghga_cli.jobs.api import DrsObject
 from ghga_cli.jobs.download import DownloadOptions
+from tests.client.s3helpers import engine_upload, run_download
 
 MIB = 1024 * 1024
 

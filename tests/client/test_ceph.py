@@ -13,14 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import s3helpers
-from s3helpers import FakeDrs, Presigner, engine_download, engine_upload
 
 from ghga_cli.errors import EXIT_AUTH, CliError
 from ghga_cli.jobs.api import DrsObject
 from ghga_cli.transfer import upload as uploads
+from tests.client import s3helpers
+from tests.client.s3helpers import FakeDrs, Presigner, engine_download, engine_upload
+from tests.helpers import ceph as ceph_support
 
-ceph_support = pytest.importorskip("ceph_support")
 pytestmark = pytest.mark.ceph
 
 MIB = 1024 * 1024

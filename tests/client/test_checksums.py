@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fake_services import FakeServices
 
 from ghga_cli import integrity
 from ghga_cli.cli.run import main
 from ghga_cli.errors import EXIT_INTEGRITY
 from ghga_cli.transfer.download import DownloadState, plan_ranges
+from tests.client.fake_services import FakeServices
 
 TOKEN = "checksum-token"
 PART = 64 * 1024
@@ -239,7 +239,8 @@ def test_an_expired_url_is_refreshed_through_the_access_route(
     tmp_path: Path, services: FakeServices, capsys: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """With an access_id, a 403 on a range asks GET .../access/{id}, not the whole object."""
-    faultproxy = pytest.importorskip("faultproxy")
+    from tests.helpers import faultproxy
+
     data = os.urandom(3 * PART)
     services.publish(data, "GHGAC9")
     services.access_ids = True

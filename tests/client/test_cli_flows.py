@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fake_services import FakeServices
 
 from ghga_cli.cli.run import main
+from tests.client.fake_services import FakeServices
 
 TOKEN = "test-token-abc.def.ghi"
 PART = 64 * 1024

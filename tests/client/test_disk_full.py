@@ -13,12 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from s3helpers import FakeDrs, engine_download
 
 from ghga_cli.cli import run as cli
 from ghga_cli.errors import EXIT_USAGE, CliError, LocalIOError
 from ghga_cli.files import allocated_bytes, write_json_atomic
 from ghga_cli.transfer.download import DownloadTransfer
+from tests.client.s3helpers import FakeDrs, engine_download
 
 PART = 64 * 1024
 DEV_FULL = Path("/dev/full")  # every write fails with ENOSPC

@@ -11,14 +11,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from s3helpers import FakeDrs, engine_download, engine_upload, md5
 
 from ghga_cli.errors import EXIT_INTEGRITY, EXIT_NETWORK, CliError, IntegrityError
 from ghga_cli.retry import RetryPolicy
 from ghga_cli.transfer.engine import Engine, Part, plan_parts
 from ghga_cli.transfer.upload import UploadTransfer, UrlProvider
+from tests.client.s3helpers import FakeDrs, engine_download, engine_upload, md5
+from tests.helpers import faultproxy
 
-faultproxy = pytest.importorskip("faultproxy")
 PART = 64 * 1024
 
 

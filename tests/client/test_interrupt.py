@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fake_services import FakeServices
 
-faultproxy = pytest.importorskip("faultproxy")
+from tests.client.fake_services import FakeServices
+from tests.helpers import faultproxy
+
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="sends SIGINT")
 
 TOKEN = "interrupt-token"

@@ -15,13 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fake_services import FakeServices
 
 from ghga_cli.cli.run import main
 from ghga_cli.errors import EXIT_PROTOCOL
 from ghga_cli.jobs.api import MAX_RETRY_AFTER, DrsClient
 from ghga_cli.jobs.http import HttpClient
 from ghga_cli.retry import RetryPolicy
+from tests.client.fake_services import FakeServices
 
 TOKEN = "hostile-token"
 PART = 64 * 1024

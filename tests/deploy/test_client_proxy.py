@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from tests.faultproxy import FaultProxy
+from tests.helpers.faultproxy import FaultProxy
 
 from .conftest import ROOT
 

@@ -12,10 +12,11 @@ from typing import Any
 
 import pytest
 
+from tests.helpers import buildscripts
+
 from .conftest import ROOT, load
 
-sys.path.insert(0, str(ROOT / "build" / "cfn"))
-import merge
+merge = buildscripts.load("cfn/merge")
 
 CFN_LINT = Path(sys.executable).parent / "cfn-lint"
 STAGES = ("dev", "prod")

@@ -21,8 +21,8 @@ from typing import Any
 
 import pytest
 
-from tests import ceph_support
-from tests.support import GUNICORN, free_port, gunicorn
+from tests.helpers import ceph
+from tests.helpers.support import GUNICORN, free_port, gunicorn
 
 from .conftest import ROOT
 
@@ -60,7 +60,7 @@ def call(method: str, url: str, body: Any = None, token: str | None = None) -> t
 @pytest.fixture(params=[pytest.param("ceph", marks=pytest.mark.ceph), "moto"])
 def s3_backend(request: pytest.FixtureRequest) -> dict[str, str]:
     if request.param == "ceph":
-        return ceph_support.s3_env(ceph_support.require_ceph())
+        return ceph.s3_env(ceph.require_ceph())
     return {}
 
 

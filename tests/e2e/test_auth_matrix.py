@@ -27,12 +27,13 @@ import jwt
 import pytest
 import yaml
 
-from tests.ceph_support import require_ceph
 from tests.e2e.test_download_cli import download
 from tests.e2e.test_races import accepted_file, put_part, start_upload
 from tests.e2e.test_ucs_http import register
-from tests.invariants import read_file_state
-from tests.support import PROJECT_DIR, call, run_admin, s3_client
+from tests.helpers.ceph import require_ceph
+from tests.helpers.invariants import read_file_state
+from tests.helpers.localstack import stacklib
+from tests.helpers.support import PROJECT_DIR, call, run_admin, s3_client
 
 pytestmark = pytest.mark.e2e
 
@@ -282,7 +283,6 @@ def test_no_secret_in_logs_errors_or_json_output(
 def test_presigned_urls_expire_as_configured(tmp_path: Path) -> None:
     """moto checks no signatures; Ceph RGW enforces X-Amz-Expires like S3."""
     require_ceph()
-    import stack as stacklib
 
     ttl = 3
     with stacklib.launch(

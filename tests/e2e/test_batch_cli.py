@@ -21,7 +21,6 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import E2E_PART_SIZE
 from tests.e2e.test_faults_and_resume import (
     PROXY_VARIABLES,
     THROTTLE_BPS,
@@ -29,8 +28,9 @@ from tests.e2e.test_faults_and_resume import (
     kill_when,
     s3_records,
 )
-from tests.faultproxy import FaultProxy, Rule
-from tests.support import call, run_admin, s3_client
+from tests.helpers.faultproxy import FaultProxy, Rule
+from tests.helpers.localstack import E2E_PART_SIZE
+from tests.helpers.support import call, run_admin, s3_client
 
 pytestmark = pytest.mark.e2e
 

@@ -25,12 +25,12 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import CEPH_PART_SIZE, launch_on_ceph
 from tests.e2e.test_download_cli import archived_file, download
 from tests.e2e.test_faults_and_resume import part_url, run_client, s3_records
 from tests.e2e.test_upload_cli import EXIT_AUTH, register, summary_of, upload
-from tests.faultproxy import FaultProxy, RequestRecord, Rule
-from tests.support import call, put_parts_directly, run_admin, s3_client
+from tests.helpers.faultproxy import FaultProxy, RequestRecord, Rule
+from tests.helpers.localstack import CEPH_PART_SIZE, launch_on_ceph
+from tests.helpers.support import call, put_parts_directly, run_admin, s3_client
 
 pytestmark = [pytest.mark.e2e, pytest.mark.ceph]
 

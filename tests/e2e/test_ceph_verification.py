@@ -20,7 +20,6 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import CEPH_PART_SIZE, launch_on_ceph
 from tests.e2e.test_ceph_e2e import multipart_etag
 from tests.e2e.test_download_cli import download
 from tests.e2e.test_faults_and_resume import staged, stored_bytes
@@ -32,7 +31,8 @@ from tests.e2e.test_server_verification import (
 )
 from tests.e2e.test_ucs_http import register
 from tests.e2e.test_upload_cli import summary_of, upload
-from tests.support import assert_nothing_stored, call, run_admin, s3_client
+from tests.helpers.localstack import CEPH_PART_SIZE, launch_on_ceph
+from tests.helpers.support import assert_nothing_stored, call, run_admin, s3_client
 
 pytestmark = [pytest.mark.e2e, pytest.mark.ceph]
 

@@ -14,23 +14,19 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from tests.conftest import E2E_ENV, E2E_PART_SIZE
 from tests.e2e.test_faults_and_resume import current_upload_id, s3_pattern, s3_records
-from tests.faultproxy import FaultProxy, Rule
+from tests.helpers.faultproxy import FaultProxy, Rule
+from tests.helpers.localstack import E2E_ENV, E2E_PART_SIZE, stacklib
+from tests.helpers.support import call
 from tests.reliability import crash, harness
-from tests.support import call
 
 pytestmark = pytest.mark.e2e
-
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "build"))
-import stack as stacklib  # noqa: E402
 
 #: Short timeouts for the stack whose services are crashed, so recovery happens within a test.
 RESTART_ENV = {

@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import E2E_PART_SIZE
 from tests.e2e.test_ucs_http import race
-from tests.support import call, run_admin
+from tests.helpers.localstack import E2E_PART_SIZE
+from tests.helpers.support import call, run_admin
 
 pytestmark = pytest.mark.e2e
 

@@ -21,9 +21,9 @@ from urllib.parse import urlparse
 
 import pytest
 
-from tests.conftest import launch_on_ceph
 from tests.e2e.test_races import accepted_file, wait_for
-from tests.support import call, run_admin, s3_client
+from tests.helpers.localstack import launch_on_ceph
+from tests.helpers.support import call, run_admin, s3_client
 
 pytestmark = pytest.mark.e2e
 

@@ -20,7 +20,6 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import E2E_PART_SIZE
 from tests.e2e.test_faults_and_resume import (
     STALL_SECONDS,
     download_args,
@@ -29,7 +28,8 @@ from tests.e2e.test_faults_and_resume import (
     s3_records,
     upload_args,
 )
-from tests.faultproxy import FaultProxy, Rule
+from tests.helpers.faultproxy import FaultProxy, Rule
+from tests.helpers.localstack import E2E_PART_SIZE
 from tests.reliability import harness
 
 pytestmark = pytest.mark.e2e

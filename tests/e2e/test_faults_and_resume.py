@@ -28,11 +28,11 @@ from typing import Any, Callable
 
 import pytest
 
-from tests.conftest import E2E_ENV, E2E_PART_SIZE
 from tests.e2e.test_download_cli import archived_file
 from tests.e2e.test_upload_cli import EXIT_INTEGRITY, register, summary_of
-from tests.faultproxy import FaultProxy, RequestRecord, Rule
-from tests.support import call, run_admin, s3_client
+from tests.helpers.faultproxy import FaultProxy, RequestRecord, Rule
+from tests.helpers.localstack import E2E_ENV, E2E_PART_SIZE
+from tests.helpers.support import call, run_admin, s3_client
 
 pytestmark = pytest.mark.e2e
 

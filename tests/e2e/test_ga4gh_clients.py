@@ -36,8 +36,8 @@ from urllib.parse import urlparse
 import pytest
 
 from tests.e2e.test_drs_interop import new_user, readable_file, staged_object
-from tests.support import PROJECT_DIR
-from tests.tlsrelay import self_signed_certificate, tls_relay
+from tests.helpers.support import PROJECT_DIR
+from tests.helpers.tlsrelay import self_signed_certificate, tls_relay
 
 pytestmark = pytest.mark.e2e
 

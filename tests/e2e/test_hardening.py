@@ -26,11 +26,11 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 
-from tests.conftest import E2E_UPLOAD_ATTEMPTS
 from tests.e2e.test_races import settled
 from tests.e2e.test_ucs_http import race, register
-from tests.invariants import check_files, read_file_state
-from tests.support import (
+from tests.helpers.invariants import check_files, read_file_state
+from tests.helpers.localstack import E2E_UPLOAD_ATTEMPTS
+from tests.helpers.support import (
     GUNICORN,
     PROJECT_DIR,
     call,

@@ -22,13 +22,13 @@ from typing import Any
 import boto3
 import pytest
 
-from tests.conftest import E2E_PART_SIZE
 from tests.e2e.test_download_cli import download
 from tests.e2e.test_races import accepted_file, settled, start_upload
 from tests.e2e.test_ucs_http import register
 from tests.e2e.test_upload_cli import EXIT_INTEGRITY, upload
-from tests.invariants import check_files, read_file_state
-from tests.support import PROJECT_DIR, call, put_parts_directly, run_admin
+from tests.helpers.invariants import check_files, read_file_state
+from tests.helpers.localstack import E2E_PART_SIZE
+from tests.helpers.support import PROJECT_DIR, call, put_parts_directly, run_admin
 
 pytestmark = pytest.mark.e2e
 

@@ -17,15 +17,15 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import stacklib
 from tests.e2e.test_faults_and_resume import (
     kill_when,
     part_number,
     run_client,
     s3_records,
 )
-from tests.faultproxy import FaultProxy, Rule
-from tests.support import run_admin, s3_client
+from tests.helpers.faultproxy import FaultProxy, Rule
+from tests.helpers.localstack import stacklib
+from tests.helpers.support import run_admin, s3_client
 
 pytestmark = pytest.mark.e2e
 

@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from tests.conftest import PROJECT_DIR
+from tests.helpers import PROJECT_DIR
 
 pytestmark = pytest.mark.e2e
 

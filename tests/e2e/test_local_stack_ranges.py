@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.support import s3_client
+from tests.helpers.support import s3_client
 
 pytestmark = pytest.mark.e2e
 

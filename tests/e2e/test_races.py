@@ -30,10 +30,10 @@ from typing import Any, Callable
 import boto3
 import pytest
 
-from tests.conftest import E2E_PART_SIZE
 from tests.e2e.test_ucs_http import race, register
-from tests.invariants import check_files, read_file_state
-from tests.support import PROJECT_DIR, call, run_admin, s3_client
+from tests.helpers.invariants import check_files, read_file_state
+from tests.helpers.localstack import E2E_PART_SIZE
+from tests.helpers.support import PROJECT_DIR, call, run_admin, s3_client
 
 pytestmark = pytest.mark.e2e
 

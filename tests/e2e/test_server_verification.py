@@ -22,20 +22,17 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import E2E_ENV, E2E_PART_SIZE
 from tests.e2e.test_download_cli import download
 from tests.e2e.test_faults_and_resume import staged, stored_bytes
 from tests.e2e.test_races import put_part, run_jobs_in_parallel, send_jobs, wait_for
 from tests.e2e.test_ucs_http import register
 from tests.e2e.test_upload_cli import summary_of, upload
-from tests.invariants import check_files
+from tests.helpers.invariants import check_files
+from tests.helpers.localstack import E2E_ENV, E2E_PART_SIZE, stacklib
+from tests.helpers.support import PROJECT_DIR, assert_nothing_stored, call, run_admin, s3_client
 from tests.reliability import harness
-from tests.support import PROJECT_DIR, assert_nothing_stored, call, run_admin, s3_client
 
 pytestmark = pytest.mark.e2e
-
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "build"))
-import stack as stacklib  # noqa: E402
 
 MiB = 1024 * 1024
 VERIFY_ENV = {

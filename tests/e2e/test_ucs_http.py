@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.support import call, run_admin, s3_client
+from tests.helpers.support import call, run_admin, s3_client
 
 pytestmark = pytest.mark.e2e
 

@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import E2E_PART_SIZE
-from tests.support import run_admin, s3_client
+from tests.helpers.localstack import E2E_PART_SIZE
+from tests.helpers.support import run_admin, s3_client
 
 pytestmark = pytest.mark.e2e
 

@@ -1,4 +1,5 @@
-"""API fuzzing with schemathesis against the local stack: ``make fuzz``.
+"""API fuzzing with schemathesis against the local stack: ``make fuzz``
+(``python -m tests.fuzz.run_fuzz`` from the checkout's root).
 
 Starts the stack with :func:`build/stack.launch` (as the e2e tests do), mints a token for a
 fuzzing user, registers files for it (one with an accepted upload, one with a pending upload)
@@ -33,15 +34,10 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-PROJECT_DIR = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(PROJECT_DIR))
-sys.path.insert(0, str(PROJECT_DIR / "build"))
-
-import stack as stacklib  # noqa: E402
-
-from tests.conftest import E2E_ENV  # noqa: E402
-from tests.e2e.test_races import accepted_file, start_upload  # noqa: E402
-from tests.support import run_admin  # noqa: E402
+from tests.e2e.test_races import accepted_file, start_upload
+from tests.helpers import PROJECT_DIR
+from tests.helpers.localstack import E2E_ENV, stacklib
+from tests.helpers.support import run_admin
 
 HERE = Path(__file__).resolve().parent
 #: name -> (document, schemathesis config, generation mode).

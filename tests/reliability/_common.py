@@ -1,4 +1,5 @@
-"""Plumbing of the reliability scripts: run from the checkout, start a local stack, find the CLI."""
+"""Plumbing of the reliability scripts (run from the checkout's root as
+``python -m tests.reliability.<script>``): start a local stack, find the CLI."""
 
 from __future__ import annotations
 
@@ -11,13 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-PROJECT_DIR = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(PROJECT_DIR))
-sys.path.insert(0, str(PROJECT_DIR / "build"))
-
-import stack as stacklib  # noqa: E402
-
-from tests.conftest import E2E_ENV  # noqa: E402
+from tests.helpers.localstack import E2E_ENV, stacklib
 
 
 def cli() -> list[str]:

@@ -36,7 +36,8 @@ from tests.e2e.test_faults_and_resume import (
     s3_records,
     upload_args,
 )
-from tests.faultproxy import FaultProxy, Rule
+from tests.helpers.faultproxy import FaultProxy, Rule
+from tests.helpers.localstack import E2E_PART_SIZE, stacklib
 from tests.reliability import harness
 
 KILLPOINT = str(Path(__file__).with_name("killpoint.py"))
@@ -96,8 +97,6 @@ def killed_upload(
     parts: int = 8,
 ) -> dict[str, Any]:
     """One upload killed at a seeded point, then rerun; returns what happened."""
-    from tests.conftest import E2E_PART_SIZE
-
     rng = random.Random(f"upload-{seed}")
     point = point or rng.choice(UPLOAD_POINTS)
     data = rng.randbytes(parts * E2E_PART_SIZE - rng.randrange(1000))
@@ -184,9 +183,6 @@ def killed_download(
 
 
 def restart(stack_dir: Path, name: str) -> None:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "build"))
-    import stack as stacklib
-
     stacklib.request_restart(stack_dir, name)
 
 
@@ -205,8 +201,6 @@ def upload_with_restarts(
 
     The client keeps running: its API calls fail while the server is down and are retried.
     """
-    from tests.conftest import E2E_PART_SIZE
-
     rng = random.Random(f"restart-{seed}")
     data = rng.randbytes(parts * E2E_PART_SIZE - rng.randrange(1000))
     source = harness.write_source(work, data)
@@ -267,7 +261,7 @@ def staging_with_worker_crash(
 
 
 def current_status(stack: dict[str, Any], token: str, file_id: str) -> str:
-    from tests.support import call
+    from tests.helpers.support import call
 
     upload_id = current_upload_id(stack, token, file_id)
     return str(call("GET", f"{stack['ucs_url']}/uploads/{upload_id}", token)[1]["upload_status"])

@@ -1,7 +1,7 @@
 """Crash series: SIGKILL the client at seeded points, crash and restart the API server and the
 worker during uploads and staging; every rerun must end verified.
 
-    .venv/bin/python tests/reliability/crash_series.py --uploads 20 --downloads 20 --restarts 5
+    .venv/bin/python -m tests.reliability.crash_series --uploads 20 --downloads 20 --restarts 5
 
 Prints (and with ``--out`` writes) a JSON summary; exits 1 if any run broke a guarantee.
 """
@@ -17,7 +17,6 @@ import traceback
 from collections import Counter
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from tests.reliability import (
     _common,
     crash,

@@ -3,7 +3,7 @@ in random mode (a share of the S3 requests, optionally of the API requests too, 
 random fault of every type); every run must end verified or with a clear error that a faultless
 rerun resumes to a verified end.
 
-    .venv/bin/python tests/reliability/fault_series.py --runs 40 --rate 0.2 --seed 1
+    .venv/bin/python -m tests.reliability.fault_series --runs 40 --rate 0.2 --seed 1
 
 Prints (and with ``--out`` writes) a JSON summary; exits 1 if any run broke a guarantee.
 """
@@ -20,9 +20,8 @@ import traceback
 from collections import Counter
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from tests.e2e.test_faults_and_resume import download_args, run_client, upload_args
-from tests.faultproxy import FaultProxy, Rule
+from tests.helpers.faultproxy import FaultProxy, Rule
 from tests.reliability import _common, harness
 
 PART = 256 * 1024

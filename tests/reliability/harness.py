@@ -31,18 +31,14 @@ from tests.e2e.test_faults_and_resume import (
     upload_args,
 )
 from tests.e2e.test_upload_cli import summary_of
-from tests.faultproxy import FaultProxy
-from tests.support import run_admin
+from tests.helpers import invariants
+from tests.helpers.faultproxy import FaultProxy
+from tests.helpers.support import run_admin
 
 #: Exit codes a faulted run may end with: integrity (5), network after retries (6), timeout (7).
 #: Usage (2), auth (3) and conflict (4) would mean the client misread a transient fault.
 FAULT_EXIT_CODES = (5, 6, 7)
 ACTIVE = ("pending", "uploaded", "accepted")
-
-try:  # the shared validator (tests/invariants.py), when present; else the minimal check below
-    from tests import invariants as _shared_invariants  # type: ignore[attr-defined]
-except ImportError:  # pragma: no cover - depends on the checkout
-    _shared_invariants = None
 
 
 class Outcome(str):
@@ -157,12 +153,10 @@ def uploads_of(stack: dict[str, Any], file_id: str) -> list[dict[str, str]]:
 
 
 def invariant_violations(stack: dict[str, Any], file_id: str) -> list[str]:
-    """The per-file upload rules, checked when the file's scenario has settled: the shared
-    validator ``tests/invariants.py`` when present, else :func:`active_upload_violations`."""
-    if _shared_invariants is not None:
-        state = _shared_invariants.read_file_state(stack, file_id)
-        return list(_shared_invariants.violations(*state))
-    return active_upload_violations(stack, file_id)
+    """The per-file upload rules (:mod:`tests.helpers.invariants`), checked when the file's
+    scenario has settled."""
+    state = invariants.read_file_state(stack, file_id)
+    return list(invariants.violations(*state))
 
 
 def active_upload_violations(stack: dict[str, Any], file_id: str) -> list[str]:

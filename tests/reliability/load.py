@@ -2,7 +2,7 @@
 stack; every transfer must succeed and verify, the per-file upload invariants must hold, and
 the API latency (measured at a fault-free proxy in front of the API) is reported.
 
-    .venv/bin/python tests/reliability/load.py --clients 16 --seconds 300
+    .venv/bin/python -m tests.reliability.load --clients 16 --seconds 300
 
 Each client loops: register a new file (operator command), upload it with ``ghga-cli``
 (waiting for acceptance), download it with ``ghga-cli`` (waiting for staging), compare bytes.
@@ -25,11 +25,10 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from tests.e2e.test_faults_and_resume import download_args, run_client, upload_args
-from tests.faultproxy import FaultProxy
+from tests.helpers.faultproxy import FaultProxy
+from tests.helpers.support import run_admin
 from tests.reliability import _common, harness
-from tests.support import run_admin
 
 PART = 256 * 1024
 

@@ -23,15 +23,17 @@ import requests
 os.environ.setdefault("S3_UPLOAD_PART_MIN_SIZE", str(64 * 1024))
 
 import moto.s3.models as moto_s3_models
-import moto_ranged  # build/ (on the path through tests/conftest.py)
 from chalice.test import Client
 from moto import mock_aws
 
+from tests.helpers import buildscripts
 from ucs_lambda.adapters import sqs
 from ucs_lambda.adapters.dynamo import Repository
 from ucs_lambda.adapters.provision import create_all
 from ucs_lambda.config import get_settings
 from ucs_lambda.domain.models import FileRecord
+
+moto_ranged = buildscripts.load("moto_ranged")
 
 KiB = 1024
 PART = 64 * KiB

@@ -16,7 +16,7 @@ from typing import Any
 
 import boto3
 
-PROJECT_DIR = Path(__file__).resolve().parent.parent
+from tests.helpers import PROJECT_DIR
 
 
 def run_admin(stack_env: dict[str, str], *args: str) -> str:

@@ -18,7 +18,9 @@ from typing import Any
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
+from tests.helpers import PROJECT_DIR
+
+REPO = PROJECT_DIR
 SKIP_REASON = "Ceph RGW not running: run `make ceph-up` (needs root and Debian's ceph packages)"
 
 

@@ -1,0 +1,1 @@
+"""Schemathesis on both OpenAPI documents against the local stack."""
