@@ -18,7 +18,7 @@ What each row includes is in :data:`INCLUDES` (printed in RESULTS.md beside the 
 
 Each ghga-cli method gets its own freshly registered files (one ``register-files`` call), so
 that every download starts from unstaged files. The request counts (:func:`count_requests`) are
-a separate, untimed run through tests/faultproxy.py as ``http_proxy``.
+a separate, untimed run through tests/helpers/faultproxy as ``http_proxy``.
 """
 
 from __future__ import annotations
@@ -50,9 +50,9 @@ from harness import (
     stacklib,
 )
 
-sys.path.insert(0, str(PROJECT_DIR / "tests"))
+sys.path.insert(0, str(PROJECT_DIR))  # the test helpers: tests/helpers/faultproxy
 
-from faultproxy import FaultProxy
+from tests.helpers.faultproxy import FaultProxy
 
 
 @dataclass(frozen=True)
@@ -304,7 +304,7 @@ def route_of(url: str, ids: set[str]) -> str:
 def count_requests(bench: Bench, workload: Workload, local: Local, errors: list) -> list[dict]:
     """API and storage requests of the manifest runs and of one single-file run (untimed).
 
-    The client runs with ``http_proxy`` pointing at tests/faultproxy.py (no faults), which logs
+    The client runs with ``http_proxy`` pointing at tests/helpers/faultproxy (no faults), which logs
     every request; API requests are those to the UCS port. A loop makes about ``count`` times
     the single-file figures.
     """
