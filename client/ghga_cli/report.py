@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ghga_cli.errors import EXIT_INTERRUPTED, EXIT_OK, CliError
+
+if TYPE_CHECKING:
+    from ghga_cli.transfer.engine import EngineStats
 
 
 @dataclass
@@ -46,7 +49,9 @@ class FileReport:
     parts: int | None = None
     parts_skipped: int | None = None  # parts (ranges) an earlier run had moved
     parallel: int | None = None
+    requests: int | None = None  # storage requests this run made
     retries: int | None = None  # retried storage requests
+    retry_reasons: list[str] | None = None  # why, for the last few
     url_refreshes: int | None = None
     # Uploads
     upload_id: str | None = None
@@ -76,12 +81,17 @@ class FileReport:
     def ok(self) -> bool:
         return self.error is None
 
-    def record_transfer(self, moved: int, seconds: float, retries: int, refreshes: int) -> None:
+    def record_transfer(self, moved: int, stats: EngineStats) -> None:
+        """The transfer phase's numbers (also of a transfer that failed)."""
         self.bytes_transferred = moved
-        self.seconds = round(seconds, 3)
-        self.mib_per_s = round(moved / (1024 * 1024) / seconds, 2) if seconds > 0 else None
-        self.retries = retries
-        self.url_refreshes = refreshes
+        self.seconds = round(stats.seconds, 3)
+        self.mib_per_s = (
+            round(moved / (1024 * 1024) / stats.seconds, 2) if stats.seconds > 0 else None
+        )
+        self.requests = stats.requests
+        self.retries = stats.retries
+        self.retry_reasons = list(stats.retry_reasons[-5:]) or None
+        self.url_refreshes = stats.url_refreshes
 
     def to_json(self) -> dict[str, Any]:
         """The ``--json`` object of this file (fields without a value are left out)."""

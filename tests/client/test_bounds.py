@@ -85,7 +85,7 @@ def test_download_sends_only_the_drs_headers(tmp_path: Path, recorder: str) -> N
     data = _Recorder.DATA
 
     class Drs:
-        def get_object(self, object_id: str, wait_timeout: float) -> DrsObject:
+        def request_object(self, object_id: str) -> DrsObject:
             return DrsObject(
                 object_id,
                 "f.bin",
@@ -94,9 +94,6 @@ def test_download_sends_only_the_drs_headers(tmp_path: Path, recorder: str) -> N
                 recorder,
                 ["X-Storage-Hint: 42"],
             )
-
-        def request_object(self, object_id: str) -> DrsObject:
-            return self.get_object(object_id, 0)
 
     options = DownloadOptions("F", tmp_path, range_size=64 * 1024)
     run_download(Drs(), options, parallel=3)

@@ -144,17 +144,17 @@ def test_a_file_modified_during_the_upload_is_not_confirmed(
 
     argv = upload(services, tmp_path, "GHGAC4")
     src = Path(argv[argv.index("--file-path") + 1])
-    real_get = uploads.UrlProvider.get
+    real_configure = uploads.UploadTransfer.configure
 
-    def get_then_touch(self: Any, number: int, refresh: bool = False) -> str:
-        if number == 3:  # the user saves the file again while part 3 is about to be sent
+    def configure_then_touch(self: Any, slot: Any, part: Any) -> None:
+        if part.number == 3:  # the user saves the file again while part 3 is about to be sent
             data = bytearray(src.read_bytes())
             data[0] ^= 1
             src.write_bytes(bytes(data))
             os.utime(src, ns=(1, 1))
-        return real_get(self, number, refresh)
+        real_configure(self, slot, part)
 
-    monkeypatch.setattr(uploads.UrlProvider, "get", get_then_touch)
+    monkeypatch.setattr(uploads.UploadTransfer, "configure", configure_then_touch)
     code, _summary, err = run(capsys, *argv, "--parallel", "1")
     assert code == EXIT_INTEGRITY, err
     assert "changed while it was being uploaded" in err and "not confirmed" in err
@@ -219,9 +219,10 @@ def test_a_resumed_download_keeps_its_checksum_type(
     for index in (0, 1):
         offset, size = ranges[index]
         partial[offset : offset + size] = data[offset : offset + size]
-    (out / "data.bin.part").write_bytes(bytes(partial))
+    (out / ".ghga-cli").mkdir(exist_ok=True)
+    (out / ".ghga-cli" / "data.bin.part").write_bytes(bytes(partial))
     DownloadState(
-        out / "data.bin.part.json",
+        out / ".ghga-cli" / "data.bin.part.json",
         object_id="GHGAC8",
         size=len(data),
         checksum=f"md5:{hashlib.md5(data).hexdigest()}",

@@ -347,11 +347,13 @@ def test_a_second_download_of_the_same_file_stops_at_once(
     out_dir.mkdir()
     argv = ["download-by-id", "--api-url", services.url, "--file-id", "GHGAF7"]
     argv += ["--output-dir", str(out_dir)]
-    with ExclusiveLock(out_dir / "twice.bam.part.lock", "downloading (the test)"):
+    (out_dir / ".ghga-cli").mkdir()
+    with ExclusiveLock(out_dir / ".ghga-cli" / "twice.bam.lock", "downloading (the test)"):
         code, _, err = run(capsys, *argv)
         assert code == 4, err
         assert "another ghga-cli is already downloading" in err
-        assert sorted(p.name for p in out_dir.iterdir()) == ["twice.bam.part.lock"]
+        assert sorted(p.name for p in out_dir.iterdir()) == [".ghga-cli"]
+        assert sorted(p.name for p in (out_dir / ".ghga-cli").iterdir()) == ["twice.bam.lock"]
     code, _, err = run(capsys, *argv)
     assert code == 0, err
     assert sorted(p.name for p in out_dir.iterdir()) == ["twice.bam"]

@@ -7,6 +7,7 @@ import http.server
 import os
 import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ import pytest
 from ghga_cli.errors import EXIT_INTEGRITY, EXIT_NETWORK, CliError, IntegrityError
 from ghga_cli.retry import RetryPolicy
 from ghga_cli.transfer.engine import Engine, Part, plan_parts
-from ghga_cli.transfer.upload import UploadTransfer, UrlProvider
+from ghga_cli.transfer.upload import UploadTransfer, UrlSupply
 from tests.client.s3helpers import FakeDrs, engine_download, engine_upload, md5
 from tests.helpers import faultproxy
 
@@ -97,7 +98,7 @@ def test_download_retries_truncated_and_reset_ranges(
     out = tmp_path / "out"
     out.mkdir()
     downloader = engine_download(FakeDrs(s3, bucket, key), out, range_size=PART)
-    assert downloader.stats is not None and downloader.stats.retries == 2
+    assert downloader.retries == 2
     assert (out / "data.bin").read_bytes() == data
 
 
@@ -112,7 +113,7 @@ def test_download_refreshes_expired_url(
     drs = FakeDrs(s3, bucket, key)
     downloader = engine_download(drs, out, range_size=PART)
     assert drs.calls == 2  # the first answer plus one refresh
-    assert downloader.stats is not None and downloader.stats.url_refreshes == 1
+    assert downloader.url_refreshes == 1
     assert (out / "data.bin").read_bytes() == data
 
 
@@ -143,8 +144,8 @@ def test_download_stall_is_retried(
     out = tmp_path / "out"
     out.mkdir()
     downloader = engine_download(FakeDrs(s3, bucket, key), out, range_size=PART, stall_timeout=1.0)
-    assert downloader.stats is not None and downloader.stats.retries == 1
-    assert "stalled" in downloader.stats.retry_reasons[0]
+    assert downloader.retries == 1
+    assert "stalled" in downloader.retry_reasons[0]
     assert (out / "data.bin").read_bytes() == data
 
 
@@ -181,14 +182,10 @@ def test_upload_etag_mismatch_fails_with_exit_5(tmp_path: Path) -> None:
     try:
         src, _ = _src(tmp_path, 1000)
         pieces = plan_parts(1000, PART)
-        urls = UrlProvider(
-            _StaticUrls(f"http://127.0.0.1:{server.server_port}").presign_parts,
-            "u",
-            len(pieces),
-            set(),
-        )
+        presign = _StaticUrls(f"http://127.0.0.1:{server.server_port}").presign_parts
         engine = Engine(parallel=2, policy=RetryPolicy(retries=1, base=0.01))
-        with pytest.raises(CliError) as info:
+        with ThreadPoolExecutor(1) as pool, pytest.raises(CliError) as info:
+            urls = UrlSupply(lambda numbers: presign("u", numbers), pool.submit, parallel=2)
             engine.run(UploadTransfer("u", src, pieces, urls))
         assert info.value.exit_code == EXIT_INTEGRITY
         assert "ETag" in info.value.message

@@ -56,10 +56,9 @@ def test_download_sizes(tmp_path: Path, s3: Any, bucket: str, key: str, size: in
     downloader = engine_download(FakeDrs(s3, bucket, key), out, range_size=PART)
     target = out / "data.bin"
     assert target.read_bytes() == data
-    assert not (out / "data.bin.part").exists()
-    assert not (out / "data.bin.part.json").exists()
-    assert downloader.stats is not None
-    assert downloader.stats.requests == len(plan_parts(size, PART))
+    assert not (out / ".ghga-cli" / "data.bin.part").exists()
+    assert not (out / ".ghga-cli" / "data.bin.part.json").exists()
+    assert downloader.requests == len(plan_parts(size, PART))
     assert downloader.md5 == md5(data)
 
 
@@ -98,9 +97,10 @@ def test_download_resume_fetches_only_missing_ranges(
     for i in done:
         off, n = pieces[i]
         partial[off : off + n] = data[off : off + n]
-    (out / "data.bin.part").write_bytes(bytes(partial))
+    (out / ".ghga-cli").mkdir(exist_ok=True)
+    (out / ".ghga-cli" / "data.bin.part").write_bytes(bytes(partial))
     DownloadState(
-        out / "data.bin.part.json",
+        out / ".ghga-cli" / "data.bin.part.json",
         object_id="file-1",
         size=len(data),
         checksum=f"md5:{md5(data)}",
@@ -109,8 +109,7 @@ def test_download_resume_fetches_only_missing_ranges(
         done=done,
     ).save(force=True)
     downloader = engine_download(FakeDrs(s3, bucket, key), out, range_size=PART)
-    assert downloader.stats is not None
-    assert downloader.stats.requests == len(pieces) - len(done)
+    assert downloader.requests == len(pieces) - len(done)
     assert (out / "data.bin").read_bytes() == data
     assert downloader.parts_skipped == len(done)
 
@@ -122,8 +121,9 @@ def test_download_state_of_other_object_is_ignored(
     s3.put_object(Bucket=bucket, Key=key, Body=data)
     out = tmp_path / "out"
     out.mkdir()
-    (out / "data.bin.part").write_bytes(os.urandom(len(data)))
-    (out / "data.bin.part.json").write_text(
+    (out / ".ghga-cli").mkdir(exist_ok=True)
+    (out / ".ghga-cli" / "data.bin.part").write_bytes(os.urandom(len(data)))
+    (out / ".ghga-cli" / "data.bin.part.json").write_text(
         json.dumps(
             {
                 "version": 1,
@@ -137,8 +137,7 @@ def test_download_state_of_other_object_is_ignored(
         )
     )
     downloader = engine_download(FakeDrs(s3, bucket, key), out, range_size=PART)
-    assert downloader.stats is not None
-    assert downloader.stats.requests == 3
+    assert downloader.requests == 3
     assert (out / "data.bin").read_bytes() == data
 
 
@@ -164,9 +163,10 @@ def test_download_starts_over_when_object_changed(
     s3.put_object(Bucket=bucket, Key=key, Body=data)
     out = tmp_path / "out"
     out.mkdir()
-    (out / "data.bin.part").write_bytes(os.urandom(len(data)))
+    (out / ".ghga-cli").mkdir(exist_ok=True)
+    (out / ".ghga-cli" / "data.bin.part").write_bytes(os.urandom(len(data)))
     DownloadState(
-        out / "data.bin.part.json",
+        out / ".ghga-cli" / "data.bin.part.json",
         object_id="file-1",
         size=len(data),
         checksum=f"md5:{md5(data)}",
@@ -176,4 +176,4 @@ def test_download_starts_over_when_object_changed(
     ).save(force=True)
     downloader = engine_download(FakeDrs(s3, bucket, key), out, range_size=PART)
     assert (out / "data.bin").read_bytes() == data
-    assert downloader.stats is not None and downloader.stats.requests == 3
+    assert downloader.requests == 3

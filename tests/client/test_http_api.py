@@ -18,6 +18,7 @@ from ghga_cli import curl as curlmod
 from ghga_cli.errors import ApiError, NetworkError, WaitTimeout
 from ghga_cli.jobs.api import DrsClient, UcsClient
 from ghga_cli.jobs.http import HttpClient
+from ghga_cli.jobs.staging import StagingWait
 from ghga_cli.retry import RetryPolicy
 
 
@@ -142,18 +143,17 @@ def test_drs_waits_for_staging_then_times_out(scripted: tuple[str, Script]) -> N
     url, script = scripted
     script.answers = [(202, {"Retry-After": "5"}, None)] * 5
     now = [0.0]
-    sleeps: list[float] = []
-
-    def sleep(seconds: float) -> None:
-        sleeps.append(seconds)
-        now[0] += seconds
-
+    waits: list[float] = []
     logs: list[str] = []
-    drs = DrsClient(client(), url, log=logs.append, sleep=sleep, clock=lambda: now[0])
+    drs = DrsClient(client(), url)
+    wait: StagingWait[object] = StagingWait("F1", 12, logs.append, clock=lambda: now[0])
     with pytest.raises(WaitTimeout) as info:
-        drs.get_object("F1", wait_timeout=12)
+        while True:  # the poller asks again when each wait is due
+            assert wait.judge(drs.request_object("F1")) is None
+            waits.append(wait.due - now[0])
+            now[0] = wait.due
     assert info.value.exit_code == 7
-    assert sleeps == [5, 5, 2]
+    assert waits == [5, 5, 2]
     assert logs[0] == "waiting for the file to be staged, retry in 5 s"
     assert script.seen[0][1] == "/ga4gh/drs/v1/objects/F1"
 

@@ -119,7 +119,7 @@ def test_download_interrupt_and_resume(tmp_path: Path, services: FakeServices, p
     )
     assert proc.returncode == 130, err
     assert json.loads(out)["status"] == "interrupted"
-    state = json.loads((out_dir / "big.bin.part.json").read_text())
+    state = json.loads((out_dir / ".ghga-cli" / "big.bin.part.json").read_text())
     done_before = len(state["done"])
     assert done_before >= 1
     assert not (out_dir / "big.bin").exists()

@@ -18,7 +18,7 @@ import pytest
 
 from ghga_cli.cli.run import main
 from ghga_cli.errors import EXIT_PROTOCOL
-from ghga_cli.jobs.api import MAX_RETRY_AFTER, DrsClient
+from ghga_cli.jobs.api import MAX_RETRY_AFTER, DrsClient, DrsObject, Staging
 from ghga_cli.jobs.http import HttpClient
 from ghga_cli.retry import RetryPolicy
 from tests.client.fake_services import FakeServices
@@ -136,8 +136,8 @@ def test_urls_for_parts_nobody_asked_for_are_ignored(
 def test_retry_after_from_the_server_is_capped(services: FakeServices) -> None:
     services.publish(os.urandom(10), "GHGAH3", staging_polls=1)
     services.retry_after = str(10**12)
-    waits: list[float] = []
-    drs = DrsClient(HttpClient(TOKEN, RetryPolicy(retries=0)), services.url, sleep=waits.append)
-    obj = drs.get_object("GHGAH3", wait_timeout=10**6)
-    assert obj.size == 10
-    assert waits == [MAX_RETRY_AFTER]
+    drs = DrsClient(HttpClient(TOKEN, RetryPolicy(retries=0)), services.url)
+    answer = drs.request_object("GHGAH3")
+    assert isinstance(answer, Staging) and answer.retry_after == MAX_RETRY_AFTER
+    obj = drs.request_object("GHGAH3")
+    assert isinstance(obj, DrsObject) and obj.size == 10

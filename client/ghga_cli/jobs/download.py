@@ -295,10 +295,7 @@ class _Fetch:
         transfer = self.transfer
         if transfer is None:
             return
-        stats = transfer.stats
-        self.report.record_transfer(
-            transfer.bytes_moved(), stats.seconds, stats.retries, stats.url_refreshes
-        )
+        self.report.record_transfer(transfer.bytes_moved(), transfer.stats)
 
     def finish(self) -> None:
         """After the last byte: the whole file's digest, the checks, the rename."""

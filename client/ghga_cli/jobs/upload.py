@@ -253,9 +253,7 @@ class UploadJob(FileJob):
         finally:
             transfer = sending.transfer
             moved = transfer.bytes_moved()
-            self.report.record_transfer(
-                moved, transfer.stats.seconds, transfer.stats.retries, transfer.stats.url_refreshes
-            )
+            self.report.record_transfer(moved, transfer.stats)
             self.report.parts_skipped = transfer.skipped
         sending.confirm(self, stats)
         return self._await_verdict(sending.upload_id, sending.local.size)
