@@ -12,6 +12,7 @@ import http.server
 import json
 import re
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -71,6 +72,14 @@ class FakeServices:
         self.segment_calls: list[int] = []
         self.segment_status = 200
         self.staged_bytes: int | None = None  # DRS 202 answers carry staging progress
+        # Per file: a URL handed out once instead of the object's (e.g. one that answers 403).
+        self.url_overrides: dict[str, str] = {}
+        # Per file: the access route answers 202 for this long from its first call (the
+        # object is staged again), and when it first answered 200 after that (time.time()).
+        self.restage_seconds: dict[str, float] = {}
+        self.restaged_at: dict[str, float] = {}
+        self._restage_started: dict[str, float] = {}
+        self.api_delay = 0.0  # seconds every API answer is held back
         self.lock = threading.Lock()
         services = self
 
@@ -90,6 +99,8 @@ class FakeServices:
                     body = json.loads(raw) if raw else None
                 except ValueError:
                     return self._send(400, _err("invalidRequest", "bad json"))
+                if services.api_delay:
+                    time.sleep(services.api_delay)
                 with services.lock:
                     status, payload, headers = services.route(method, self.path, body)
                 self._send(status, payload, headers)
@@ -226,6 +237,12 @@ class FakeServices:
             if f is None or f.object_key is None or m[2] != "s3":
                 return 404, _err("noSuchObject", "no such access method", object_id=m[1]), {}
             self.access_calls += 1
+            restage = self.restage_seconds.get(f.file_id)
+            if restage is not None and f.file_id not in self.restaged_at:
+                started = self._restage_started.setdefault(f.file_id, time.time())
+                if time.time() - started < restage:
+                    return 202, None, {"Retry-After": self.retry_after}
+                self.restaged_at[f.file_id] = time.time()
             return 200, {"url": self._object_url(f), "headers": []}, {}
         m = re.fullmatch(r"/ga4gh/drs/v1/objects/([^/]+)", path)
         if m and method == "GET":
@@ -261,6 +278,9 @@ class FakeServices:
         return 404, _err("notFound", "no such route"), {}
 
     def _object_url(self, f: FakeFile) -> str:
+        override = self.url_overrides.pop(f.file_id, None)
+        if override is not None:
+            return override
         return self.s3.generate_presigned_url(
             "get_object", Params={"Bucket": self.bucket, "Key": f.object_key}, ExpiresIn=900
         )
