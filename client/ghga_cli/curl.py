@@ -14,7 +14,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from ghga_cli import __version__
-from ghga_cli.errors import CliError
+from ghga_cli.errors import EXIT_FAILURE, CliError
 
 USER_AGENT = f"ghga-cli/{__version__}"
 
@@ -31,7 +31,7 @@ def pycurl_module() -> Any:
             raise CliError(
                 f"pycurl is required but cannot be imported ({exc})",
                 "install it with: pip install pycurl",
-                exit_code=1,
+                exit_code=EXIT_FAILURE,
             ) from None
         _pycurl = pycurl
     return _pycurl

@@ -61,9 +61,6 @@ class CliError(Exception):
             text += f" (hint: {' '.join(self.hint.split())})"
         return f"ghga-cli: error: {text}"
 
-    def as_dict(self) -> dict[str, Any]:
-        return {"message": self.message, "hint": self.hint, "exit_code": self.exit_code}
-
 
 class UsageError(CliError):
     exit_code = EXIT_USAGE
@@ -85,11 +82,6 @@ class LocalIOError(CliError):
             hint += "it resumes where it stopped"
             return cls(f"no space left writing{where}: {reason}", hint)
         return cls(f"file system error on{where or ' a local file'}: {reason}")
-
-
-class AuthError(CliError):
-    exit_code = EXIT_AUTH
-    default_hint = "check the token (--token-file or GHGA_CLI_TOKEN) and your access to this file"
 
 
 class NotFoundError(CliError):
@@ -187,3 +179,13 @@ def _api_hint(status: int, exception_id: str | None) -> str:
     if status >= 500:
         return "the service has a problem; try again later"
     return "see ghga-cli --help"
+
+
+def internal_error(exc: BaseException) -> CliError:
+    """A bug, as the user sees it: one line and how to report it (exit 1)."""
+    error = CliError(
+        f"unexpected internal error: {type(exc).__name__}: {exc}",
+        "rerun with GHGA_CLI_DEBUG=1 for details and report it",
+    )
+    error.__cause__ = exc
+    return error

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 #: DRS checksum types we can verify -> hashlib name. All are strong enough to catch damage;
 #: which one a download uses is decided by speed on this machine (:func:`choose_checksum`).
@@ -68,15 +69,36 @@ def new_hash(name: str) -> Any:
     return hashlib.new(name)
 
 
+def hash_range(
+    handle: BinaryIO,
+    digest: Any,
+    buffer: bytearray,
+    offset: int | None = None,
+    size: int | None = None,
+    stop: threading.Event | None = None,
+) -> int:
+    """Feed ``size`` bytes at ``offset`` of ``handle`` into ``digest`` (``None``: from where it
+    is, to the end) through ``buffer``; the bytes read (fewer at the end of the file, or when
+    ``stop`` is set). The one read-and-hash loop of the client: memory is the buffer."""
+    view = memoryview(buffer)
+    if offset is not None:
+        handle.seek(offset)
+    done = 0
+    while size is None or done < size:
+        if stop is not None and stop.is_set():
+            break
+        want = len(buffer) if size is None else min(len(buffer), size - done)
+        n = handle.readinto(view[:want])  # type: ignore[attr-defined]
+        if not n:
+            break
+        digest.update(view[:n])
+        done += n
+    return done
+
+
 def file_digest(path: Path, name: str = "md5", block: int = READ_BLOCK) -> str:
     """Hex digest of a file, read sequentially in large blocks (bounded memory)."""
     digest = new_hash(name)
-    buffer = bytearray(block)
-    view = memoryview(buffer)
     with path.open("rb", buffering=0) as handle:
-        while True:
-            n = handle.readinto(buffer)
-            if not n:
-                break
-            digest.update(view[:n])
+        hash_range(handle, digest, bytearray(block))
     return digest.hexdigest()

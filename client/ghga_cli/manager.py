@@ -31,7 +31,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from ghga_cli.errors import CliError, Interrupted, LocalIOError
+from ghga_cli.errors import CliError, Interrupted, LocalIOError, internal_error
 from ghga_cli.jobs.access import ApiAccess
 from ghga_cli.jobs.api import DrsObject
 from ghga_cli.jobs.download import DownloadJob, DownloadOptions
@@ -208,7 +208,7 @@ class TransferManager:
             self._end(job, error=_chained(LocalIOError.from_os_error(exc), exc))
             return
         except Exception as exc:  # a bug: one line for this file, the others go on
-            self._end(job, error=_chained(internal_error(exc), exc))
+            self._end(job, error=internal_error(exc))
             return
         self._dispatch(job, action)
 
@@ -295,14 +295,6 @@ class TransferManager:
         self._futures[id(job)].set_result(report)
         if complete:
             self.queue.close()
-
-
-def internal_error(exc: BaseException) -> CliError:
-    """A bug, as the user sees it: one line and how to report it."""
-    return CliError(
-        f"unexpected internal error: {type(exc).__name__}: {exc}",
-        "rerun with GHGA_CLI_DEBUG=1 for details and report it",
-    )
 
 
 def _chained(error: CliError, cause: BaseException) -> CliError:

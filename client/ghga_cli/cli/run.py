@@ -30,6 +30,7 @@ from ghga_cli.errors import (
     Interrupted,
     LocalIOError,
     UsageError,
+    internal_error,
 )
 from ghga_cli.files import check_local_file, check_output_dir
 from ghga_cli.jobs.access import ApiAccess
@@ -46,7 +47,7 @@ from ghga_cli.jobs.batch import (
 from ghga_cli.jobs.download import DownloadOptions
 from ghga_cli.jobs.http import TokenSource
 from ghga_cli.jobs.upload import UploadOptions, cancel_upload
-from ghga_cli.manager import ManagerOptions, TransferManager, internal_error
+from ghga_cli.manager import ManagerOptions, TransferManager
 from ghga_cli.manifest import Entry, read_download_manifest, read_upload_manifest
 from ghga_cli.report import ErrorReport, FileReport, RunReport
 from ghga_cli.retry import RetryPolicy

@@ -20,13 +20,13 @@ from ghga_cli.errors import ApiError, CliError, NetworkError, ProtocolError, Usa
 from ghga_cli.jobs.http import HttpClient, Response
 from ghga_cli.progress import format_bytes
 from ghga_cli.retry import parse_retry_after
+from ghga_cli.transfer.engine import MAX_PARTS
 
 DRS_PATH = "/ga4gh/drs/v1"
 
 #: S3's limits, which every size, part size and part count from a server must respect.
 MAX_OBJECT_SIZE = 5 * 1024**4  # 5 TiB
 MAX_PART_SIZE = 5 * 1024**3  # 5 GiB
-MAX_PARTS = 10_000
 #: Longest wait a server may ask for with Retry-After (longer answers are capped).
 MAX_RETRY_AFTER = 300.0
 

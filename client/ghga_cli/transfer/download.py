@@ -38,9 +38,9 @@ from pathlib import Path
 from typing import Any, BinaryIO, Callable
 
 from ghga_cli.curl import HeaderCollector, pycurl_module
-from ghga_cli.errors import EXIT_INTEGRITY, CliError, UsageError
+from ghga_cli.errors import EXIT_INTEGRITY, EXIT_NOT_FOUND, CliError, UsageError
 from ghga_cli.files import read_json, write_json_atomic
-from ghga_cli.integrity import READ_BLOCK, new_hash, normalise_etag
+from ghga_cli.integrity import READ_BLOCK, hash_range, new_hash, normalise_etag
 from ghga_cli.transfer.engine import Part, PartError, Slot, Transfer, part_count, plan_parts
 
 STATE_VERSION = 2
@@ -249,7 +249,6 @@ class PrefixHasher:
     def _run(self) -> None:
         try:
             buffer = bytearray(READ_BLOCK)
-            view = memoryview(buffer)
             with self.path.open("rb", buffering=0) as handle:
                 for index, (offset, size) in enumerate(self.pieces):
                     with self._cond:
@@ -257,14 +256,8 @@ class PrefixHasher:
                             self._cond.wait()
                         if self._stopped:
                             return
-                    handle.seek(offset)
-                    remaining = size
-                    while remaining > 0:
-                        n = handle.readinto(view[: min(remaining, READ_BLOCK)])
-                        if not n:
-                            raise OSError("unexpected end of file")
-                        self._hash.update(view[:n])
-                        remaining -= n
+                    if hash_range(handle, self._hash, buffer, offset, size) != size:
+                        raise OSError("unexpected end of file")
             self.finished_at = time.monotonic()
         except BaseException as exc:  # reported by result()
             self.error = exc
@@ -427,7 +420,7 @@ class DownloadTransfer(Transfer[RangePart]):
             return PartError(
                 "the storage no longer has the file (HTTP 404)",
                 retryable=False,
-                exit_code=4,
+                exit_code=EXIT_NOT_FOUND,
                 hint="the staged copy may have expired; rerun the command",
             )
         return PartError(f"the storage answered HTTP {status}", retryable=False)

@@ -49,6 +49,7 @@ from ghga_cli.errors import (
     CliError,
     Interrupted,
     LocalIOError,
+    internal_error,
 )
 from ghga_cli.progress import Progress
 from ghga_cli.retry import FATAL_CURL_ERRORS, RETRYABLE_STATUSES, RetryPolicy, parse_retry_after
@@ -691,7 +692,4 @@ def _as_cli_error(exc: BaseException) -> CliError:
         return exc
     if isinstance(exc, OSError):
         return LocalIOError.from_os_error(exc)
-    return CliError(
-        f"unexpected internal error: {type(exc).__name__}: {exc}",
-        "rerun with GHGA_CLI_DEBUG=1 for details and report it",
-    )
+    return internal_error(exc)

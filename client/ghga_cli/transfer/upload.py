@@ -42,27 +42,13 @@ from pathlib import Path
 from typing import Any, BinaryIO, Callable, Protocol
 
 from ghga_cli.curl import pycurl_module
-from ghga_cli.errors import EXIT_INTEGRITY, CliError, IntegrityError
-from ghga_cli.integrity import READ_BLOCK, normalise_etag
+from ghga_cli.errors import EXIT_INTEGRITY, EXIT_NOT_FOUND, CliError, IntegrityError
+from ghga_cli.integrity import READ_BLOCK, hash_range, normalise_etag
 from ghga_cli.transfer.engine import Part, PartError, Slot, Transfer
 
 UPLOAD_BUFFER = 2 * 1024 * 1024
 #: Threads hashing parts (the machine's cores, at most 4: MD5 runs at ~0.7 GB/s per core).
 HASH_WORKERS = max(1, min(4, os.cpu_count() or 2))
-
-
-def _read_range(handle: BinaryIO, offset: int, size: int, buffer: bytearray, digest: Any) -> int:
-    """Feed ``size`` bytes at ``offset`` of ``handle`` into ``digest``; bytes read."""
-    view = memoryview(buffer)
-    handle.seek(offset)
-    remaining = size
-    while remaining > 0:
-        n = handle.readinto(view[: min(remaining, len(buffer))])  # type: ignore[attr-defined]
-        if not n:
-            break
-        digest.update(view[:n])
-        remaining -= n
-    return size - remaining
 
 
 class PartHasher:
@@ -87,7 +73,7 @@ class PartHasher:
             with self._lock:
                 self._handles.append(handle)
         digest = hashlib.md5()
-        if _read_range(handle, offset, size, self._local.buffer, digest) != size:
+        if hash_range(handle, digest, self._local.buffer, offset, size) != size:
             raise IntegrityError(
                 f"{self.path} became shorter while it was read",
                 "do not modify the file during the upload",
@@ -125,16 +111,8 @@ class WholeFileHasher:
     def _run(self) -> None:
         try:
             digest = hashlib.md5()
-            buffer = bytearray(READ_BLOCK)
-            view = memoryview(buffer)
-            done = 0
             with self.path.open("rb", buffering=0) as handle:
-                while not self._stop.is_set():
-                    n = handle.readinto(buffer)
-                    if not n:
-                        break
-                    digest.update(view[:n])
-                    done += n
+                done = hash_range(handle, digest, bytearray(READ_BLOCK), stop=self._stop)
             if self._stop.is_set():
                 raise CliError("stopped")
             if done != self.size:
@@ -495,7 +473,7 @@ class UploadTransfer(Transfer[UploadPart]):
             return PartError(
                 f"the storage no longer knows this upload (HTTP 404{', ' + code if code else ''})",
                 retryable=False,
-                exit_code=4,
+                exit_code=EXIT_NOT_FOUND,
                 hint="the upload was probably cancelled; rerun to start a new one",
             )
         detail = f" ({code})" if code else ""
