@@ -467,7 +467,8 @@ def test_killed_download_resumes_fetching_only_the_missing_ranges(
     staged(local_stack, user["token"], file_id)
     out = tmp_path / "out"
     out.mkdir()
-    target, part, state_file = (out / f"{file_id}.bin{s}" for s in ("", ".part", ".part.json"))
+    target = out / f"{file_id}.bin"
+    part, state_file = (out / ".ghga-cli" / f"{target.name}{s}" for s in (".part", ".part.json"))
     args = download_args(local_stack, file_id, out, "--parallel", "2")
 
     def saved_ranges() -> set[int]:
@@ -502,7 +503,7 @@ def test_killed_download_resumes_fetching_only_the_missing_ranges(
     requested = sum(range_size(r) for r in s3_records(proxy, local_stack, "GET"))
     assert requested == missing_bytes < len(data)
     assert target.read_bytes() == data
-    assert files_in(out) == [target.name]  # .part and its state file are gone
+    assert files_in(out) == [target.name]  # the working files and their directory are gone
     assert_no_secrets(rerun, user["token"], proxy)
 
 

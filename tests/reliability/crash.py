@@ -152,7 +152,7 @@ def killed_download(
     if point.startswith("rename-"):
         command = [sys.executable, KILLPOINT, point, *args]
         rules = []
-    state_file = out / f"{file_id}.bin.part.json"
+    state_file = out / ".ghga-cli" / f"{file_id}.bin.part.json"
 
     def saved_ranges() -> int:
         try:

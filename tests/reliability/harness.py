@@ -3,7 +3,7 @@ local stack and judging how a run ended.
 
 The judgement is the same everywhere: a run ends either with a verified result (upload:
 ``accepted`` and the permanent object byte-identical to the local file; download: the file at
-its final name byte-identical, no ``.part`` left) or with a clear error (a known exit code, one
+its final name byte-identical, no working file left) or with a clear error (a known exit code, one
 ``ghga-cli: error:`` line, no traceback) that leaves a resumable state, proven by a rerun
 without faults that ends verified. A file at the final name is never incomplete.
 
@@ -216,7 +216,13 @@ def judge_upload(
 
 
 def _leftovers(out: Path, name: str) -> list[str]:
-    return sorted(p.name for p in out.iterdir() if p.name != name)
+    """Files next to the download other than ``name``: none may remain, except an *empty*
+    working directory (a kill between the final rename and its removal leaves it)."""
+    return sorted(
+        p.name
+        for p in out.iterdir()
+        if p.name != name and not (p.name == ".ghga-cli" and not any(p.iterdir()))
+    )
 
 
 def judge_download(

@@ -7,7 +7,7 @@ no hook) and kills the process with SIGKILL — no ``finally`` blocks, no atexit
 
     python tests/reliability/killpoint.py <point> <ghga-cli arguments...>
 
-Points: ``rename-before`` / ``rename-after`` (the ``os.replace`` of ``.part`` to the final name;
+Points: ``rename-before`` / ``rename-after`` (the ``os.replace`` of the partial file to the final name;
 "after" is before the resume state file is deleted), ``patch-before`` / ``patch-after``
 (the ``PATCH uploaded`` call; "after" means the UCS has answered), ``wait`` (the first status
 poll while waiting for validation).
@@ -60,10 +60,10 @@ def install(point: str) -> None:
         api.UcsClient.confirm_uploaded = confirm
     elif point == "wait":
 
-        def wait(self, entry, now):
+        def wait(self, event):
             _die()
 
-        uploads.ValidationWaiter._poll_one = wait
+        uploads.UploadJob._poll = wait
     else:
         raise SystemExit(f"unknown kill point {point!r}")
 

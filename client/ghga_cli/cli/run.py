@@ -348,8 +348,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="download a file from GHGA",
         description=_wrap(
             "Download GHGA file --file-id (repeat it for several files, or use --manifest) "
-            "into --output-dir. A file is written as <name>.part and renamed only after its "
-            "size and checksum were verified. Rerunning the same command resumes an "
+            "into --output-dir. A file is written to a working file in --output-dir/.ghga-cli/ "
+            "and renamed into place only after its size and checksum were verified. Rerunning the same command resumes an "
             "interrupted download."
         ),
         epilog=DOWNLOAD_EPILOG,

@@ -1,7 +1,7 @@
-"""The engine's transfer of one download: ranged GETs into ``<name>.part``, hashed in order.
+"""The engine's transfer of one download: ranged GETs into a partial file, hashed in order.
 
 How bytes flow: the object is split into ranges; each engine handle owns one file object opened
-on ``DIR/<name>.part`` and, per range, seeks it to the range start and gives it to libcurl as
+on the partial file (``DIR/.ghga-cli/<name>.part``, see ``files.WorkingFiles``) and, per range, seeks it to the range start and gives it to libcurl as
 ``WRITEDATA`` (libcurl calls the file's C ``write`` method: no Python frame per 16 KiB chunk).
 A header check runs before any body byte is written: the answer must be ``206`` with the
 expected ``Content-Range`` and ``Content-Length`` and the same ``ETag`` as every other range
@@ -12,18 +12,18 @@ size or the range size (libcurl's buffers plus the file objects' 1 MiB buffers).
 Checksum: the strongest checksum is not needed, the cheapest strong one the server offers is:
 MD5 and SHA-256 are timed on a small buffer once per run (:func:`integrity.choose_checksum`)
 and the faster one is used (SHA-256 with the CPU's SHA extensions beats MD5 by ~2.5x). Ranges
-finish out of order, so the whole-file digest is computed by re-reading the ``.part`` file in
+finish out of order, so the whole-file digest is computed by re-reading the partial file in
 order: a *prefix hasher* thread follows the download and hashes each range as soon as it and
 all ranges before it are complete (usually from the page cache). To leave no hashing tail after
 the last byte, the last ranges of a large file are planned smaller and smaller
 (:func:`plan_ranges`), so they do not finish together and the hasher keeps up to the end.
 
-Resume: ``DIR/<name>.part.json`` (written atomically, at most once a second and when stopping)
+Resume: ``DIR/.ghga-cli/<name>.part.json`` (written atomically, at most once a second and when stopping)
 records the object id, size, checksum (type and value), ETag, the range plan and the completed
 ranges. A rerun downloads only missing ranges with the same checksum type; if the object changed
 (different size, checksum or ETag, or a 412 answer to ``If-Match``) the partial file is
-discarded and the download starts over once. Only when size and checksum match is ``.part``
-renamed (``os.replace``) to ``DIR/<name>``.
+discarded and the download starts over once. Only when size and checksum match is the partial
+file renamed (``os.replace``) to ``DIR/<name>``.
 """
 
 from __future__ import annotations

@@ -4,17 +4,21 @@ One ``pycurl.CurlMulti`` drives up to N easy handles from a single loop in the c
 each handle moves one part (upload) or one byte range (download) at a time and is reused for
 the next one, so connections stay pooled in the multi handle. N is the whole budget of storage
 connections, however many files are in flight: the engine takes its work from a
-:class:`TransferQueue` that file jobs (running in other threads) add :class:`Transfer` objects to
-while it runs. What is moved, and how an answer is checked, is the business of each transfer
-(``uploads.py``, ``downloads.py``); the engine owns scheduling, retries, stall detection,
-progress sampling and interruption:
+:class:`TransferQueue` that the transfer manager (``manager.py``) adds :class:`Transfer` objects
+to while it runs. What is moved, and how an answer is checked, is the business of each transfer
+(``transfer/upload.py``, ``transfer/download.py``); the engine owns scheduling, retries, stall
+detection, progress sampling and interruption. It moves bytes only: it never calls the API and
+never waits for it (a transfer that needs the API, e.g. for a fresh URL, starts the request on
+another thread and answers :meth:`Transfer.ready` with False meanwhile):
 
 - Parts are taken from the oldest transfer that has one ready, so files finish in the order they
   started (the server can validate or the client verify the first one while the next moves).
 - A part that fails with a connection error, a timeout, 5xx, 408, 429 (``Retry-After`` honoured)
-  or 403 (an expired presigned URL: the transfer is asked for a fresh URL) is retried after an
-  exponential backoff with jitter, at most ``retries`` times; then its *transfer* fails (its
-  other parts are dropped, its outcome carries the error) and the other transfers go on.
+  or 403 (an expired presigned URL) is retried after an exponential backoff with jitter, at most
+  ``retries`` times; then its *transfer* fails (its other parts are dropped, its outcome carries
+  the error) and the other transfers go on. A part whose transfer is not ready for it (its fresh
+  URL is on its way) is *parked*: it holds no handle and does not count against the window, so
+  the other files' parts go on; it starts once its transfer says it is ready.
 - Stalls: libcurl aborts a transfer that moved less than 1 KiB/s for ``stall_timeout`` seconds
   (``LOW_SPEED_LIMIT``/``LOW_SPEED_TIME``); that is a retryable timeout.
 - Ctrl+C sets a flag (SIGINT works on Windows too); the loop stops at its next turn, every
@@ -22,7 +26,7 @@ progress sampling and interruption:
 
 Each transfer's :attr:`Transfer.outcome` (a ``Future``) is resolved by the engine: with the
 transfer's :class:`EngineStats` once every part is done, or with the error that ended it; the
-file job waiting on it then confirms (upload) or verifies (download) the file.
+file's job then confirms (upload) or verifies (download) the file on an API thread.
 
 Progress is sampled with ``getinfo(SIZE_UPLOAD_T / SIZE_DOWNLOAD_T)`` on the running handles,
 so no per-chunk Python callback exists on the data path.
