@@ -348,9 +348,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="download a file from GHGA",
         description=_wrap(
             "Download GHGA file --file-id (repeat it for several files, or use --manifest) "
-            "into --output-dir. A file is written to a working file in --output-dir/.ghga-cli/ "
-            "and renamed into place only after its size and checksum were verified. Rerunning the same command resumes an "
-            "interrupted download."
+            "into --output-dir. A file is written to a working file in "
+            "--output-dir/.ghga-cli/ and renamed into place only after its size and checksum "
+            "were verified. Rerunning the same command resumes an interrupted download."
         ),
         epilog=DOWNLOAD_EPILOG,
         formatter_class=formatter,

@@ -11,7 +11,8 @@ from typing import Any, Callable
 
 
 class Tasks:
-    """A thread pool for API requests plus a timer: ``call_later`` holds no pool thread.
+    """A thread pool for API requests plus a timer: a task due later (``call_at``) holds no
+    pool thread while it waits.
 
     Used by the transfer manager (steps of the files' conversations, polls) and by transfers
     (URL fetches, refreshes that wait for re-staging), so that neither the engine's thread nor
@@ -46,9 +47,6 @@ class Tasks:
                 return
             heapq.heappush(self._timers, (when, next(self._seq), fn))
             self._cond.notify()
-
-    def call_later(self, delay: float, fn: Callable[[], Any]) -> None:
-        self.call_at(self._clock() + max(0.0, delay), fn)
 
     def close(self) -> None:
         """Drop pending timers and wait for the running tasks."""

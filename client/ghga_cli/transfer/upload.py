@@ -217,7 +217,6 @@ class UrlSupply:
         self._started = clock()
         self._taken = 0
         self._lock = threading.Lock()
-        self.batches = 0
 
     def prime(self, upcoming: list[int]) -> None:
         """Fetch the first batch now, in the calling thread (before any byte moves)."""
@@ -283,7 +282,6 @@ class UrlSupply:
             return
         done = self._clock()
         with self._lock:
-            self.batches += 1
             self._round_trip = max(self._round_trip, done - started)
             stale_at = done + max(1.0, expires_in / 2)
             for part_no, url in urls.items():
@@ -326,7 +324,6 @@ class UploadTransfer(Transfer[UploadPart]):
         self._on_skipped = on_skipped or (lambda _n: None)
         self.part_md5s: list[str | None] = [None] * len(pieces)
         self.skipped = 0
-        self.skipped_bytes = 0
         self._done_bytes = 0
         self._handles: dict[int, BinaryIO] = {}
         self._bodies: dict[int, _SlotBody] = {}
@@ -361,7 +358,6 @@ class UploadTransfer(Transfer[UploadPart]):
             if value == known.etag:
                 self.part_md5s[part.index] = value
                 self.skipped += 1
-                self.skipped_bytes += part.size
             else:
                 part.digest = digest
                 self._ready.appendleft(part)
