@@ -1,13 +1,14 @@
 """The engine's transfer of one download: ranged GETs into a partial file, hashed in order.
 
-How bytes flow: the object is split into ranges; each engine handle owns one file object opened
-on the partial file (``DIR/.ghga-cli/<name>.part``, see ``files.WorkingFiles``) and, per range,
-seeks it to the range start and gives it to libcurl as ``WRITEDATA`` (libcurl calls the file's
-C ``write`` method: no Python frame per 16 KiB chunk). A header check runs before any body byte is written: the answer must be ``206`` with the
-expected ``Content-Range`` and ``Content-Length`` and the same ``ETag`` as every other range
-(the first answer pins it; later requests send ``If-Match``), otherwise the transfer is aborted,
-so a wrong answer can never overwrite bytes of another range. Memory does not depend on the file
-size or the range size (libcurl's buffers plus the file objects' 1 MiB buffers).
+How bytes flow: the object is split into ranges; each engine handle owns one file object opened on
+the partial file (``DIR/.ghga-cli/<name>.part``, see ``files.WorkingFiles``) and, per range, seeks
+it to the range start and gives it to libcurl as ``WRITEDATA`` (libcurl calls the file's C
+``write`` method: no Python frame per 16 KiB chunk). A header check runs before any body byte is
+written: the answer must be ``206`` with the expected ``Content-Range`` and ``Content-Length`` and
+the same ``ETag`` as every other range (the first answer pins it; later requests send ``If-
+Match``), otherwise the transfer is aborted, so a wrong answer can never overwrite bytes of another
+range. Memory does not depend on the file size or the range size (libcurl's buffers plus the file
+objects' 1 MiB buffers).
 
 Checksum: the strongest checksum is not needed, the cheapest strong one the server offers is:
 MD5 and SHA-256 are timed on a small buffer once per run (:func:`integrity.choose_checksum`)
