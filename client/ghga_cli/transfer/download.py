@@ -19,12 +19,12 @@ all ranges before it are complete (usually from the page cache). To leave no has
 the last byte, the last ranges of a large file are planned smaller and smaller
 (:func:`plan_ranges`), so they do not finish together and the hasher keeps up to the end.
 
-Resume: ``DIR/.ghga-cli/<name>.part.json`` (written atomically, at most once a second and when stopping)
-records the object id, size, checksum (type and value), ETag, the range plan and the completed
-ranges. A rerun downloads only missing ranges with the same checksum type; if the object changed
-(different size, checksum or ETag, or a 412 answer to ``If-Match``) the partial file is
-discarded and the download starts over once. Only when size and checksum match is the partial
-file renamed (``os.replace``) to ``DIR/<name>``.
+Resume: ``DIR/.ghga-cli/<name>.part.json`` (written atomically, at most once a second and when
+stopping) records the object id, size, checksum (type and value), ETag, the range plan and the
+completed ranges. A rerun downloads only missing ranges with the same checksum type; if the object
+changed (different size, checksum or ETag, or a 412 answer to ``If-Match``) the partial file is
+discarded and the download starts over once. Only when size and checksum match is the partial file
+renamed (``os.replace``) to ``DIR/<name>``.
 """
 
 from __future__ import annotations
