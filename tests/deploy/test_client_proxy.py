@@ -8,20 +8,16 @@ uppercase ``HTTP_PROXY`` on purpose (a CGI program gets a request's ``Proxy:`` h
 
 from __future__ import annotations
 
-import hashlib
 import os
 import subprocess
-import sys
 import tempfile
-import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.helpers.admin import grant, new_user, register_file
 from tests.helpers.faultproxy import FaultProxy
-
-from .conftest import ROOT
 
 pytestmark = pytest.mark.e2e
 
@@ -32,43 +28,16 @@ def clean_env(base: dict[str, str]) -> dict[str, str]:
     return {k: v for k, v in base.items() if k.lower() not in PROXY_VARS}
 
 
-def admin(env: dict[str, str], *args: str) -> str:
-    proc = subprocess.run(
-        [sys.executable, "-m", "ucs_lambda.admin", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    return proc.stdout.strip()
-
-
 def test_upload_and_download_through_a_proxy(
     ghga_cli: list[str], local_stack: dict[str, Any], stack_env: dict[str, str], tmp_path: Path
 ) -> None:
-    user = f"proxy-{uuid.uuid4().hex[:8]}"
-    token = admin(stack_env, "mint-token", "--user", user)
+    user = new_user(stack_env, "proxy")
+    token = user["token"]
     data = os.urandom(700_000)
-    file_id = f"px-{uuid.uuid4().hex[:12]}"
-    source = tmp_path / f"{file_id}.bin"
+    source = tmp_path / "proxied.bin"
     source.write_bytes(data)
-    admin(
-        stack_env,
-        "register-file",
-        "--file-id",
-        file_id,
-        "--file-name",
-        source.name,
-        "--size",
-        str(len(data)),
-        "--md5",
-        hashlib.md5(data).hexdigest(),
-        "--submitter",
-        user,
-    )
-    admin(stack_env, "grant", "--file-id", file_id, "--user", user)
+    file_id = register_file(stack_env, user["user"], source, prefix="px")
+    grant(stack_env, file_id, user["user"])
 
     with FaultProxy() as proxy:
         env = {

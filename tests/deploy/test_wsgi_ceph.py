@@ -22,9 +22,8 @@ from typing import Any
 import pytest
 
 from tests.helpers import ceph
+from tests.helpers.admin import run_admin
 from tests.helpers.support import GUNICORN, free_port, gunicorn
-
-from .conftest import ROOT
 
 KEY = "wsgi-test-key-0123456789abcdef0123456789abcdef"
 
@@ -109,20 +108,9 @@ def test_gunicorn_serves_an_upload(
     payload = os.urandom(300_000)
     md5 = hashlib.md5(payload).hexdigest()
 
-    def admin(*args: str) -> str:
-        proc = subprocess.run(
-            [sys.executable, "-m", "ucs_lambda.admin", *args],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert proc.returncode == 0, proc.stdout + proc.stderr
-        return proc.stdout.strip()
-
-    admin("create-resources")
-    admin(
+    run_admin(env, "create-resources", timeout=60)
+    run_admin(
+        env,
         "register-file",
         "--file-id",
         f"F-{run}",
@@ -134,8 +122,9 @@ def test_gunicorn_serves_an_upload(
         md5,
         "--submitter",
         "alice",
+        timeout=60,
     )
-    token = admin("mint-token", "--user", "alice")
+    token = run_admin(env, "mint-token", "--user", "alice", timeout=60)
 
     with gunicorn(env, tmp_path / "gunicorn.log", workers=2) as api:
         status, body = call("POST", f"{api}/uploads", {"file_id": f"F-{run}"}, token)

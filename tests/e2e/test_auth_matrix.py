@@ -12,7 +12,6 @@ logs or the client's ``--json`` output.
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import os
 import re
@@ -27,13 +26,13 @@ import jwt
 import pytest
 import yaml
 
-from tests.e2e.test_download_cli import download
-from tests.e2e.test_races import accepted_file, put_part, start_upload
-from tests.e2e.test_ucs_http import register
+from tests.helpers.admin import new_user, register_file, run_admin
 from tests.helpers.ceph import require_ceph
+from tests.helpers.cli import download
 from tests.helpers.invariants import read_file_state
 from tests.helpers.localstack import stacklib
-from tests.helpers.support import PROJECT_DIR, call, run_admin, s3_client
+from tests.helpers.support import PROJECT_DIR, call, s3_client
+from tests.helpers.ucs import accepted_file, put_part, start_upload
 
 pytestmark = pytest.mark.e2e
 
@@ -67,12 +66,12 @@ def b64(data: dict[str, Any]) -> str:
 @pytest.fixture(scope="module")
 def world(local_stack: dict[str, Any], stack_env: dict[str, str]) -> dict[str, Any]:
     """An owner with a pending upload on one file and an accepted, readable second file."""
-    owner_name = f"owner-{uuid.uuid4().hex[:8]}"
-    owner = {"user": owner_name, "token": run_admin(stack_env, "mint-token", "--user", owner_name)}
+    owner = new_user(stack_env, "owner")
+    owner_name = owner["user"]
     data = os.urandom(1000)
     accepted_id, _ = accepted_file(local_stack, stack_env, owner, data)
     run_admin(stack_env, "grant", "--file-id", accepted_id, "--user", owner_name)
-    pending_file = register(stack_env, 1000, "0" * 32, owner_name)
+    pending_file = register_file(stack_env, owner_name, size=1000, md5="0" * 32)
     upload_id = start_upload(local_stack, owner["token"], pending_file, os.urandom(1000))
     # A reader of the pending file who is not its submitter, and a stranger.
     run_admin(stack_env, "grant", "--file-id", pending_file, "--user", "reader-only")
@@ -233,8 +232,7 @@ def test_users_without_rights_get_403_and_change_nothing(
 def test_a_submitter_who_is_not_a_reader_cannot_download(
     local_stack: dict[str, Any], stack_env: dict[str, str], world: dict[str, Any]
 ) -> None:
-    uploader = f"uploader-{uuid.uuid4().hex[:6]}"
-    user = {"user": uploader, "token": run_admin(stack_env, "mint-token", "--user", uploader)}
+    user = new_user(stack_env, "uploader")
     file_id, _ = accepted_file(local_stack, stack_env, user, os.urandom(500))
     status, answer = call("GET", f"{local_stack['drs_url']}/objects/{file_id}", user["token"])
     assert status == 403 and answer["exception_id"] == "noFileAccess", answer
@@ -289,10 +287,9 @@ def test_presigned_urls_expire_as_configured(tmp_path: Path) -> None:
         tmp_path / "stack", s3_backend="ceph", extra_env={"UCS_PRESIGN_TTL": str(ttl)}
     ) as stack:
         env = {**os.environ, **stack["env"]}
-        name = f"ttl-{uuid.uuid4().hex[:6]}"
-        user = {"user": name, "token": run_admin(env, "mint-token", "--user", name)}
+        user = new_user(env, "ttl")
         data = os.urandom(1000)
-        file_id = register(env, len(data), hashlib.md5(data).hexdigest(), name)
+        file_id = register_file(env, user["user"], data)
         status, upload = call(
             "POST", f"{stack['ucs_url']}/uploads", user["token"], {"file_id": file_id}
         )

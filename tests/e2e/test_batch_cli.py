@@ -2,17 +2,16 @@
 
 Every accepted upload is read back from the permanent bucket with boto3, every download from
 disk, never through the client under test. The client runs in a child process, as users run it;
-where a test needs to see or break requests, it goes through tests/faultproxy.py.
+where a test needs to see or break requests, it goes through tests/helpers/faultproxy.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
-import json
 import os
 import re
 import subprocess
-import tempfile
 import threading
 import time
 import uuid
@@ -21,29 +20,20 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.test_faults_and_resume import (
-    PROXY_VARIABLES,
-    THROTTLE_BPS,
-    client_env,
-    kill_when,
-    s3_records,
-)
+from tests.helpers.admin import run_admin
+from tests.helpers.cli import kill_when, run_cli, summary_of
 from tests.helpers.faultproxy import FaultProxy, Rule
 from tests.helpers.localstack import E2E_PART_SIZE
-from tests.helpers.support import call, run_admin, s3_client
+from tests.helpers.s3faults import THROTTLE_BPS, s3_records
+from tests.helpers.support import call, stored_bytes
 
 pytestmark = pytest.mark.e2e
 
 PART = E2E_PART_SIZE
 #: Sizes of the 50-file study: empty, tiny, around one part, several parts.
 SIZES = [0, 1, 1000, PART - 1, PART, PART + 1, 2 * PART + 3, 3 * PART, 4 * PART + 17, 77_777]
-
-
-@pytest.fixture(scope="module")
-def person(stack_env: dict[str, str]) -> dict[str, str]:
-    """A submitter who may also download what they submitted."""
-    name = f"batch-{uuid.uuid4().hex[:8]}"
-    return {"user": name, "token": run_admin(stack_env, "mint-token", "--user", name)}
+#: ghga-cli with the time a batch may take (50 files on moto are slow).
+run_batch = functools.partial(run_cli, timeout=300)
 
 
 def make_study(
@@ -83,29 +73,6 @@ def write_upload_manifest(path: Path, files: list[tuple[str, Path, bytes]]) -> P
     return path
 
 
-def run_cli(
-    cli: list[str], args: list[str], env: dict[str, str], timeout: float = 300
-) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [*cli, *args],
-        env=env,
-        cwd=tempfile.gettempdir(),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-
-
-def plain_env(token: str | None = None, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in PROXY_VARIABLES}
-    env.pop("GHGA_CLI_TOKEN", None)
-    if token:
-        env["GHGA_CLI_TOKEN"] = token
-    env.update(extra)
-    return env
-
-
 def upload_batch(stack: dict[str, Any], manifest: Path, *extra: str) -> list[str]:
     return ["upload-by-id", "--api-url", stack["ucs_url"], "--manifest", str(manifest), *extra]
 
@@ -126,14 +93,9 @@ def download_batch(stack: dict[str, Any], manifest: Path, out: Path, *extra: str
 
 
 def summary(result: subprocess.CompletedProcess) -> dict[str, Any]:
-    assert result.stdout.strip(), result.stderr
+    """The run's ``--json`` summary; a batch never ends in a traceback."""
     assert "Traceback" not in result.stderr, result.stderr
-    return json.loads(result.stdout)
-
-
-def stored(stack: dict[str, Any], file_id: str) -> bytes:
-    s3 = s3_client(stack)
-    return s3.get_object(Bucket=stack["permanent_bucket"], Key=file_id)["Body"].read()
+    return summary_of(result)
 
 
 def current_upload(stack: dict[str, Any], token: str, file_id: str) -> Any:
@@ -149,13 +111,13 @@ def test_fifty_files_upload_then_download_in_one_run_each(
     tmp_path: Path,
     local_stack: dict[str, Any],
     stack_env: dict[str, str],
-    person: dict[str, str],
+    user: dict[str, str],
     ghga_cli: list[str],
 ) -> None:
-    files = make_study(stack_env, person["user"], tmp_path / "data", SIZES * 5)
+    files = make_study(stack_env, user["user"], tmp_path / "data", SIZES * 5)
     manifest = write_upload_manifest(tmp_path / "data" / "upload.tsv", files)
-    result = run_cli(
-        ghga_cli, [*upload_batch(local_stack, manifest), "--json"], plain_env(person["token"])
+    result = run_batch(
+        ghga_cli, [*upload_batch(local_stack, manifest), "--json"], token=user["token"]
     )
     report = summary(result)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -164,14 +126,14 @@ def test_fifty_files_upload_then_download_in_one_run_each(
     assert re.search(r"\[50/50\] bt-", result.stderr)  # one line per finished file
     assert "50 files: 50 succeeded, 0 failed" in result.stderr  # the summary table
     for file_id, _path, data in files:
-        assert stored(local_stack, file_id) == data
+        assert stored_bytes(local_stack, file_id) == data
 
     ids = tmp_path / "ids.txt"
     ids.write_text("\n".join(fid for fid, _, _ in files) + "\n")
     out = tmp_path / "out"
     out.mkdir()
-    result = run_cli(
-        ghga_cli, [*download_batch(local_stack, ids, out), "--json"], plain_env(person["token"])
+    result = run_batch(
+        ghga_cli, [*download_batch(local_stack, ids, out), "--json"], token=user["token"]
     )
     report = summary(result)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -181,16 +143,16 @@ def test_fifty_files_upload_then_download_in_one_run_each(
     assert sorted(p.name for p in out.iterdir()) == [f"sample{i:03d}.bin" for i in range(50)]
 
     # The same command again: every file is there and verified, nothing moves.
-    result = run_cli(
-        ghga_cli, [*download_batch(local_stack, ids, out), "--json"], plain_env(person["token"])
+    result = run_batch(
+        ghga_cli, [*download_batch(local_stack, ids, out), "--json"], token=user["token"]
     )
     report = summary(result)
     assert result.returncode == 0, result.stderr[-3000:]
     assert {f.get("status_note") for f in report["files"]} == {"already present"}
     assert report["bytes_transferred"] == 0
     # And the uploads: every file already accepted is skipped.
-    result = run_cli(
-        ghga_cli, [*upload_batch(local_stack, manifest), "--json"], plain_env(person["token"])
+    result = run_batch(
+        ghga_cli, [*upload_batch(local_stack, manifest), "--json"], token=user["token"]
     )
     report = summary(result)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -201,16 +163,16 @@ def test_a_killed_batch_resumes_sending_only_what_is_missing(
     tmp_path: Path,
     local_stack: dict[str, Any],
     stack_env: dict[str, str],
-    person: dict[str, str],
+    user: dict[str, str],
     ghga_cli: list[str],
 ) -> None:
-    files = make_study(stack_env, person["user"], tmp_path / "data", [4 * PART] * 6)
+    files = make_study(stack_env, user["user"], tmp_path / "data", [4 * PART] * 6)
     manifest = write_upload_manifest(tmp_path / "data" / "upload.tsv", files)
     args = [*upload_batch(local_stack, manifest), "--json", "--parallel", "2"]
     with FaultProxy(throttle_bps=THROTTLE_BPS) as proxy:
         kill_when(
             ghga_cli,
-            person["token"],
+            user["token"],
             proxy,
             args,
             tmp_path / "killed",
@@ -219,7 +181,7 @@ def test_a_killed_batch_resumes_sending_only_what_is_missing(
         sent_before = len([r for r in s3_records(proxy, local_stack, "PUT") if r.status == 200])
         proxy.set_throttle(None)
         proxy.reset_log()
-        result = run_cli(ghga_cli, args, client_env(person["token"], proxy))
+        result = run_batch(ghga_cli, args, token=user["token"], proxy=proxy)
         report = summary(result)
         assert result.returncode == 0, result.stderr[-3000:]
         puts = [r for r in s3_records(proxy, local_stack, "PUT") if r.status == 200]
@@ -232,19 +194,19 @@ def test_a_killed_batch_resumes_sending_only_what_is_missing(
     assert reused >= sent_before - 2
     assert report["bytes_transferred"] <= (total_parts - sent_before + 2) * PART
     for file_id, _path, data in files:
-        assert stored(local_stack, file_id) == data
+        assert stored_bytes(local_stack, file_id) == data
 
 
 def test_every_bad_line_is_reported_with_its_number_before_anything_moves(
     tmp_path: Path,
     local_stack: dict[str, Any],
     stack_env: dict[str, str],
-    person: dict[str, str],
+    user: dict[str, str],
     ghga_cli: list[str],
 ) -> None:
     files = make_study(
         stack_env,
-        person["user"],
+        user["user"],
         tmp_path / "data",
         [PART, PART, PART],
         registered_sizes={1: PART + 1},
@@ -266,8 +228,8 @@ def test_every_bad_line_is_reported_with_its_number_before_anything_moves(
         )
         + "\n"
     )
-    result = run_cli(
-        ghga_cli, [*upload_batch(local_stack, manifest), "--json"], plain_env(person["token"])
+    result = run_batch(
+        ghga_cli, [*upload_batch(local_stack, manifest), "--json"], token=user["token"]
     )
     assert result.returncode == 2, result.stderr
     err = result.stderr
@@ -280,47 +242,46 @@ def test_every_bad_line_is_reported_with_its_number_before_anything_moves(
     report = summary(result)
     assert report["exit_code"] == 2 and len(report["error"]["problems"]) >= 5
     for file_id in (good, wrong):
-        assert current_upload(local_stack, person["token"], file_id) is None  # no upload created
+        assert current_upload(local_stack, user["token"], file_id) is None  # no upload created
 
 
 def test_dry_run_checks_and_moves_nothing(
     tmp_path: Path,
     local_stack: dict[str, Any],
     stack_env: dict[str, str],
-    person: dict[str, str],
+    user: dict[str, str],
     ghga_cli: list[str],
 ) -> None:
-    files = make_study(stack_env, person["user"], tmp_path / "data", [0, PART + 5])
+    files = make_study(stack_env, user["user"], tmp_path / "data", [0, PART + 5])
     manifest = write_upload_manifest(tmp_path / "data" / "upload.tsv", files)
-    result = run_cli(
-        ghga_cli,
-        [*upload_batch(local_stack, manifest), "--dry-run", "--json"],
-        plain_env(person["token"]),
+    result = run_batch(
+        ghga_cli, [*upload_batch(local_stack, manifest), "--dry-run", "--json"], token=user["token"]
     )
     assert result.returncode == 0, result.stderr
     assert summary(result)["status"] == "dry-run"
     assert result.stderr.count("new upload") == 2 and "nothing was sent" in result.stderr
     for file_id, _, _ in files:
-        assert current_upload(local_stack, person["token"], file_id) is None
+        assert current_upload(local_stack, user["token"], file_id) is None
 
 
 def test_one_failing_file_does_not_stop_the_others(
     tmp_path: Path,
     local_stack: dict[str, Any],
     stack_env: dict[str, str],
-    person: dict[str, str],
+    user: dict[str, str],
     ghga_cli: list[str],
 ) -> None:
-    files = make_study(stack_env, person["user"], tmp_path / "data", [2 * PART] * 4)
+    files = make_study(stack_env, user["user"], tmp_path / "data", [2 * PART] * 4)
     manifest = write_upload_manifest(tmp_path / "data" / "upload.tsv", files)
     doomed = files[1][0]
     with FaultProxy() as proxy:
         # Every PUT of one file's parts answers 500: that file fails, the others go on.
         proxy.add_rule(Rule("status", method="PUT", url=rf"/{doomed}/", status=500))
-        result = run_cli(
+        result = run_batch(
             ghga_cli,
             [*upload_batch(local_stack, manifest), "--json", "--retries", "1"],
-            client_env(person["token"], proxy),
+            token=user["token"],
+            proxy=proxy,
         )
     report = summary(result)
     assert result.returncode == 6, result.stderr[-3000:]
@@ -330,14 +291,14 @@ def test_one_failing_file_does_not_stop_the_others(
     assert f"{doomed}: failed (exit 6)" in result.stderr
     for file_id, _path, data in files:
         if file_id != doomed:
-            assert stored(local_stack, file_id) == data
+            assert stored_bytes(local_stack, file_id) == data
 
     # --fail-fast: the first failure stops the batch, with that failure's exit code.
-    more = make_study(stack_env, person["user"], tmp_path / "more", [2 * PART] * 3)
+    more = make_study(stack_env, user["user"], tmp_path / "more", [2 * PART] * 3)
     manifest = write_upload_manifest(tmp_path / "more" / "upload.tsv", more)
     with FaultProxy() as proxy:
         proxy.add_rule(Rule("status", method="PUT", url=rf"/{more[0][0]}/", status=500))
-        result = run_cli(
+        result = run_batch(
             ghga_cli,
             [
                 *upload_batch(local_stack, manifest),
@@ -348,7 +309,8 @@ def test_one_failing_file_does_not_stop_the_others(
                 "--parallel-files",
                 "1",
             ],
-            client_env(person["token"], proxy),
+            token=user["token"],
+            proxy=proxy,
         )
     report = summary(result)
     assert result.returncode == 6, result.stderr[-3000:]
@@ -359,21 +321,21 @@ def test_two_files_with_one_name_are_refused_before_anything_is_written(
     tmp_path: Path,
     local_stack: dict[str, Any],
     stack_env: dict[str, str],
-    person: dict[str, str],
+    user: dict[str, str],
     ghga_cli: list[str],
 ) -> None:
     files = make_study(
-        stack_env, person["user"], tmp_path / "data", [10, 20], names=["reads.bam", "reads.bam"]
+        stack_env, user["user"], tmp_path / "data", [10, 20], names=["reads.bam", "reads.bam"]
     )
     manifest = write_upload_manifest(tmp_path / "data" / "upload.tsv", files)
-    result = run_cli(ghga_cli, upload_batch(local_stack, manifest), plain_env(person["token"]))
+    result = run_batch(ghga_cli, upload_batch(local_stack, manifest), token=user["token"])
     assert result.returncode == 0, result.stderr
     out = tmp_path / "out"
     out.mkdir()
     args = ["download-by-id", "--api-url", local_stack["ucs_url"], "--output-dir", str(out)]
     for file_id, _, _ in files:
         args += ["--file-id", file_id]
-    result = run_cli(ghga_cli, args, plain_env(person["token"]))
+    result = run_batch(ghga_cli, args, token=user["token"])
     assert result.returncode == 2, result.stderr
     assert "has the same name (reads.bam)" in result.stderr
     assert list(out.iterdir()) == []
@@ -383,21 +345,17 @@ def test_a_renewed_token_file_lets_a_long_batch_continue(
     tmp_path: Path,
     local_stack: dict[str, Any],
     stack_env: dict[str, str],
-    person: dict[str, str],
+    user: dict[str, str],
     ghga_cli: list[str],
 ) -> None:
-    files = make_study(stack_env, person["user"], tmp_path / "data", [4 * PART] * 4)
+    files = make_study(stack_env, user["user"], tmp_path / "data", [4 * PART] * 4)
     manifest = write_upload_manifest(tmp_path / "data" / "upload.tsv", files)
     token_file = tmp_path / "token"
-    token_file.write_text(
-        run_admin(stack_env, "mint-token", "--user", person["user"], "--ttl", "4")
-    )
-    fresh = run_admin(stack_env, "mint-token", "--user", person["user"], "--ttl", "3600")
+    token_file.write_text(run_admin(stack_env, "mint-token", "--user", user["user"], "--ttl", "4"))
+    fresh = run_admin(stack_env, "mint-token", "--user", user["user"], "--ttl", "3600")
     args = [*upload_batch(local_stack, manifest), "--json", "--parallel", "1"]
     args += ["--token-file", str(token_file)]
     with FaultProxy(throttle_bps=THROTTLE_BPS) as proxy:
-        env = client_env("", proxy)
-        env.pop("GHGA_CLI_TOKEN", None)
 
         def renew_once_started() -> None:
             deadline = time.monotonic() + 30
@@ -407,7 +365,7 @@ def test_a_renewed_token_file_lets_a_long_batch_continue(
 
         writer = threading.Thread(target=renew_once_started)
         writer.start()
-        result = run_cli(ghga_cli, args, env)
+        result = run_batch(ghga_cli, args, proxy=proxy)  # token from the file
         writer.join()
         refused = proxy.count(status=401)
     report = summary(result)
@@ -416,31 +374,32 @@ def test_a_renewed_token_file_lets_a_long_batch_continue(
     assert report["token_renewals"] == 1
     assert fresh not in result.stdout + result.stderr
     for file_id, _path, data in files:
-        assert stored(local_stack, file_id) == data
+        assert stored_bytes(local_stack, file_id) == data
 
 
 def test_the_first_byte_moves_after_a_few_api_calls_not_one_per_file(
     tmp_path: Path,
     local_stack: dict[str, Any],
     stack_env: dict[str, str],
-    person: dict[str, str],
+    user: dict[str, str],
     ghga_cli: list[str],
 ) -> None:
     """40 files: one batch lookup checks them all; transfers start after a handful of calls
     (per file in flight: create, list parts, presign), not after 40+ round trips."""
-    files = make_study(stack_env, person["user"], tmp_path / "data", [1000] * 40)
+    files = make_study(stack_env, user["user"], tmp_path / "data", [1000] * 40)
     manifest = write_upload_manifest(tmp_path / "data" / "upload.tsv", files)
     ids = tmp_path / "ids.txt"
     ids.write_text("\n".join(fid for fid, _, _ in files) + "\n")
     out = tmp_path / "out"
     out.mkdir()
     with FaultProxy() as proxy:
-        env = client_env(person["token"], proxy)
-        result = run_cli(ghga_cli, [*upload_batch(local_stack, manifest), "--json"], env)
+        args = [*upload_batch(local_stack, manifest), "--json"]
+        result = run_batch(ghga_cli, args, token=user["token"], proxy=proxy)
         assert result.returncode == 0, result.stderr[-3000:]
         upload_log = list(proxy.requests)
         proxy.reset_log()
-        result = run_cli(ghga_cli, [*download_batch(local_stack, ids, out), "--json"], env)
+        args = [*download_batch(local_stack, ids, out), "--json"]
+        result = run_batch(ghga_cli, args, token=user["token"], proxy=proxy)
         assert result.returncode == 0, result.stderr[-3000:]
         download_log = list(proxy.requests)
     s3_port = local_stack["aws_endpoint_url"].rsplit(":", 1)[1]

@@ -19,18 +19,17 @@ import re
 import time
 import urllib.error
 import urllib.request
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from tests.e2e.test_download_cli import archived_file, download
-from tests.e2e.test_faults_and_resume import part_url, run_client, s3_records
-from tests.e2e.test_upload_cli import EXIT_AUTH, register, summary_of, upload
+from tests.helpers.admin import new_user, register_file
+from tests.helpers.cli import EXIT_AUTH, archived_file, download, run_cli, summary_of, upload
 from tests.helpers.faultproxy import FaultProxy, RequestRecord, Rule
 from tests.helpers.localstack import CEPH_PART_SIZE, launch_on_ceph
-from tests.helpers.support import call, put_parts_directly, run_admin, s3_client
+from tests.helpers.s3faults import part_url, s3_records
+from tests.helpers.support import call, put_parts_directly, s3_client
 
 pytestmark = [pytest.mark.e2e, pytest.mark.ceph]
 
@@ -72,8 +71,8 @@ def assert_copied(etag: str, data: bytes) -> None:
 
 @pytest.fixture(scope="module")
 def user(ceph_stack_env: dict[str, str]) -> dict[str, str]:
-    name = f"ceph-{uuid.uuid4().hex[:8]}"
-    return {"user": name, "token": run_admin(ceph_stack_env, "mint-token", "--user", name)}
+    """The module's user, on the stack on Ceph (overrides tests/e2e/conftest.py's)."""
+    return new_user(ceph_stack_env, "ceph")
 
 
 # --------------------------------------------------------------------------- upload, download
@@ -83,7 +82,7 @@ def user(ceph_stack_env: dict[str, str]) -> dict[str, str]:
 def test_upload_on_ceph(ghga_cli, ceph_stack, ceph_stack_env, user, tmp_path, size) -> None:
     source = tmp_path / "sample.bin"
     source.write_bytes(os.urandom(size))
-    file_id = register(ceph_stack_env, user["user"], source)
+    file_id = register_file(ceph_stack_env, user["user"], source)
 
     result = upload(ghga_cli, ceph_stack, user["token"], file_id, source, "--json")
 
@@ -134,11 +133,11 @@ def test_interrupted_upload_resumes_from_the_parts_the_rgw_lists(
     data = os.urandom(3 * PART + 7)
     source = tmp_path / "src.bin"
     source.write_bytes(data)
-    file_id = register(ceph_stack_env, user["user"], source)
+    file_id = register_file(ceph_stack_env, user["user"], source)
     args = ["upload-by-id", "--api-url", ceph_stack["ucs_url"], "--file-id", file_id]
     args += ["--file-path", str(source), "--json", "--parallel", "1", "--retries", "0"]
     with FaultProxy(rules=[Rule("reset", method="PUT", url=part_url(3))]) as proxy:
-        first = run_client(ghga_cli, user["token"], proxy, args)
+        first = run_cli(ghga_cli, args, token=user["token"], proxy=proxy)
     assert first.returncode != 0, first.stderr
 
     second = upload(ghga_cli, ceph_stack, user["token"], file_id, source, "--json")
@@ -189,7 +188,7 @@ def test_rgw_refuses_tampered_urls_of_the_services(
     # An upload URL of a pending upload (the UCS API, as the client uses it).
     source = tmp_path / "pending.bin"
     source.write_bytes(b"p" * 10)
-    pending_id = register(ceph_stack_env, user["user"], source)
+    pending_id = register_file(ceph_stack_env, user["user"], source)
     status, created = call(
         "POST", f"{ceph_stack['ucs_url']}/uploads", user["token"], {"file_id": pending_id}
     )
@@ -237,13 +236,11 @@ def test_refused_signatures_end_the_client_with_exit_3(
     data = os.urandom(PART + 10)
     source = tmp_path / "src.bin"
     source.write_bytes(data)
-    up_id = register(ceph_stack_env, user["user"], source)
+    up_id = register_file(ceph_stack_env, user["user"], source)
     down_id = archived_file(ghga_cli, ceph_stack, ceph_stack_env, user, data)
     with TamperingProxy(s3_port(ceph_stack)) as proxy:
-        up = run_client(
+        up = run_cli(
             ghga_cli,
-            user["token"],
-            proxy,
             [
                 "upload-by-id",
                 "--api-url",
@@ -256,13 +253,13 @@ def test_refused_signatures_end_the_client_with_exit_3(
                 "--retries",
                 "2",
             ],
+            token=user["token"],
+            proxy=proxy,
         )
         out = tmp_path / "out"
         out.mkdir()
-        down = run_client(
+        down = run_cli(
             ghga_cli,
-            user["token"],
-            proxy,
             [
                 "download-by-id",
                 "--api-url",
@@ -275,6 +272,8 @@ def test_refused_signatures_end_the_client_with_exit_3(
                 "--retries",
                 "2",
             ],
+            token=user["token"],
+            proxy=proxy,
         )
     for result, method in ((up, "PUT"), (down, "GET")):
         assert result.returncode == EXIT_AUTH, result.stderr
@@ -327,8 +326,7 @@ def short_ttl_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[s
 @pytest.fixture(scope="module")
 def short_ttl_user(short_ttl_stack: dict[str, Any]) -> dict[str, str]:
     env = {**os.environ, **short_ttl_stack["env"]}
-    name = f"ttl-{uuid.uuid4().hex[:8]}"
-    return {"user": name, "token": run_admin(env, "mint-token", "--user", name), "env": env}
+    return {**new_user(env, "ttl"), "env": env}
 
 
 def origin_403s(proxy: FaultProxy, stack: dict[str, Any], method: str) -> list[RequestRecord]:
@@ -343,15 +341,13 @@ def test_upload_refreshes_a_url_that_expired_on_the_rgw(
     data = os.urandom(3 * PART + 7)
     source = tmp_path / "src.bin"
     source.write_bytes(data)
-    file_id = register(env, short_ttl_user["user"], source)
+    file_id = register_file(env, short_ttl_user["user"], source)
 
     # With one connection the second PUT is part 2's: it reaches the RGW after its URL expired.
     choose = lambda method, path, n: method == "PUT" and n == 2  # noqa: E731
     with DelayingProxy(s3_port(stack), choose) as proxy:
-        result = run_client(
+        result = run_cli(
             ghga_cli,
-            short_ttl_user["token"],
-            proxy,
             [
                 "upload-by-id",
                 "--api-url",
@@ -364,6 +360,8 @@ def test_upload_refreshes_a_url_that_expired_on_the_rgw(
                 "--parallel",
                 "1",
             ],
+            token=short_ttl_user["token"],
+            proxy=proxy,
         )
     assert result.returncode == 0, result.stderr
     assert summary_of(result)["status"] == "accepted"
@@ -383,10 +381,8 @@ def test_download_refreshes_a_url_that_expired_on_the_rgw(
     out.mkdir()
     # The second ranged GET reaches the RGW after the DRS URL expired.
     with DelayingProxy(s3_port(stack), lambda method, path, n: method == "GET" and n == 2) as proxy:
-        result = run_client(
+        result = run_cli(
             ghga_cli,
-            short_ttl_user["token"],
-            proxy,
             [
                 "download-by-id",
                 "--api-url",
@@ -401,6 +397,8 @@ def test_download_refreshes_a_url_that_expired_on_the_rgw(
                 "--range-size",
                 str(PART),
             ],
+            token=short_ttl_user["token"],
+            proxy=proxy,
         )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["status"] == "downloaded"
@@ -413,22 +411,7 @@ def test_download_refreshes_a_url_that_expired_on_the_rgw(
 
 def pending_upload(stack: dict[str, Any], env: dict[str, str], user: dict[str, str], size: int):
     """Register a file of ``size`` bytes and open an upload for it; returns (upload_id, api)."""
-    source_name = f"pending-{uuid.uuid4().hex[:8]}.bin"
-    file_id = f"pend-{uuid.uuid4().hex[:12]}"
-    run_admin(
-        env,
-        "register-file",
-        "--file-id",
-        file_id,
-        "--file-name",
-        source_name,
-        "--size",
-        str(size),
-        "--md5",
-        "0" * 32,
-        "--submitter",
-        user["user"],
-    )
+    file_id = register_file(env, user["user"], size=size, md5="0" * 32, prefix="pend")
     status, created = call(
         "POST", f"{stack['ucs_url']}/uploads", user["token"], {"file_id": file_id}
     )

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,18 +20,17 @@ from typing import Any
 import pytest
 
 from tests.e2e.test_ceph_e2e import multipart_etag
-from tests.e2e.test_download_cli import download
-from tests.e2e.test_faults_and_resume import staged, stored_bytes
 from tests.e2e.test_server_verification import (
     cancel_mid_assembly,
     part_md5s,
     plain_upload,
     settled,
 )
-from tests.e2e.test_ucs_http import register
-from tests.e2e.test_upload_cli import summary_of, upload
+from tests.helpers.admin import new_user, register_file, run_admin
+from tests.helpers.cli import download, summary_of, upload
 from tests.helpers.localstack import CEPH_PART_SIZE, launch_on_ceph
-from tests.helpers.support import assert_nothing_stored, call, run_admin, s3_client
+from tests.helpers.support import assert_nothing_stored, call, s3_client, stored_bytes
+from tests.helpers.ucs import staged
 
 pytestmark = [pytest.mark.e2e, pytest.mark.ceph]
 
@@ -58,8 +56,8 @@ def cstack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
 
 @pytest.fixture(scope="module")
 def user(cstack: dict[str, Any]) -> dict[str, str]:
-    name = f"cv-{uuid.uuid4().hex[:8]}"
-    return {"user": name, "token": run_admin(cstack["full_env"], "mint-token", "--user", name)}
+    """The module's user, on its own stack (overrides tests/e2e/conftest.py's)."""
+    return new_user(cstack["full_env"], "cv")
 
 
 def test_ghga_cli_upload_on_ceph_is_read_back_over_many_jobs(
@@ -68,7 +66,7 @@ def test_ghga_cli_upload_on_ceph_is_read_back_over_many_jobs(
     data = os.urandom(3 * CEPH_PART_SIZE + 7)  # 2 segments, 8 ranges of 2 MiB, 4 copy parts
     source = tmp_path / "data.bin"
     source.write_bytes(data)
-    file_id = register(cstack["full_env"], len(data), hashlib.md5(data).hexdigest(), user["user"])
+    file_id = register_file(cstack["full_env"], user["user"], data)
     result = upload(ghga_cli, cstack, user["token"], file_id, source, "--json")
     assert result.returncode == 0, result.stderr
     upload_id = summary_of(result)["upload_id"]
@@ -105,7 +103,7 @@ def test_other_bytes_of_the_registered_size_on_ceph_are_rejected(
     registered = os.urandom(2 * CEPH_PART_SIZE + 3)
     wrong = os.urandom(len(registered))
     md5 = hashlib.md5(registered).hexdigest()
-    file_id = register(cstack["full_env"], len(registered), md5, user["user"])
+    file_id = register_file(cstack["full_env"], user["user"], size=len(registered), md5=md5)
     checksums = None
     if evidence != "none":
         checksums = {"md5": md5, "part_md5s": part_md5s(wrong, CEPH_PART_SIZE)}

@@ -20,10 +20,13 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.test_faults_and_resume import current_upload_id, s3_pattern, s3_records
+from tests.helpers.admin import grant, new_user, register_file
+from tests.helpers.cli import download_args, finished, start_cli, upload_args
 from tests.helpers.faultproxy import FaultProxy, Rule
 from tests.helpers.localstack import E2E_ENV, E2E_PART_SIZE, stacklib
-from tests.helpers.support import call
+from tests.helpers.s3faults import THROTTLE_BPS, s3_pattern, s3_records
+from tests.helpers.support import call, stored_bytes
+from tests.helpers.ucs import current_upload_id
 from tests.reliability import crash, harness
 
 pytestmark = pytest.mark.e2e
@@ -42,11 +45,6 @@ RESTART_ENV = {
 
 
 @pytest.fixture(scope="module")
-def user(stack_env: dict[str, str]) -> dict[str, str]:
-    return harness.new_user(stack_env, "crash")
-
-
-@pytest.fixture(scope="module")
 def archived(ghga_cli, local_stack, stack_env, user) -> tuple[str, bytes]:
     data = os.urandom(7 * E2E_PART_SIZE + 555)
     return harness.archive(ghga_cli, local_stack, stack_env, user, data), data
@@ -62,7 +60,7 @@ def restart_stack(tmp_path_factory) -> Iterator[tuple[dict[str, Any], Any, dict[
 
 @pytest.fixture(scope="module")
 def restart_user(restart_stack) -> dict[str, str]:
-    return harness.new_user(restart_stack[2], "rst")
+    return new_user(restart_stack[2], "rst")
 
 
 # --------------------------------------------------------------------------------------------
@@ -157,18 +155,18 @@ def test_validation_job_lost_with_a_crashed_worker_is_requeued(
     token = restart_user["token"]
     data = os.urandom(2 * E2E_PART_SIZE + 1)
     source = harness.write_source(tmp_path, data)
-    file_id = harness.register_data(env, restart_user["user"], data, "lost")
+    file_id = register_file(env, restart_user["user"], data, prefix="lost")
     worker = stack_pid(state_dir, "worker")
     os.kill(worker, signal.SIGSTOP)  # the worker must not take the job before we do
     try:
         with FaultProxy() as proxy:
-            process = crash._spawn(
-                [*ghga_cli, *crash.upload_args(stack, file_id, source, "--wait-timeout", "0")],
+            process = start_cli(
+                [*ghga_cli, *upload_args(stack, file_id, source, "--wait-timeout", "0")],
                 token,
                 proxy,
                 tmp_path / "up",
             )
-            crash._run_until(process, None)
+            crash.run_until(process, None)
         assert process.returncode == 0, (tmp_path / "up" / "stderr").read_text()
         upload_id = current_upload_id(stack, token, file_id)
         _steal_job(stack, env, upload_id)
@@ -180,7 +178,7 @@ def test_validation_job_lost_with_a_crashed_worker_is_requeued(
         assert time.monotonic() < deadline, "the lost validation job was never re-queued"
         time.sleep(0.5)
     assert call("GET", url, token)[1]["upload_status"] == "accepted"
-    assert harness.stored_bytes(stack, file_id) == data
+    assert stored_bytes(stack, file_id) == data
     assert not harness.invariant_violations(stack, file_id)
 
 
@@ -190,15 +188,15 @@ def test_staging_job_lost_with_a_crashed_worker_expires_and_is_retried(
     stack, state_dir, env = restart_stack
     token = restart_user["token"]
     data = os.urandom(3 * E2E_PART_SIZE + 7)
-    file_id = harness.register_data(env, restart_user["user"], data, "stg")
+    file_id = register_file(env, restart_user["user"], data, prefix="stg")
     source = harness.write_source(tmp_path, data)
     with FaultProxy() as proxy:
-        up = crash._spawn(
-            [*ghga_cli, *crash.upload_args(stack, file_id, source)], token, proxy, tmp_path / "up"
+        up = start_cli(
+            [*ghga_cli, *upload_args(stack, file_id, source)], token, proxy, tmp_path / "up"
         )
-        crash._run_until(up, None)
+        crash.run_until(up, None)
     assert up.returncode == 0, (tmp_path / "up" / "stderr").read_text()
-    harness.run_admin(env, "grant", "--file-id", file_id, "--user", restart_user["user"])
+    grant(env, file_id, restart_user["user"])
     os.kill(stack_pid(state_dir, "worker"), signal.SIGSTOP)
     try:
         status, _ = call("GET", f"{stack['drs_url']}/objects/{file_id}", token)
@@ -211,14 +209,14 @@ def test_staging_job_lost_with_a_crashed_worker_expires_and_is_retried(
     out = tmp_path / "out"
     out.mkdir()
     with FaultProxy() as proxy:
-        process = crash._spawn(
-            [*ghga_cli, *crash.download_args(stack, file_id, out, "--wait-timeout", "120")],
+        process = start_cli(
+            [*ghga_cli, *download_args(stack, file_id, out, "--wait-timeout", "120")],
             token,
             proxy,
             tmp_path / "down",
         )
-        crash._run_until(process, None, timeout=150)
-    result = crash._result(process, tmp_path / "down")
+        crash.run_until(process, None, timeout=150)
+    result = finished(process, tmp_path / "down")
     assert harness.judge_download(ghga_cli, stack, token, file_id, out, data, result) == "ok"
 
 
@@ -227,18 +225,18 @@ def test_staging_survives_worker_restart_at_a_random_moment(
 ) -> None:
     stack, state_dir, env = restart_stack
     data = os.urandom(5 * E2E_PART_SIZE + 3)
-    file_id = harness.register_data(env, restart_user["user"], data, "stg")
+    file_id = register_file(env, restart_user["user"], data, prefix="stg")
     source = harness.write_source(tmp_path, data)
     with FaultProxy() as proxy:
-        up = crash._spawn(
-            [*ghga_cli, *crash.upload_args(stack, file_id, source)],
+        up = start_cli(
+            [*ghga_cli, *upload_args(stack, file_id, source)],
             restart_user["token"],
             proxy,
             tmp_path / "up",
         )
-        crash._run_until(up, None)
+        crash.run_until(up, None)
     assert up.returncode == 0
-    harness.run_admin(env, "grant", "--file-id", file_id, "--user", restart_user["user"])
+    grant(env, file_id, restart_user["user"])
     crash.staging_with_worker_crash(
         ghga_cli, stack, state_dir, restart_user, file_id, data, tmp_path, 1
     )
@@ -256,12 +254,12 @@ def test_abandoned_upload_is_cancelled_by_the_stale_sweep_and_rerun_succeeds(
     stack, _, env = restart_stack
     data = os.urandom(8 * E2E_PART_SIZE)
     source = harness.write_source(tmp_path, data)
-    file_id = harness.register_data(env, restart_user["user"], data, "stale")
-    args = crash.upload_args(stack, file_id, source, "--parallel", "1")
-    rules = [Rule("throttle", method="PUT", url=s3_pattern(stack), bps=crash.THROTTLE_BPS)]
+    file_id = register_file(env, restart_user["user"], data, prefix="stale")
+    args = upload_args(stack, file_id, source, "--parallel", "1")
+    rules = [Rule("throttle", method="PUT", url=s3_pattern(stack), bps=THROTTLE_BPS)]
     with FaultProxy(rules=rules) as proxy:
-        process = crash._spawn([*ghga_cli, *args], restart_user["token"], proxy, tmp_path / "k")
-        crash._run_until(
+        process = start_cli([*ghga_cli, *args], restart_user["token"], proxy, tmp_path / "k")
+        crash.run_until(
             process, lambda: sum(r.status == 200 for r in s3_records(proxy, stack, "PUT")) >= 2
         )
     token = restart_user["token"]
@@ -278,8 +276,8 @@ def test_abandoned_upload_is_cancelled_by_the_stale_sweep_and_rerun_succeeds(
         time.sleep(0.5)
     assert not harness.invariant_violations(stack, file_id)
     with FaultProxy() as proxy:
-        rerun = crash._spawn([*ghga_cli, *args], token, proxy, tmp_path / "rerun")
-        crash._run_until(rerun, None)
-    result = crash._result(rerun, tmp_path / "rerun")
+        rerun = start_cli([*ghga_cli, *args], token, proxy, tmp_path / "rerun")
+        crash.run_until(rerun, None)
+    result = finished(rerun, tmp_path / "rerun")
     assert harness.judge_upload(ghga_cli, stack, token, file_id, source, result) == "ok"
     assert current_upload_id(stack, token, file_id) != abandoned

@@ -10,104 +10,18 @@ import hashlib
 import json
 import os
 import subprocess
-import tempfile
 import time
-import uuid
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tests.e2e.test_ucs_http import race
+from tests.helpers.admin import run_admin
+from tests.helpers.cli import EXIT_AUTH, EXIT_CONFLICT, EXIT_USAGE, archived_file, download
 from tests.helpers.localstack import E2E_PART_SIZE
-from tests.helpers.support import call, run_admin
+from tests.helpers.support import call
+from tests.helpers.ucs import race
 
 pytestmark = pytest.mark.e2e
-
-EXIT_USAGE, EXIT_AUTH, EXIT_CONFLICT = 2, 3, 4
-
-
-@pytest.fixture(scope="module")
-def user(stack_env: dict[str, str]) -> dict[str, str]:
-    name = f"dl-{uuid.uuid4().hex[:8]}"
-    return {"user": name, "token": run_admin(stack_env, "mint-token", "--user", name)}
-
-
-def run_cli(cli: list[str], token: str | None, *args: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "GHGA_CLI_TOKEN"}
-    if token:
-        env["GHGA_CLI_TOKEN"] = token
-    return subprocess.run(
-        [*cli, *args],
-        env=env,
-        cwd=tempfile.gettempdir(),
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
-
-
-def archived_file(
-    ghga_cli: list[str],
-    stack: dict[str, Any],
-    stack_env: dict[str, str],
-    user: dict[str, str],
-    data: bytes,
-) -> str:
-    """Register, upload (with the client) and grant a file; return its id once accepted."""
-    file_id = f"dl-{uuid.uuid4().hex[:12]}"
-    with tempfile.TemporaryDirectory() as tmp:
-        source = Path(tmp) / f"{file_id}.bin"
-        source.write_bytes(data)
-        run_admin(
-            stack_env,
-            "register-file",
-            "--file-id",
-            file_id,
-            "--file-name",
-            source.name,
-            "--size",
-            str(len(data)),
-            "--md5",
-            hashlib.md5(data).hexdigest(),
-            "--submitter",
-            user["user"],
-        )
-        up = run_cli(
-            ghga_cli,
-            user["token"],
-            "upload-by-id",
-            "--api-url",
-            stack["ucs_url"],
-            "--file-id",
-            file_id,
-            "--file-path",
-            str(source),
-        )
-        assert up.returncode == 0, up.stderr
-    run_admin(stack_env, "grant", "--file-id", file_id, "--user", user["user"])
-    return file_id
-
-
-def download(
-    cli: list[str], stack: dict[str, Any], token: str | None, file_id: str, out: Path, *extra: str
-):
-    return run_cli(
-        cli,
-        token,
-        "download-by-id",
-        "--api-url",
-        stack["ucs_url"],
-        "--file-id",
-        file_id,
-        "--output-dir",
-        str(out),
-        # Ranges as small as the e2e parts, so a file of a few parts needs many ranges.
-        "--range-size",
-        str(E2E_PART_SIZE),
-        *extra,
-    )
 
 
 def test_drs_answers_202_with_retry_after_then_200(ghga_cli, local_stack, stack_env, user) -> None:

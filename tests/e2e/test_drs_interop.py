@@ -21,31 +21,12 @@ from urllib.parse import urlparse
 
 import pytest
 
-from tests.e2e.test_races import accepted_file, wait_for
+from tests.helpers.admin import new_user, run_admin
 from tests.helpers.localstack import launch_on_ceph
-from tests.helpers.support import call, run_admin, s3_client
+from tests.helpers.support import call, s3_client
+from tests.helpers.ucs import readable_file, staged_object, wait_for
 
 pytestmark = pytest.mark.e2e
-
-
-def new_user(stack_env: dict[str, str], prefix: str) -> dict[str, str]:
-    """A fresh user name and a token for it."""
-    name = f"{prefix}-{uuid.uuid4().hex[:8]}"
-    return {"user": name, "token": run_admin(stack_env, "mint-token", "--user", name)}
-
-
-@pytest.fixture(scope="module")
-def reader(stack_env: dict[str, str]) -> dict[str, str]:
-    return new_user(stack_env, "drs")
-
-
-def readable_file(
-    stack: dict[str, Any], stack_env: dict[str, str], user: dict[str, str], data: bytes
-) -> str:
-    """An accepted file ``user`` uploaded and may download (not staged yet)."""
-    file_id, _ = accepted_file(stack, stack_env, user, data)
-    run_admin(stack_env, "grant", "--file-id", file_id, "--user", user["user"])
-    return file_id
 
 
 def request(
@@ -68,18 +49,6 @@ def request(
         conn.close()
 
 
-def staged_object(stack: dict[str, Any], token: str, file_id: str) -> dict[str, Any]:
-    """GET the object until it is staged (the worker copies it); its ``DrsObject``."""
-    url = f"{stack['drs_url']}/objects/{file_id}"
-
-    def ready() -> dict[str, Any] | None:
-        status, body = call("GET", url, token)
-        assert status in (200, 202), body
-        return body if status == 200 else None
-
-    return wait_for(ready, f"{file_id} to be staged")
-
-
 def fetch(url: str, headers: Sequence[str] = ()) -> bytes:
     """GET a presigned URL with the ``Name: value`` headers an AccessURL lists."""
     request = urllib.request.Request(url, headers=dict(h.split(": ", 1) for h in headers))
@@ -88,47 +57,47 @@ def fetch(url: str, headers: Sequence[str] = ()) -> bytes:
 
 
 def test_the_host_header_is_never_trusted(
-    local_stack: dict[str, Any], stack_env: dict[str, str], reader: dict[str, str]
+    local_stack: dict[str, Any], stack_env: dict[str, str], user: dict[str, str]
 ) -> None:
     """Issue 11 item 4: ``Host: evil.example:1`` used to end up in self_uri and service-info."""
-    file_id = readable_file(local_stack, stack_env, reader, os.urandom(700))
-    staged_object(local_stack, reader["token"], file_id)
+    file_id = readable_file(local_stack, stack_env, user, os.urandom(700))
+    staged_object(local_stack, user["token"], file_id)
     stack_host = urlparse(local_stack["ucs_url"]).netloc  # what the stack configures
     drs = local_stack["drs_url"]
     status, _, raw = request(
-        "GET", f"{drs}/objects/{file_id}", reader["token"], host="evil.example:1"
+        "GET", f"{drs}/objects/{file_id}", user["token"], host="evil.example:1"
     )
     assert status == 200
     assert json.loads(raw)["self_uri"] == f"drs://{stack_host}/{file_id}"
-    status, _, raw = request("GET", f"{drs}/service-info", reader["token"], host="evil.example:1")
+    status, _, raw = request("GET", f"{drs}/service-info", user["token"], host="evil.example:1")
     assert status == 200 and json.loads(raw)["id"] == "1.0.0.127.drs"
     body = {"bulk_object_ids": [file_id]}
-    status, _, raw = request("POST", f"{drs}/objects", reader["token"], body, host="evil.example:1")
+    status, _, raw = request("POST", f"{drs}/objects", user["token"], body, host="evil.example:1")
     assert status == 200
     assert json.loads(raw)["resolved_drs_object"][0]["self_uri"] == f"drs://{stack_host}/{file_id}"
     assert b"evil" not in raw
 
 
 def test_self_uri_resolves_to_the_object(
-    local_stack: dict[str, Any], stack_env: dict[str, str], reader: dict[str, str]
+    local_stack: dict[str, Any], stack_env: dict[str, str], user: dict[str, str]
 ) -> None:
-    file_id = readable_file(local_stack, stack_env, reader, os.urandom(500))
-    obj = staged_object(local_stack, reader["token"], file_id)
+    file_id = readable_file(local_stack, stack_env, user, os.urandom(500))
+    obj = staged_object(local_stack, user["token"], file_id)
     uri = urlparse(obj["self_uri"])
     assert uri.scheme == "drs" and uri.path == f"/{file_id}"
     # drs://<host>/<id> -> <host>/ga4gh/drs/v1/objects/<id> (http on the local stack)
     status, again = call(
-        "GET", f"http://{uri.netloc}/ga4gh/drs/v1/objects/{file_id}", reader["token"]
+        "GET", f"http://{uri.netloc}/ga4gh/drs/v1/objects/{file_id}", user["token"]
     )
     assert status == 200 and again["id"] == file_id and again["self_uri"] == obj["self_uri"]
 
 
 def test_access_route_and_options_over_http(
-    local_stack: dict[str, Any], stack_env: dict[str, str], reader: dict[str, str]
+    local_stack: dict[str, Any], stack_env: dict[str, str], user: dict[str, str]
 ) -> None:
     data = os.urandom(2000)
-    file_id = readable_file(local_stack, stack_env, reader, data)
-    drs, token = local_stack["drs_url"], reader["token"]
+    file_id = readable_file(local_stack, stack_env, user, data)
+    drs, token = local_stack["drs_url"], user["token"]
     status, headers, _ = request("GET", f"{drs}/objects/{file_id}/access/s3", token)
     assert status == 202 and headers["Retry-After"].isdigit()  # the access route stages too
     obj = staged_object(local_stack, token, file_id)
@@ -155,13 +124,13 @@ def test_access_route_and_options_over_http(
 
 
 def test_one_bulk_request_stages_every_object(
-    local_stack: dict[str, Any], stack_env: dict[str, str], reader: dict[str, str]
+    local_stack: dict[str, Any], stack_env: dict[str, str], user: dict[str, str]
 ) -> None:
     payloads = [os.urandom(300 + i) for i in range(4)]
-    ids = [readable_file(local_stack, stack_env, reader, data) for data in payloads]
+    ids = [readable_file(local_stack, stack_env, user, data) for data in payloads]
     stranger = run_admin(stack_env, "mint-token", "--user", f"other-{uuid.uuid4().hex[:6]}")
     url = f"{local_stack['drs_url']}/objects"
-    status, body = call("POST", url, reader["token"], {"bulk_object_ids": [*ids, "missing-id"]})
+    status, body = call("POST", url, user["token"], {"bulk_object_ids": [*ids, "missing-id"]})
     assert status == 200, body
     assert body["summary"] == {"requested": 5, "resolved": 0, "unresolved": 5}
     assert body["unresolved_drs_objects"] == [
@@ -180,7 +149,7 @@ def test_one_bulk_request_stages_every_object(
     status, body = call("POST", url, stranger, {"bulk_object_ids": ids})
     assert status == 200 and body["resolved_drs_object"] == []
     assert body["unresolved_drs_objects"] == [{"error_code": 403, "object_ids": ids}]
-    status, body = call("POST", url, reader["token"], {"bulk_object_ids": ids})
+    status, body = call("POST", url, user["token"], {"bulk_object_ids": ids})
     assert body["summary"] == {"requested": 4, "resolved": 4, "unresolved": 0}
     for obj, data in zip(body["resolved_drs_object"], payloads):
         assert obj["checksums"][0] == {"type": "md5", "checksum": hashlib.md5(data).hexdigest()}

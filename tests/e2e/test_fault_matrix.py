@@ -20,16 +20,11 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.test_faults_and_resume import (
-    STALL_SECONDS,
-    download_args,
-    run_client,
-    s3_pattern,
-    s3_records,
-    upload_args,
-)
+from tests.helpers.admin import register_file
+from tests.helpers.cli import download_args, run_cli, upload_args
 from tests.helpers.faultproxy import FaultProxy, Rule
 from tests.helpers.localstack import E2E_PART_SIZE
+from tests.helpers.s3faults import STALL_SECONDS, s3_pattern, s3_records
 from tests.reliability import harness
 
 pytestmark = pytest.mark.e2e
@@ -105,11 +100,6 @@ API_FAULTS = ["status-500", "status-503-retry-after", "reset-request", "reset-af
 
 
 @pytest.fixture(scope="module")
-def user(stack_env: dict[str, str]) -> dict[str, str]:
-    return harness.new_user(stack_env, "matrix")
-
-
-@pytest.fixture(scope="module")
 def download_file(ghga_cli, local_stack, stack_env, user) -> tuple[str, bytes]:
     data = os.urandom(DOWNLOAD_SIZE)
     return harness.archive(ghga_cli, local_stack, stack_env, user, data), data
@@ -118,9 +108,12 @@ def download_file(ghga_cli, local_stack, stack_env, user) -> tuple[str, bytes]:
 def run_upload(ghga_cli, stack, stack_env, user, tmp_path: Path, proxy: FaultProxy) -> str:
     data = os.urandom(UPLOAD_SIZE)
     source = harness.write_source(tmp_path, data)
-    file_id = harness.register_data(stack_env, user["user"], data, "mx")
-    result = run_client(
-        ghga_cli, user["token"], proxy, upload_args(stack, file_id, source, *CLIENT_OPTIONS)
+    file_id = register_file(stack_env, user["user"], data, prefix="mx")
+    result = run_cli(
+        ghga_cli,
+        upload_args(stack, file_id, source, *CLIENT_OPTIONS),
+        token=user["token"],
+        proxy=proxy,
     )
     return harness.judge_upload(ghga_cli, stack, user["token"], file_id, source, result)
 
@@ -129,8 +122,11 @@ def run_download(ghga_cli, stack, user, download_file, tmp_path: Path, proxy: Fa
     file_id, data = download_file
     out = tmp_path / "out"
     out.mkdir()
-    result = run_client(
-        ghga_cli, user["token"], proxy, download_args(stack, file_id, out, *CLIENT_OPTIONS)
+    result = run_cli(
+        ghga_cli,
+        download_args(stack, file_id, out, *CLIENT_OPTIONS),
+        token=user["token"],
+        proxy=proxy,
     )
     return harness.judge_download(ghga_cli, stack, user["token"], file_id, out, data, result)
 

@@ -1,10 +1,10 @@
 """``ghga-cli`` on the local stack through a fault-injecting proxy: kills, resumes, broken requests.
 
 The client runs as users run it (the console script, in a child process) with ``http_proxy``
-pointing at :class:`tests.faultproxy.FaultProxy`; libcurl then sends every request there, the
-API calls and the presigned S3 requests alike. Fault rules match S3 requests only (by the S3
-endpoint's port), so the API is never broken on purpose; the proxy's log tells what the client
-really asked S3 for, which is how "a rerun sends only what is missing" is measured.
+pointing at :class:`tests.helpers.faultproxy.FaultProxy`; libcurl then sends every request
+there, the API calls and the presigned S3 requests alike. Fault rules match S3 requests only
+(by the S3 endpoint's port), so the API is never broken on purpose; the proxy's log tells what
+the client really asked S3 for, which is how "a rerun sends only what is missing" is measured.
 
 Checked on every run: the token and the presigned query strings (signatures, credentials) never
 reach the client's stdout or stderr, even when requests fail and are retried.
@@ -18,200 +18,46 @@ import hashlib
 import json
 import os
 import re
-import signal
 import subprocess
-import tempfile
 import time
-import uuid
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
-from tests.e2e.test_download_cli import archived_file
-from tests.e2e.test_upload_cli import EXIT_INTEGRITY, register, summary_of
-from tests.helpers.faultproxy import FaultProxy, RequestRecord, Rule
-from tests.helpers.localstack import E2E_ENV, E2E_PART_SIZE
-from tests.helpers.support import call, run_admin, s3_client
+from tests.helpers.admin import register_file, run_admin
+from tests.helpers.cli import (
+    EXIT_INTEGRITY,
+    archived_file,
+    download_args,
+    kill_when,
+    run_cli,
+    summary_of,
+    upload_args,
+)
+from tests.helpers.faultproxy import FaultProxy, Rule
+from tests.helpers.localstack import E2E_PART_SIZE
+from tests.helpers.s3faults import (
+    SEGMENT_PARTS,
+    STALL_SECONDS,
+    THROTTLE_BPS,
+    part_number,
+    part_url,
+    range_size,
+    s3_pattern,
+    s3_records,
+)
+from tests.helpers.support import call, s3_client, stored_bytes
+from tests.helpers.ucs import current_upload_id, staged, wait_for
 
 pytestmark = pytest.mark.e2e
 
-#: Variables that could route the client around the proxy (or through another one).
-PROXY_VARIABLES = (
-    "http_proxy",
-    "HTTP_PROXY",
-    "https_proxy",
-    "HTTPS_PROXY",
-    "all_proxy",
-    "ALL_PROXY",
-    "no_proxy",
-    "NO_PROXY",
-)
-#: Per-request bandwidth of throttled S3 requests: a 256 KiB part or range takes ~0.25 s.
-THROTTLE_BPS = 1024 * 1024
 STALL_TIMEOUT = 2  # the client's --stall-timeout in the fault tests, seconds
-#: How long the proxy stalls a request: longer than any test, so only the client's stall
-#: detection can end it (the proxy cuts it short when it stops).
-STALL_SECONDS = 120
 
 
 # --------------------------------------------------------------------------------------------
 # Helpers
 # --------------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def user(stack_env: dict[str, str]) -> dict[str, str]:
-    """One user who registers, uploads and (once granted) downloads the files of this module."""
-    name = f"fault-{uuid.uuid4().hex[:8]}"
-    return {"user": name, "token": run_admin(stack_env, "mint-token", "--user", name)}
-
-
-def s3_pattern(stack: dict[str, Any]) -> str:
-    """Regex matching absolute URLs of the stack's S3 endpoint (any host name, its port)."""
-    port = re.search(r":(\d+)/?$", stack["aws_endpoint_url"])
-    assert port, stack["aws_endpoint_url"]
-    return rf"^https?://[^/?]+:{port[1]}/"
-
-
-def s3_records(proxy: FaultProxy, stack: dict[str, Any], method: str) -> list[RequestRecord]:
-    pattern = re.compile(s3_pattern(stack))
-    return [r for r in proxy.requests if r.method == method and pattern.search(r.url)]
-
-
-#: Parts per segment of the stack's uploads: segment n > 1 is the key ``<file>/<upload>/<n>``
-#: and its URLs carry local part numbers (docs/CONTRACTS.md, "Segments").
-SEGMENT_PARTS = int(E2E_ENV["UCS_SEGMENT_SIZE"]) // E2E_PART_SIZE
-_UPLOAD_KEY = r"/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
-
-
-def part_number(record: RequestRecord) -> int:
-    """The global part number of a part PUT: its segment's local number and the segment."""
-    match = re.search(rf"{_UPLOAD_KEY}(?:/(\d+))?\?(?:.*&)?partNumber=(\d+)(?:&|$)", record.url)
-    assert match, record.redacted_url
-    return (int(match[1] or 1) - 1) * SEGMENT_PARTS + int(match[2])
-
-
-def range_size(record: RequestRecord) -> int:
-    match = re.fullmatch(r"\s*bytes=(\d+)-(\d+)\s*", record.range or "")
-    assert match, f"not a single closed byte range: {record.range!r}"
-    return int(match[2]) - int(match[1]) + 1
-
-
-def part_url(number: int) -> str:
-    """Regex for the presigned URL of one (global) upload part: its segment's key and the
-    local ``partNumber`` query parameter."""
-    segment, local = divmod(number - 1, SEGMENT_PARTS)
-    suffix = "" if segment == 0 else f"/{segment + 1}"
-    return rf"{_UPLOAD_KEY}{suffix}\?(.*&)?partNumber={local + 1}(&|$)"
-
-
-def client_env(token: str, proxy: FaultProxy) -> dict[str, str]:
-    """The caller's environment with every request of the client routed through ``proxy``.
-
-    libcurl reads the lowercase ``http_proxy`` for http:// URLs; ``no_proxy``/``NO_PROXY``
-    (which often list 127.0.0.1) are removed so nothing bypasses the proxy.
-    """
-    env = {k: v for k, v in os.environ.items() if k not in PROXY_VARIABLES}
-    env["http_proxy"] = proxy.url
-    env["GHGA_CLI_TOKEN"] = token
-    env.pop("GHGA_CLI_DEBUG", None)
-    return env
-
-
-def upload_args(stack: dict[str, Any], file_id: str, path: Path, *extra: str) -> list[str]:
-    return [
-        "upload-by-id",
-        "--api-url",
-        stack["ucs_url"],
-        "--file-id",
-        file_id,
-        "--file-path",
-        str(path),
-        "--json",
-        *extra,
-    ]
-
-
-def download_args(stack: dict[str, Any], file_id: str, out: Path, *extra: str) -> list[str]:
-    return [
-        "download-by-id",
-        "--api-url",
-        stack["ucs_url"],
-        "--file-id",
-        file_id,
-        "--output-dir",
-        str(out),
-        "--range-size",
-        str(E2E_PART_SIZE),
-        "--json",
-        *extra,
-    ]
-
-
-def run_client(
-    cli: list[str], token: str, proxy: FaultProxy, args: list[str]
-) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [*cli, *args],
-        env=client_env(token, proxy),
-        cwd=tempfile.gettempdir(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-
-
-def kill_when(
-    cli: list[str],
-    token: str,
-    proxy: FaultProxy,
-    args: list[str],
-    logs: Path,
-    condition: Callable[[], bool],
-    timeout: float = 60.0,
-) -> subprocess.CompletedProcess:
-    """Start the client, SIGKILL it as soon as ``condition()`` holds; return what it printed.
-
-    Output goes to files, not pipes, so a chatty client can never block on a full pipe.
-    """
-    logs.mkdir(parents=True, exist_ok=True)
-    with (logs / "stdout").open("w") as out, (logs / "stderr").open("w") as err:
-        process = subprocess.Popen(
-            [*cli, *args],
-            env=client_env(token, proxy),
-            cwd=tempfile.gettempdir(),
-            stdout=out,
-            stderr=err,
-            text=True,
-        )
-        try:
-            deadline = time.monotonic() + timeout
-            while not condition():
-                if process.poll() is not None:
-                    break
-                assert time.monotonic() < deadline, "the kill condition never held"
-                time.sleep(0.02)
-        finally:
-            process.kill()
-            process.wait()
-    stdout, stderr = (logs / "stdout").read_text(), (logs / "stderr").read_text()
-    assert process.returncode == -signal.SIGKILL, (
-        f"the client ended by itself (exit {process.returncode}) before it could be killed: "
-        f"{stderr[-2000:]}"
-    )
-    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
-
-
-def wait_until(condition: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
 
 
 def assert_no_secrets(
@@ -239,18 +85,6 @@ def assert_succeeded(result: subprocess.CompletedProcess) -> dict[str, Any]:
     return summary_of(result)
 
 
-def stored_bytes(stack: dict[str, Any], file_id: str) -> bytes:
-    s3 = s3_client(stack)
-    return s3.get_object(Bucket=stack["permanent_bucket"], Key=file_id)["Body"].read()
-
-
-def current_upload_id(stack: dict[str, Any], token: str, file_id: str) -> str:
-    status, body = call("GET", f"{stack['ucs_url']}/files/{file_id}", token)
-    assert status == 200, body
-    assert body and body.get("current_upload_id"), body
-    return str(body["current_upload_id"])
-
-
 def parts_in_storage(stack: dict[str, Any], token: str, upload_id: str) -> set[int]:
     """Part numbers S3 holds for the upload, once two listings a moment apart agree.
 
@@ -275,12 +109,6 @@ def parts_in_storage(stack: dict[str, Any], token: str, upload_id: str) -> set[i
     raise AssertionError("the part listing kept changing after the client was killed")
 
 
-def staged(stack: dict[str, Any], token: str, file_id: str) -> None:
-    """Ask DRS for the object until it is staged, so the client's first call gets a 200."""
-    url = f"{stack['drs_url']}/objects/{file_id}"
-    wait_until(lambda: call("GET", url, token)[0] == 200, 30, f"staging of {file_id}")
-
-
 def files_in(directory: Path) -> list[str]:
     return sorted(p.name for p in directory.iterdir())
 
@@ -299,13 +127,13 @@ def test_token_expiring_during_an_upload_is_exit_3_and_a_new_token_resumes(
     data = os.urandom(parts * E2E_PART_SIZE)
     source = tmp_path / "token-expiry.bin"
     source.write_bytes(data)
-    file_id = register(stack_env, user["user"], source)
+    file_id = register_file(stack_env, user["user"], source)
     short_lived = run_admin(stack_env, "mint-token", "--user", user["user"], "--ttl", "3")
     # 6 x 256 KiB at 256 KiB/s, one at a time: the parts take ~6 s, the token lives 3 s.
     slow = Rule("throttle", method="PUT", url=s3_pattern(local_stack), bps=256 * 1024)
     args = upload_args(local_stack, file_id, source, "--parallel", "1")
     with FaultProxy(rules=[slow]) as proxy:
-        first = run_client(ghga_cli, short_lived, proxy, args)
+        first = run_cli(ghga_cli, args, token=short_lived, proxy=proxy)
     assert first.returncode == 3, (first.returncode, first.stderr[-3000:])
     assert "expired" in first.stderr and "rerun the same command" in first.stderr
     assert "Traceback" not in first.stderr
@@ -313,7 +141,7 @@ def test_token_expiring_during_an_upload_is_exit_3_and_a_new_token_resumes(
 
     with FaultProxy() as proxy:
         rerun_args = upload_args(local_stack, file_id, source)
-        rerun = run_client(ghga_cli, user["token"], proxy, rerun_args)
+        rerun = run_cli(ghga_cli, rerun_args, token=user["token"], proxy=proxy)
     assert rerun.returncode == 0, (rerun.returncode, rerun.stderr[-3000:])
     summary = summary_of(rerun)
     assert summary["status"] == "accepted"
@@ -335,7 +163,7 @@ def test_killed_upload_resumes_sending_only_the_missing_parts(
     data = os.urandom(parts * E2E_PART_SIZE)
     source = tmp_path / "killed-upload.bin"
     source.write_bytes(data)
-    file_id = register(stack_env, user["user"], source)
+    file_id = register_file(stack_env, user["user"], source)
     args = upload_args(local_stack, file_id, source, "--parallel", "2")
 
     throttle = Rule("throttle", method="PUT", url=s3_pattern(local_stack), bps=THROTTLE_BPS)
@@ -361,17 +189,17 @@ def test_killed_upload_resumes_sending_only_the_missing_parts(
     assert kill_after <= len(held) < parts, held
     # The server verified (and stored) the reported segment while the upload is pending.
     url = f"{local_stack['ucs_url']}/uploads/{upload_id}"
-    verified = wait_until(
+    verified = wait_for(
         lambda: (
             call("GET", url, user["token"])[1]["verified_bytes"] >= SEGMENT_PARTS * E2E_PART_SIZE
         ),
-        30,
         "the first segment's verification",
+        30,
     )
     assert verified
 
     with FaultProxy() as proxy:
-        rerun = run_client(ghga_cli, user["token"], proxy, args)
+        rerun = run_cli(ghga_cli, args, token=user["token"], proxy=proxy)
 
     summary = assert_succeeded(rerun)
     assert summary["status"] == "accepted"
@@ -393,7 +221,7 @@ def test_upload_survives_resets_errors_expired_urls_and_stalls(
     data = os.urandom(10 * E2E_PART_SIZE + 4321)
     source = tmp_path / "faulty-upload.bin"
     source.write_bytes(data)
-    file_id = register(stack_env, user["user"], source)
+    file_id = register_file(stack_env, user["user"], source)
     put, s3 = "PUT", s3_pattern(local_stack)
 
     def on_part(number: int) -> str:
@@ -431,7 +259,7 @@ def test_upload_survives_resets_errors_expired_urls_and_stalls(
     )
 
     with FaultProxy(rules=list(faults.values())) as proxy:
-        result = run_client(ghga_cli, user["token"], proxy, args)
+        result = run_cli(ghga_cli, args, token=user["token"], proxy=proxy)
 
     summary = assert_succeeded(result)
     assert summary["status"] == "accepted"
@@ -496,7 +324,7 @@ def test_killed_download_resumes_fetching_only_the_missing_ranges(
     missing_bytes = sum(size for i, size in enumerate(sizes) if i not in done)
 
     with FaultProxy() as proxy:
-        rerun = run_client(ghga_cli, user["token"], proxy, args)
+        rerun = run_cli(ghga_cli, args, token=user["token"], proxy=proxy)
 
     summary = assert_succeeded(rerun)
     assert summary["parts_skipped"] == len(done)
@@ -536,7 +364,7 @@ def test_download_survives_resets_errors_expired_urls_and_stalls(
     )
 
     with FaultProxy(rules=faults) as proxy:
-        result = run_client(ghga_cli, user["token"], proxy, args)
+        result = run_cli(ghga_cli, args, token=user["token"], proxy=proxy)
 
     summary = assert_succeeded(result)
     assert (out / f"{file_id}.bin").read_bytes() == data
@@ -569,7 +397,7 @@ def test_corrupted_range_fails_with_integrity_error_and_no_output_file(
     flip = Rule("flip", method="GET", url=s3_pattern(local_stack), nth=2, offset=1234)
 
     with FaultProxy(rules=[flip]) as proxy:
-        result = run_client(ghga_cli, user["token"], proxy, args)
+        result = run_cli(ghga_cli, args, token=user["token"], proxy=proxy)
 
     assert result.returncode == EXIT_INTEGRITY, (result.returncode, result.stderr[-3000:])
     assert [r.fault for r in s3_records(proxy, local_stack, "GET")].count("flip@1234") == 1
@@ -581,7 +409,7 @@ def test_corrupted_range_fails_with_integrity_error_and_no_output_file(
     assert files_in(out) == [], files_in(out)
 
     with FaultProxy() as clean_proxy:
-        again = run_client(ghga_cli, user["token"], clean_proxy, args)
+        again = run_cli(ghga_cli, args, token=user["token"], proxy=clean_proxy)
     assert_succeeded(again)
     assert hashlib.md5((out / f"{file_id}.bin").read_bytes()).digest() == (
         hashlib.md5(data).digest()

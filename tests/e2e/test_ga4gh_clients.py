@@ -35,9 +35,10 @@ from urllib.parse import urlparse
 
 import pytest
 
-from tests.e2e.test_drs_interop import new_user, readable_file, staged_object
+from tests.helpers.admin import new_user
 from tests.helpers.support import PROJECT_DIR
 from tests.helpers.tlsrelay import self_signed_certificate, tls_relay
+from tests.helpers.ucs import readable_file, staged_object
 
 pytestmark = pytest.mark.e2e
 
@@ -161,23 +162,18 @@ def cases(report: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     ]
 
 
-@pytest.fixture(scope="module")
-def reader(stack_env: dict[str, str]) -> dict[str, str]:
-    return new_user(stack_env, "ga4gh")
-
-
 def test_drs_compliance_suite_passes_every_phase(
     local_stack: dict[str, Any],
     stack_env: dict[str, str],
-    reader: dict[str, str],
+    user: dict[str, str],
     tmp_path: Path,
 ) -> None:
-    object_id = readable_file(local_stack, stack_env, reader, os.urandom(4096))
-    staged_object(local_stack, reader["token"], object_id)
+    object_id = readable_file(local_stack, stack_env, user, os.urandom(4096))
+    staged_object(local_stack, user["token"], object_id)
     python = suite_python()
     base = local_stack["drs_url"]
 
-    plain = run_suite(python, base, reader["token"], object_id, tmp_path / "plain", False)
+    plain = run_suite(python, base, user["token"], object_id, tmp_path / "plain", False)
     failing = [c for c in cases(plain) if c[2] != "PASS"]
     assert len(failing) == 1, failing  # only the DRS 1.2 service-info schema disagrees
     phase, name, status, message = failing[0]
@@ -189,7 +185,7 @@ def test_drs_compliance_suite_passes_every_phase(
     assert "Additional properties are not allowed" in message
     assert "'drs'" in message and "'maxBulkRequestLength'" in message
 
-    report = run_suite(python, base, reader["token"], object_id, tmp_path / "drs14", True)
+    report = run_suite(python, base, user["token"], object_id, tmp_path / "drs14", True)
     phases = {p["phase_name"]: p for p in report["phases"]}
     assert list(phases) == ["service info", "drs object info", "drs object access"]
     for phase in phases.values():

@@ -26,19 +26,11 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 
-from tests.e2e.test_races import settled
-from tests.e2e.test_ucs_http import race, register
+from tests.helpers.admin import new_user, register_file, run_admin
 from tests.helpers.invariants import check_files, read_file_state
 from tests.helpers.localstack import E2E_UPLOAD_ATTEMPTS
-from tests.helpers.support import (
-    GUNICORN,
-    PROJECT_DIR,
-    call,
-    gunicorn,
-    run_admin,
-    s3_client,
-    stack_client,
-)
+from tests.helpers.support import GUNICORN, PROJECT_DIR, call, gunicorn, s3_client, stack_client
+from tests.helpers.ucs import race, settled, upload_status
 
 pytestmark = pytest.mark.e2e
 
@@ -99,11 +91,6 @@ def key_of(stack_env: dict[str, str]) -> str:
     return stack_env["UCS_TOKEN_KEYS"].split(",")[0]
 
 
-def new_user(stack_env: dict[str, str], prefix: str) -> dict[str, str]:
-    name = f"{prefix}-{uuid.uuid4().hex[:8]}"
-    return {"user": name, "token": run_admin(stack_env, "mint-token", "--user", name)}
-
-
 class LogTail:
     """What a log file gained since this object was made."""
 
@@ -115,17 +102,6 @@ class LogTail:
         with self.path.open("rb") as f:
             f.seek(self.offset)
             return f.read().decode(errors="replace")
-
-
-def upload_details(stack: dict[str, Any], token: str, upload_id: str) -> dict[str, Any]:
-    status, details = call("GET", f"{stack['ucs_url']}/uploads/{upload_id}", token)
-    assert status == 200, details
-    return details
-
-
-@pytest.fixture(scope="module")
-def owner(stack_env: dict[str, str]) -> dict[str, str]:
-    return new_user(stack_env, "hard")
 
 
 @pytest.fixture(scope="module")
@@ -147,7 +123,7 @@ def pending_upload(
     base_url: str, stack_env: dict[str, str], user: str, token: str, size: int = 10, md5: str = ""
 ) -> tuple[str, dict[str, Any]]:
     """Register a file for ``user`` and open an upload for it: (file_id, upload details)."""
-    file_id = register(stack_env, size, md5 or "0" * 32, user)
+    file_id = register_file(stack_env, user, size=size, md5=md5 or "0" * 32)
     status, upload = call("POST", f"{base_url}/uploads", token, {"file_id": file_id})
     assert status == 200, upload
     return file_id, upload
@@ -157,11 +133,11 @@ def pending_upload(
 
 
 def test_tokens_outside_the_profile_are_refused(
-    local_stack: dict[str, Any], stack_env: dict[str, str], owner: dict[str, str]
+    local_stack: dict[str, Any], stack_env: dict[str, str], user: dict[str, str]
 ) -> None:
     """Item 2: integer exp/iat of bounded size, iat not in the future, lifetime capped."""
-    file_id = register(stack_env, 10, "0" * 32, owner["user"])
-    key, sub, now = key_of(stack_env), owner["user"], int(time.time())
+    file_id = register_file(stack_env, user["user"], size=10, md5="0" * 32)
+    key, sub, now = key_of(stack_env), user["user"], int(time.time())
     cap = token_cap(local_stack)
     bad = {
         "exp 10**12": {"sub": sub, "iat": now, "exp": 10**12},
@@ -214,17 +190,17 @@ def test_mint_token_refuses_a_lifetime_above_the_cap(
 
 
 def test_audience_and_issuer_are_checked_when_configured(
-    wsgi: dict[str, Any], stack_env: dict[str, str], owner: dict[str, str]
+    wsgi: dict[str, Any], stack_env: dict[str, str], user: dict[str, str]
 ) -> None:
     """Item 2: with UCS_TOKEN_AUDIENCE/ISSUER set, mint-token sets them, the service wants them."""
-    file_id = register(stack_env, 10, "0" * 32, owner["user"])
-    minted = run_admin(wsgi["env"], "mint-token", "--user", owner["user"])
+    file_id = register_file(stack_env, user["user"], size=10, md5="0" * 32)
+    minted = run_admin(wsgi["env"], "mint-token", "--user", user["user"])
     claims = json.loads(base64.urlsafe_b64decode(minted.split(".")[1] + "=="))
     assert (claims["aud"], claims["iss"]) == (AUDIENCE, ISSUER)
     url = f"{wsgi['url']}/files/{file_id}"
     assert call("GET", url, minted)[0] == 200
     key, now = key_of(stack_env), int(time.time())
-    base = {"sub": owner["user"], "iat": now, "exp": now + 600}
+    base = {"sub": user["user"], "iat": now, "exp": now + 600}
     for case, extra in {
         "no aud or iss": {},
         "no aud": {"iss": ISSUER},
@@ -258,29 +234,29 @@ def nested_body_answers(base_url: str, token: str, upload_id: str) -> list[Any]:
 
 
 def test_deeply_nested_json_is_a_400_without_traceback(
-    local_stack: dict[str, Any], stack_env: dict[str, str], owner: dict[str, str]
+    local_stack: dict[str, Any], stack_env: dict[str, str], user: dict[str, str]
 ) -> None:
     """Item 3 (chalice local): 100,000 nested arrays or objects in every JSON body."""
-    _, upload = pending_upload(local_stack["ucs_url"], stack_env, owner["user"], owner["token"])
+    _, upload = pending_upload(local_stack["ucs_url"], stack_env, user["user"], user["token"])
     log = LogTail(Path(local_stack["log_dir"]) / "ucs.log")
     for shape, method, path, status, answer in nested_body_answers(
-        local_stack["ucs_url"], owner["token"], upload["upload_id"]
+        local_stack["ucs_url"], user["token"], upload["upload_id"]
     ):
         assert status == 400, (shape, method, path, status, answer)
         assert answer["exception_id"] == "invalidRequest", answer
         assert "nested too deeply" in answer["description"], answer
     text = log.new_text()
     assert "Traceback" not in text and "RecursionError" not in text, text[-2000:]
-    details = upload_details(local_stack, owner["token"], upload["upload_id"])
+    details = upload_status(local_stack, user["token"], upload["upload_id"])
     assert details["upload_status"] == "pending"
 
 
 def test_deeply_nested_json_is_a_400_under_wsgi(
-    wsgi: dict[str, Any], stack_env: dict[str, str], owner: dict[str, str]
+    wsgi: dict[str, Any], stack_env: dict[str, str], user: dict[str, str]
 ) -> None:
     """Item 3 (gunicorn + ucs_lambda.wsgi): the same bodies, the same answer, no traceback."""
-    token = run_admin(wsgi["env"], "mint-token", "--user", owner["user"])
-    _, upload = pending_upload(wsgi["url"], stack_env, owner["user"], token)
+    token = run_admin(wsgi["env"], "mint-token", "--user", user["user"])
+    _, upload = pending_upload(wsgi["url"], stack_env, user["user"], token)
     log = LogTail(wsgi["log"])
     for shape, method, path, status, answer in nested_body_answers(
         wsgi["url"], token, upload["upload_id"]
@@ -305,7 +281,7 @@ def cancel(stack: dict[str, Any], token: str, upload_id: str) -> None:
 
 
 def test_upload_churn_on_one_file_is_limited_with_429_and_retry_after(
-    local_stack: dict[str, Any], stack_env: dict[str, str], owner: dict[str, str]
+    local_stack: dict[str, Any], stack_env: dict[str, str], user: dict[str, str]
 ) -> None:
     """Item 5: create-and-cancel in a loop stops at UCS_UPLOAD_ATTEMPTS_PER_WINDOW per file.
 
@@ -315,20 +291,20 @@ def test_upload_churn_on_one_file_is_limited_with_429_and_retry_after(
     limit = int(local_stack["env"]["UCS_UPLOAD_ATTEMPTS_PER_WINDOW"])
     assert limit == E2E_UPLOAD_ATTEMPTS
     window = int(local_stack["env"].get("UCS_UPLOAD_ATTEMPT_WINDOW_SECONDS") or 3600)
-    file_id = register(stack_env, 10, "0" * 32, owner["user"])
+    file_id = register_file(stack_env, user["user"], size=10, md5="0" * 32)
     for _ in range(limit - 1):
-        status, _, upload = create(local_stack, owner["token"], file_id)
+        status, _, upload = create(local_stack, user["token"], file_id)
         assert status == 200, upload
-        cancel(local_stack, owner["token"], upload["upload_id"])
-    results = race(8, lambda: create(local_stack, owner["token"], file_id))
+        cancel(local_stack, user["token"], upload["upload_id"])
+    results = race(8, lambda: create(local_stack, user["token"], file_id))
     assert sorted(status for status, _, _ in results) == [200] + [400] * 7, results
     winners = [answer for status, _, answer in results if status == 200]
     assert {a["exception_id"] for status, _, a in results if status == 400} == {
         "existingActiveUpload"
     }
-    cancel(local_stack, owner["token"], winners[0]["upload_id"])
+    cancel(local_stack, user["token"], winners[0]["upload_id"])
 
-    status, headers, answer = create(local_stack, owner["token"], file_id)
+    status, headers, answer = create(local_stack, user["token"], file_id)
     assert status == 429, answer
     assert answer["exception_id"] == "tooManyUploadAttempts", answer
     retry_after = headers["retry-after"]
@@ -348,12 +324,12 @@ def test_upload_churn_on_one_file_is_limited_with_429_and_retry_after(
     assert not listing.get("Uploads")
     check_files(local_stack, [file_id])
     # The budget is per file: another file of the same user is unaffected.
-    other = register(stack_env, 10, "0" * 32, owner["user"])
-    assert create(local_stack, owner["token"], other)[0] == 200
+    other = register_file(stack_env, user["user"], size=10, md5="0" * 32)
+    assert create(local_stack, user["token"], other)[0] == 200
 
 
 def test_racing_creates_count_as_one_attempt(
-    local_stack: dict[str, Any], stack_env: dict[str, str], owner: dict[str, str]
+    local_stack: dict[str, Any], stack_env: dict[str, str], user: dict[str, str]
 ) -> None:
     """Item 5: 20 simultaneous creates for one file: one upload, and one attempt counted.
 
@@ -362,8 +338,8 @@ def test_racing_creates_count_as_one_attempt(
     DynamoDB does; moto's threaded server would not, see PITFALLS.md).
     """
     for _round in range(3):
-        file_id = register(stack_env, 10, "0" * 32, owner["user"])
-        results = race(20, lambda file_id=file_id: create(local_stack, owner["token"], file_id))
+        file_id = register_file(stack_env, user["user"], size=10, md5="0" * 32)
+        results = race(20, lambda file_id=file_id: create(local_stack, user["token"], file_id))
         assert sorted(status for status, _, _ in results) == [200] + [400] * 19, results
         file, uploads = read_file_state(local_stack, file_id)
         assert len(uploads) == 1 and int(file["attempt_count"]) == 1, file
@@ -399,21 +375,21 @@ def presign(
 
 
 def test_part_numbers_beyond_the_file_are_not_presigned(
-    local_stack: dict[str, Any], stack_env: dict[str, str], owner: dict[str, str]
+    local_stack: dict[str, Any], stack_env: dict[str, str], user: dict[str, str]
 ) -> None:
     """Item 6: a 1-part file has no part 2 or 10000 (both routes); URLs sign Content-Length."""
     _, upload = pending_upload(
-        local_stack["ucs_url"], stack_env, owner["user"], owner["token"], size=1000
+        local_stack["ucs_url"], stack_env, user["user"], user["token"], size=1000
     )
-    answers = presign(local_stack, owner["token"], upload["upload_id"], [2, 10000])
-    answers["batch [1, 2]"] = presign(local_stack, owner["token"], upload["upload_id"], [1, 2])[
+    answers = presign(local_stack, user["token"], upload["upload_id"], [2, 10000])
+    answers["batch [1, 2]"] = presign(local_stack, user["token"], upload["upload_id"], [1, 2])[
         "batch"
     ]
     for route, (status, answer) in answers.items():
         assert (status, answer["exception_id"]) == (400, "invalidRequest"), (route, answer)
         assert answer["data"]["part_count"] == 1, answer
     for route, (status, answer) in presign(
-        local_stack, owner["token"], upload["upload_id"], [1]
+        local_stack, user["token"], upload["upload_id"], [1]
     ).items():
         assert status == 200, (route, answer)
         url = answer["url"] if "url" in answer else answer["urls"][0]["url"]
@@ -543,7 +519,7 @@ def test_two_authorization_headers_are_refused(
     request: pytest.FixtureRequest,
     local_stack: dict[str, Any],
     stack_env: dict[str, str],
-    owner: dict[str, str],
+    user: dict[str, str],
     server: str,
 ) -> None:
     """Item 7: with two Authorization headers (whichever is valid) the answer is 400."""
@@ -552,8 +528,8 @@ def test_two_authorization_headers_are_refused(
         base, env = target["url"], target["env"]
     else:
         base, env = local_stack["ucs_url"], stack_env
-    token = run_admin(env, "mint-token", "--user", owner["user"])
-    file_id, upload = pending_upload(base, stack_env, owner["user"], token)
+    token = run_admin(env, "mint-token", "--user", user["user"])
+    file_id, upload = pending_upload(base, stack_env, user["user"], token)
     for good_at, method, path, status, answer in duplicate_authorization_answers(
         base, f"Bearer {token}", file_id, upload["upload_id"]
     ):
@@ -568,14 +544,14 @@ def test_two_authorization_headers_are_refused(
 
 
 def test_error_bodies_name_no_other_users_ids(
-    local_stack: dict[str, Any], stack_env: dict[str, str], owner: dict[str, str]
+    local_stack: dict[str, Any], stack_env: dict[str, str], user: dict[str, str]
 ) -> None:
     """Item 8: a stranger keeps ucs.yaml's 403 (existing) vs 404 (missing), but the owner's
     file id and upload ids appear in no error body about someone else's upload or file."""
     data = os.urandom(1000)
     ucs = local_stack["ucs_url"]
     md5 = hashlib.md5(data).hexdigest()
-    file_id, upload = pending_upload(ucs, stack_env, owner["user"], owner["token"], len(data), md5)
+    file_id, upload = pending_upload(ucs, stack_env, user["user"], user["token"], len(data), md5)
     upload_id = upload["upload_id"]
     stranger = new_user(stack_env, "stranger")
     upload_routes = [
@@ -601,4 +577,4 @@ def test_error_bodies_name_no_other_users_ids(
         status, answer = call(method, ucs + path, stranger["token"], body)
         assert status == 403 and answer["exception_id"] == "noFileAccess", (path, answer)
         assert upload_id not in json.dumps(answer), (path, answer)
-    assert upload_details(local_stack, owner["token"], upload_id)["upload_status"] == "pending"
+    assert upload_status(local_stack, user["token"], upload_id)["upload_status"] == "pending"

@@ -13,8 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -22,13 +20,12 @@ from typing import Any
 import boto3
 import pytest
 
-from tests.e2e.test_download_cli import download
-from tests.e2e.test_races import accepted_file, settled, start_upload
-from tests.e2e.test_ucs_http import register
-from tests.e2e.test_upload_cli import EXIT_INTEGRITY, upload
+from tests.helpers.admin import admin, register_file, run_admin
+from tests.helpers.cli import EXIT_INTEGRITY, download, upload
 from tests.helpers.invariants import check_files, read_file_state
 from tests.helpers.localstack import E2E_PART_SIZE
-from tests.helpers.support import PROJECT_DIR, call, put_parts_directly, run_admin
+from tests.helpers.support import call, put_parts_directly
+from tests.helpers.ucs import accepted_file, settled, start_upload
 
 pytestmark = pytest.mark.e2e
 
@@ -46,23 +43,6 @@ HOSTILE_NAMES = [
     "con.txt",
     "\u2024\u2024/dots.bin",
 ]
-
-
-@pytest.fixture(scope="module")
-def owner(stack_env: dict[str, str]) -> dict[str, str]:
-    name = f"hostile-{uuid.uuid4().hex[:8]}"
-    return {"user": name, "token": run_admin(stack_env, "mint-token", "--user", name)}
-
-
-def admin(stack_env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "ucs_lambda.admin", *args],
-        cwd=PROJECT_DIR,
-        env=stack_env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
 
 
 def register_args(file_id: str, name: str, size: int = 10) -> list[str]:
@@ -126,12 +106,12 @@ def test_download_never_writes_outside_the_output_directory(
     ghga_cli: list[str],
     local_stack: dict[str, Any],
     stack_env: dict[str, str],
-    owner: dict[str, str],
+    user: dict[str, str],
     tmp_path: Path,
 ) -> None:
     data = os.urandom(2000)
-    file_id, _ = accepted_file(local_stack, stack_env, owner, data)
-    run_admin(stack_env, "grant", "--file-id", file_id, "--user", owner["user"])
+    file_id, _ = accepted_file(local_stack, stack_env, user, data)
+    run_admin(stack_env, "grant", "--file-id", file_id, "--user", user["user"])
     table = files_table(local_stack)
     sandbox = tmp_path / "sandbox"
     for index, name in enumerate(HOSTILE_NAMES):
@@ -143,7 +123,7 @@ def test_download_never_writes_outside_the_output_directory(
         )
         out = sandbox / f"out{index}"
         out.mkdir(parents=True)
-        result = download(ghga_cli, local_stack, owner["token"], file_id, out, "--json")
+        result = download(ghga_cli, local_stack, user["token"], file_id, out, "--json")
         assert result.returncode == 0, (name, result.stderr)
         written = list(out.iterdir())
         assert len(written) == 1, (name, written)
@@ -160,18 +140,18 @@ def test_download_never_writes_outside_the_output_directory(
 def test_download_of_hostile_ids_fails_cleanly_inside_the_directory(
     ghga_cli: list[str],
     local_stack: dict[str, Any],
-    owner: dict[str, str],
+    user: dict[str, str],
     tmp_path: Path,
     file_id: str,
 ) -> None:
     out = tmp_path / "sandbox" / "out"
     out.mkdir(parents=True)
-    result = download(ghga_cli, local_stack, owner["token"], file_id, out)
+    result = download(ghga_cli, local_stack, user["token"], file_id, out)
     assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr
     assert everything_under(tmp_path) == {"sandbox", "sandbox/out"}
 
 
-def test_oversized_bodies_are_refused(local_stack: dict[str, Any], owner: dict[str, str]) -> None:
+def test_oversized_bodies_are_refused(local_stack: dict[str, Any], user: dict[str, str]) -> None:
     ucs = local_stack["ucs_url"]
     pad = "x" * (1024 * 1024 + 1)
     for method, path in [
@@ -179,32 +159,30 @@ def test_oversized_bodies_are_refused(local_stack: dict[str, Any], owner: dict[s
         ("PATCH", "/uploads/whatever"),
         ("POST", "/uploads/whatever/signed_urls"),
     ]:
-        status, body = call(method, ucs + path, owner["token"], {"file_id": "x", "pad": pad})
+        status, body = call(method, ucs + path, user["token"], {"file_id": "x", "pad": pad})
         assert status == 413 and body["exception_id"] == "payloadTooLarge", (path, status)
 
 
 def test_part_numbers_outside_s3_limits_are_refused(
-    local_stack: dict[str, Any], stack_env: dict[str, str], owner: dict[str, str]
+    local_stack: dict[str, Any], stack_env: dict[str, str], user: dict[str, str]
 ) -> None:
-    file_id = register(stack_env, 1000, "0" * 32, owner["user"])
+    file_id = register_file(stack_env, user["user"], size=1000, md5="0" * 32)
     status, upload_ = call(
-        "POST", f"{local_stack['ucs_url']}/uploads", owner["token"], {"file_id": file_id}
+        "POST", f"{local_stack['ucs_url']}/uploads", user["token"], {"file_id": file_id}
     )
     assert status == 200
     base = f"{local_stack['ucs_url']}/uploads/{upload_['upload_id']}"
     for part in ["0", "10001", "-1", "abc", "1.5", "1e3", "99999999999999999999", "%20"]:
-        status, body = call("POST", f"{base}/parts/{part}/signed_urls", owner["token"])
+        status, body = call("POST", f"{base}/parts/{part}/signed_urls", user["token"])
         assert status == 400 and body["exception_id"] == "invalidRequest", (part, body)
     for numbers in [[0], [10001], [True], ["1"], [1.0], list(range(1, 1002)), []]:
-        status, body = call(
-            "POST", f"{base}/signed_urls", owner["token"], {"part_numbers": numbers}
-        )
+        status, body = call("POST", f"{base}/signed_urls", user["token"], {"part_numbers": numbers})
         assert status == 400 and body["exception_id"] == "invalidRequest", (numbers[:3], body)
     check_files(local_stack, [file_id])
 
 
 def test_parts_smaller_than_s3_allows_end_failed(
-    local_stack: dict[str, Any], stack_env: dict[str, str], owner: dict[str, str]
+    local_stack: dict[str, Any], stack_env: dict[str, str], user: dict[str, str]
 ) -> None:
     """Two tiny parts: S3 refuses to complete (all but the last part need the minimum size).
 
@@ -212,9 +190,11 @@ def test_parts_smaller_than_s3_allows_end_failed(
     written around them, as parts in the store the service did not plan.
     """
     first, second = os.urandom(1000), os.urandom(1000)
-    file_id = register(stack_env, 2000, hashlib.md5(first + second).hexdigest(), owner["user"])
+    file_id = register_file(
+        stack_env, user["user"], size=2000, md5=hashlib.md5(first + second).hexdigest()
+    )
     status, created = call(
-        "POST", f"{local_stack['ucs_url']}/uploads", owner["token"], {"file_id": file_id}
+        "POST", f"{local_stack['ucs_url']}/uploads", user["token"], {"file_id": file_id}
     )
     assert status == 200, created
     upload_id = created["upload_id"]
@@ -222,11 +202,11 @@ def test_parts_smaller_than_s3_allows_end_failed(
     status, body = call(
         "PATCH",
         f"{local_stack['ucs_url']}/uploads/{upload_id}",
-        owner["token"],
+        user["token"],
         {"upload_status": "uploaded"},
     )
     assert status == 400 and body["exception_id"] == "uploadStatusChange", body
-    details = settled(local_stack, owner["token"], upload_id)
+    details = settled(local_stack, user["token"], upload_id)
     assert details["upload_status"] == "failed" and details["status_reason"], details
     check_files(local_stack, [file_id])
 
@@ -236,7 +216,7 @@ def test_registered_md5_disagreeing_with_the_file_is_refused_with_both_checksums
     ghga_cli: list[str],
     local_stack: dict[str, Any],
     stack_env: dict[str, str],
-    owner: dict[str, str],
+    user: dict[str, str],
     tmp_path: Path,
     local_md5: bool,
 ) -> None:
@@ -246,9 +226,9 @@ def test_registered_md5_disagreeing_with_the_file_is_refused_with_both_checksums
     source = tmp_path / "data.bin"
     source.write_bytes(os.urandom(2 * E2E_PART_SIZE + 5))
     md5 = hashlib.md5(source.read_bytes()).hexdigest()
-    file_id = register(stack_env, source.stat().st_size, "f" * 32, owner["user"])
+    file_id = register_file(stack_env, user["user"], size=source.stat().st_size, md5="f" * 32)
     extra = ["--local-md5"] if local_md5 else []
-    result = upload(ghga_cli, local_stack, owner["token"], file_id, source, "--json", *extra)
+    result = upload(ghga_cli, local_stack, user["token"], file_id, source, "--json", *extra)
     assert result.returncode == EXIT_INTEGRITY, (result.returncode, result.stderr)
     assert md5 in result.stderr and "f" * 32 in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
@@ -262,7 +242,7 @@ def test_registered_md5_disagreeing_with_the_file_is_refused_with_both_checksums
 
 @pytest.mark.parametrize("wrong", ["size", "md5"])
 def test_registered_size_or_md5_disagreeing_with_the_bytes_ends_rejected(
-    local_stack: dict[str, Any], stack_env: dict[str, str], owner: dict[str, str], wrong: str
+    local_stack: dict[str, Any], stack_env: dict[str, str], user: dict[str, str], wrong: str
 ) -> None:
     """A client that checks nothing first (plain HTTP): a wrong MD5 is rejected by the
     validation, a wrong size already by the confirmation (the part's size is checked when its
@@ -271,16 +251,16 @@ def test_registered_size_or_md5_disagreeing_with_the_bytes_ends_rejected(
     data = os.urandom(1000)
     md5 = hashlib.md5(data).hexdigest()
     size, registered_md5 = (1001, md5) if wrong == "size" else (1000, "e" * 32)
-    file_id = register(stack_env, size, registered_md5, owner["user"])
-    upload_id = start_upload(local_stack, owner["token"], file_id, data)
+    file_id = register_file(stack_env, user["user"], size=size, md5=registered_md5)
+    upload_id = start_upload(local_stack, user["token"], file_id, data)
     status, _ = call(
         "PATCH",
         f"{local_stack['ucs_url']}/uploads/{upload_id}",
-        owner["token"],
+        user["token"],
         {"upload_status": "uploaded"},
     )
     assert status == (400 if wrong == "size" else 204)
-    details = settled(local_stack, owner["token"], upload_id)
+    details = settled(local_stack, user["token"], upload_id)
     expected = {"size": ("failed", "of another size"), "md5": ("rejected", "md5")}[wrong]
     assert details["upload_status"] == expected[0], details
     assert expected[1] in details["status_reason"].lower(), details

@@ -7,25 +7,20 @@ A stack of its own with 8 MiB parts (the session's stack uses 256 KiB ones): a 4
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.e2e.test_faults_and_resume import (
-    kill_when,
-    part_number,
-    run_client,
-    s3_records,
-)
+from tests.helpers.admin import new_user, register_file
+from tests.helpers.cli import kill_when, run_cli, upload_args
 from tests.helpers.faultproxy import FaultProxy, Rule
 from tests.helpers.localstack import stacklib
-from tests.helpers.support import run_admin, s3_client
+from tests.helpers.s3faults import part_number, s3_records
+from tests.helpers.support import stored_bytes
 
 pytestmark = pytest.mark.e2e
 
@@ -54,60 +49,36 @@ def _registered_file(big_env: dict[str, str], tmp_path: Path, user: str) -> tupl
     data = os.urandom(SIZE)
     path = tmp_path / "big.bin"
     path.write_bytes(data)
-    file_id = f"big-{uuid.uuid4().hex[:10]}"
-    run_admin(
-        big_env,
-        "register-file",
-        "--file-id",
-        file_id,
-        "--file-name",
-        "big.bin",
-        "--size",
-        str(SIZE),
-        "--md5",
-        hashlib.md5(data).hexdigest(),
-        "--submitter",
-        user,
-    )
-    return file_id, path, data
-
-
-def _args(stack: dict[str, Any], file_id: str, path: Path, *extra: str) -> list[str]:
-    args = ["upload-by-id", "--api-url", stack["ucs_url"], "--file-id", file_id]
-    return [*args, "--file-path", str(path), "--json", *extra]
-
-
-def _stored(stack: dict[str, Any], file_id: str) -> bytes:
-    return s3_client(stack).get_object(Bucket=stack["permanent_bucket"], Key=file_id)["Body"].read()
+    return register_file(big_env, user, path, prefix="big"), path, data
 
 
 def test_a_part_reset_mid_body_is_sent_again_from_the_file(
     tmp_path: Path, big_stack: dict[str, Any], big_env: dict[str, str], ghga_cli: list[str]
 ) -> None:
-    user = f"big-{uuid.uuid4().hex[:6]}"
-    token = run_admin(big_env, "mint-token", "--user", user)
-    file_id, path, data = _registered_file(big_env, tmp_path, user)
+    user = new_user(big_env, "big")
+    token = user["token"]
+    file_id, path, data = _registered_file(big_env, tmp_path, user["user"])
     with FaultProxy() as proxy:
         # Part 2 is cut after 3 MiB of its body: more than one read block went out already.
         proxy.add_rule(
             Rule("reset", method="PUT", url=r"partNumber=2(&|$)", nth=1, after_bytes=3 << 20)
         )
-        result = run_client(ghga_cli, token, proxy, _args(big_stack, file_id, path))
+        result = run_cli(ghga_cli, upload_args(big_stack, file_id, path), token=token, proxy=proxy)
         part2 = [r for r in s3_records(proxy, big_stack, "PUT") if part_number(r) == 2]
     summary = json.loads(result.stdout)
     assert result.returncode == 0, result.stderr[-2000:]
     assert summary["status"] == "accepted" and summary["retries"] >= 1
     assert len(part2) >= 2  # the reset attempt and the retry, read again from the file
-    assert _stored(big_stack, file_id) == data
+    assert stored_bytes(big_stack, file_id) == data
 
 
 def test_a_killed_upload_with_large_parts_sends_only_the_missing_ones(
     tmp_path: Path, big_stack: dict[str, Any], big_env: dict[str, str], ghga_cli: list[str]
 ) -> None:
-    user = f"big-{uuid.uuid4().hex[:6]}"
-    token = run_admin(big_env, "mint-token", "--user", user)
-    file_id, path, data = _registered_file(big_env, tmp_path, user)
-    args = _args(big_stack, file_id, path, "--parallel", "1")
+    user = new_user(big_env, "big")
+    token = user["token"]
+    file_id, path, data = _registered_file(big_env, tmp_path, user["user"])
+    args = upload_args(big_stack, file_id, path, "--parallel", "1")
     with FaultProxy(throttle_bps=16 * 1024 * 1024) as proxy:
         kill_when(
             ghga_cli,
@@ -122,7 +93,7 @@ def test_a_killed_upload_with_large_parts_sends_only_the_missing_ones(
         }
         proxy.set_throttle(None)
         proxy.reset_log()
-        result = run_client(ghga_cli, token, proxy, args)
+        result = run_cli(ghga_cli, args, token=token, proxy=proxy)
         sent_after = [part_number(r) for r in s3_records(proxy, big_stack, "PUT")]
     summary = json.loads(result.stdout)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -130,4 +101,4 @@ def test_a_killed_upload_with_large_parts_sends_only_the_missing_ones(
     assert not stored_before & set(sent_after)  # no stored part was sent again
     assert sorted(set(sent_after) | stored_before) == [1, 2, 3, 4, 5]
     assert summary["bytes_transferred"] <= SIZE - len(stored_before) * PART + PART
-    assert _stored(big_stack, file_id) == data
+    assert stored_bytes(big_stack, file_id) == data

@@ -9,180 +9,42 @@ DynamoDB on a **single-threaded** moto server, which serialises requests the way
 serialises writes to one item, so the conditions are honoured and only our code is on trial.
 Chalice itself is threaded, so the HTTP requests do race each other up to the database.
 
-After every scenario :func:`tests.invariants.check_files` reads the tables and checks, per file:
-at most one upload pending/uploaded/accepted, none created after acceptance, and
+After every scenario :func:`tests.helpers.invariants.check_files` reads the tables and checks,
+per file: at most one upload pending/uploaded/accepted, none created after acceptance, and
 ``active_upload_id``/``accepted_upload_id`` agreeing with the uploads' statuses.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-import subprocess
-import sys
-import time
-import urllib.request
 import uuid
-from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-import boto3
 import pytest
 
-from tests.e2e.test_ucs_http import race, register
+from tests.helpers.admin import register_file, run_admin
 from tests.helpers.invariants import check_files, read_file_state
-from tests.helpers.localstack import E2E_PART_SIZE
-from tests.helpers.support import PROJECT_DIR, call, run_admin, s3_client
+from tests.helpers.jobs import jobs_done, run_jobs_in_parallel, send_jobs
+from tests.helpers.support import call, s3_client
+from tests.helpers.ucs import (
+    accepted_file,
+    confirm_body,
+    race,
+    settled,
+    start_upload,
+    upload_status,
+    wait_for,
+)
 
 pytestmark = pytest.mark.e2e
 
-FINAL = {"accepted", "rejected", "cancelled", "failed"}
-
-
-@pytest.fixture(scope="module")
-def racer(stack_env: dict[str, str]) -> dict[str, str]:
-    user = f"race-{uuid.uuid4().hex[:8]}"
-    return {"user": user, "token": run_admin(stack_env, "mint-token", "--user", user)}
-
-
-def wait_for(condition: Callable[[], Any], what: str, timeout: float = 30) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
-
-
-def put_part(stack: dict[str, Any], token: str, upload_id: str, part_no: int, data: bytes) -> None:
-    """Presign one part and PUT ``data`` to it, as any HTTP client could."""
-    url = f"{stack['ucs_url']}/uploads/{upload_id}/parts/{part_no}/signed_urls"
-    status, signed = call("POST", url, token)
-    assert status == 200, signed
-    request = urllib.request.Request(
-        signed["url"], data=data, method="PUT", headers={"Content-Type": "application/octet-stream"}
-    )
-    with urllib.request.urlopen(request, timeout=30) as response:
-        assert response.status == 200
-
-
-def start_upload(stack: dict[str, Any], token: str, file_id: str, data: bytes) -> str:
-    """POST /uploads and send ``data`` in the upload's parts; returns the (pending) upload id."""
-    status, upload = call("POST", f"{stack['ucs_url']}/uploads", token, {"file_id": file_id})
-    assert status == 200, upload
-    for number, chunk in enumerate(chunks(data, upload["part_size"]), 1):
-        put_part(stack, token, upload["upload_id"], number, chunk)
-    return upload["upload_id"]
-
-
-def chunks(data: bytes, part_size: int) -> list[bytes]:
-    return [data[i : i + part_size] for i in range(0, len(data), part_size)] or [b""]
-
-
-def confirm_body(data: bytes, part_size: int = E2E_PART_SIZE) -> dict[str, Any]:
-    md5 = hashlib.md5(data).hexdigest()
-    part_md5s = [hashlib.md5(c).hexdigest() for c in chunks(data, part_size)]
-    return {"upload_status": "uploaded", "checksums": {"md5": md5, "part_md5s": part_md5s}}
-
-
-def upload_status(stack: dict[str, Any], token: str, upload_id: str) -> dict[str, Any]:
-    status, details = call("GET", f"{stack['ucs_url']}/uploads/{upload_id}", token)
-    assert status == 200, details
-    return details
-
-
-def settled(stack: dict[str, Any], token: str, upload_id: str) -> dict[str, Any]:
-    """The upload's details once no job will change it any more."""
-    return wait_for(
-        lambda: (d := upload_status(stack, token, upload_id))["upload_status"] in FINAL and d,
-        f"upload {upload_id} to settle",
-    )
-
-
-def accepted_file(
-    stack: dict[str, Any], stack_env: dict[str, str], user: dict[str, str], data: bytes
-) -> tuple[str, str]:
-    """Register, upload over plain HTTP and wait for acceptance; (file_id, upload_id)."""
-    file_id = register(stack_env, len(data), hashlib.md5(data).hexdigest(), user["user"])
-    upload_id = start_upload(stack, user["token"], file_id, data)
-    url = f"{stack['ucs_url']}/uploads/{upload_id}"
-    part_size = upload_status(stack, user["token"], upload_id)["part_size"]
-    status, body = call("PATCH", url, user["token"], confirm_body(data, part_size))
-    assert status == 204, body
-    assert settled(stack, user["token"], upload_id)["upload_status"] == "accepted"
-    return file_id, upload_id
-
-
-def job_queue(stack: dict[str, Any]) -> tuple[Any, str]:
-    env = stack["env"]
-    sqs = boto3.client(
-        "sqs",
-        endpoint_url=stack["sqs_endpoint_url"],
-        region_name="us-east-1",
-        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
-    )
-    url = sqs.get_queue_url(QueueName=env.get("UCS_JOB_QUEUE", "ghga-jobs"))["QueueUrl"]
-    return sqs, url
-
-
-def jobs_done(stack: dict[str, Any], body: dict[str, Any]) -> int:
-    """How often the stack's worker logged ``job done`` for exactly this message body."""
-    line = f"job done: {json.dumps(body, sort_keys=True)}"
-    log = Path(stack["log_dir"], "worker.log").read_text(errors="replace")
-    return sum(1 for entry in log.splitlines() if entry.endswith(line))
-
-
-def send_jobs(stack: dict[str, Any], bodies: list[Any]) -> None:
-    """Put raw messages on the job queue, as SQS redelivery or a stray producer would."""
-    sqs, url = job_queue(stack)
-    for body in bodies:
-        raw = body if isinstance(body, str) else json.dumps(body)
-        sqs.send_message(QueueUrl=url, MessageBody=raw)
-
-
-def run_jobs_in_parallel(stack_env: dict[str, str], bodies: list[dict[str, Any]]) -> None:
-    """Run ``jobs.handle_message`` for every body at once, like concurrent Lambda invocations."""
-    script = (
-        "import json, sys, threading\n"
-        "from ucs_lambda import jobs\n"
-        "bodies = json.loads(sys.argv[1])\n"
-        "barrier = threading.Barrier(len(bodies))\n"
-        "errors = []\n"
-        "def run(body):\n"
-        "    barrier.wait()\n"
-        "    try:\n"
-        "        jobs.handle_message(body)\n"
-        "    except Exception as exc:\n"
-        "        errors.append(repr(exc))\n"
-        "threads = [threading.Thread(target=run, args=(b,)) for b in bodies]\n"
-        "[t.start() for t in threads]\n"
-        "[t.join() for t in threads]\n"
-        "print(json.dumps(errors))\n"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", script, json.dumps(bodies)],
-        cwd=PROJECT_DIR,
-        env=stack_env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    # A job that lost a race may raise to be retried; it must never break the rules (checked
-    # by the callers), and none of these raced jobs should need a retry.
-    assert json.loads(result.stdout.strip().splitlines()[-1]) == [], result.stderr[-3000:]
-
 
 def test_fifty_concurrent_create_upload_requests_have_one_winner(
-    local_stack: dict[str, Any], stack_env: dict[str, str], racer: dict[str, str]
+    local_stack: dict[str, Any], stack_env: dict[str, str], user: dict[str, str]
 ) -> None:
-    file_id = register(stack_env, 1000, "0" * 32, racer["user"])
+    file_id = register_file(stack_env, user["user"], size=1000, md5="0" * 32)
     url = f"{local_stack['ucs_url']}/uploads"
-    results = race(50, lambda: call("POST", url, racer["token"], {"file_id": file_id}))
+    results = race(50, lambda: call("POST", url, user["token"], {"file_id": file_id}))
     statuses = sorted(status for status, _ in results)
     assert statuses == [200] + [400] * 49, statuses
     winner = next(body for status, body in results if status == 200)
@@ -200,7 +62,7 @@ def test_fifty_concurrent_create_upload_requests_have_one_winner(
 
 
 def test_cancel_racing_confirm_leaves_one_consistent_outcome(
-    local_stack: dict[str, Any], stack_env: dict[str, str], racer: dict[str, str]
+    local_stack: dict[str, Any], stack_env: dict[str, str], user: dict[str, str]
 ) -> None:
     """Four cancels and four confirms of one upload at once, in several rounds.
 
@@ -212,21 +74,19 @@ def test_cancel_racing_confirm_leaves_one_consistent_outcome(
     outcomes = set()
     for _round in range(6):
         data = os.urandom(1000)
-        file_id = register(stack_env, len(data), hashlib.md5(data).hexdigest(), racer["user"])
-        upload_id = start_upload(local_stack, racer["token"], file_id, data)
+        file_id = register_file(stack_env, user["user"], data)
+        upload_id = start_upload(local_stack, user["token"], file_id, data)
         url = f"{local_stack['ucs_url']}/uploads/{upload_id}"
         bodies = [{"upload_status": "cancelled"}, confirm_body(data)] * 4
         queue = iter(bodies)
-        results = race(
-            len(bodies), lambda u=url, q=queue: call("PATCH", u, racer["token"], next(q))
-        )
+        results = race(len(bodies), lambda u=url, q=queue: call("PATCH", u, user["token"], next(q)))
         statuses = [status for status, _ in results]
         assert set(statuses) <= {204, 400}, results
         assert 204 in statuses, results
         for status, body in results:
             if status == 400:
                 assert body["exception_id"] == "uploadNotPending", body
-        final = settled(local_stack, racer["token"], upload_id)["upload_status"]
+        final = settled(local_stack, user["token"], upload_id)["upload_status"]
         outcomes.add(final)
         assert final in {"accepted", "cancelled"}, final
         check_files(local_stack, [file_id])
@@ -241,7 +101,7 @@ def test_cancel_racing_confirm_leaves_one_consistent_outcome(
         if final == "cancelled":
             # The lock is free again: a new attempt may start.
             status, _ = call(
-                "POST", f"{local_stack['ucs_url']}/uploads", racer["token"], {"file_id": file_id}
+                "POST", f"{local_stack['ucs_url']}/uploads", user["token"], {"file_id": file_id}
             )
             assert status == 200
             check_files(local_stack, [file_id])
@@ -249,7 +109,7 @@ def test_cancel_racing_confirm_leaves_one_consistent_outcome(
 
 
 def test_duplicate_confirmations_do_not_fail_the_upload(
-    local_stack: dict[str, Any], stack_env: dict[str, str], racer: dict[str, str]
+    local_stack: dict[str, Any], stack_env: dict[str, str], user: dict[str, str]
 ) -> None:
     """A client retrying its confirmation while the first is still running (lost response).
 
@@ -258,36 +118,36 @@ def test_duplicate_confirmations_do_not_fail_the_upload(
     """
     for _round in range(4):
         data = os.urandom(1000)
-        file_id = register(stack_env, len(data), hashlib.md5(data).hexdigest(), racer["user"])
-        upload_id = start_upload(local_stack, racer["token"], file_id, data)
+        file_id = register_file(stack_env, user["user"], data)
+        upload_id = start_upload(local_stack, user["token"], file_id, data)
         url = f"{local_stack['ucs_url']}/uploads/{upload_id}"
         body = confirm_body(data)
-        results = race(8, lambda u=url, b=body: call("PATCH", u, racer["token"], b))
+        results = race(8, lambda u=url, b=body: call("PATCH", u, user["token"], b))
         statuses = sorted(status for status, _ in results)
         assert statuses == [204] + [400] * 7, results
-        details = settled(local_stack, racer["token"], upload_id)
+        details = settled(local_stack, user["token"], upload_id)
         assert details["upload_status"] == "accepted", details["status_reason"]
         check_files(local_stack, [file_id])
 
 
 def test_concurrent_staging_requests_for_several_files_start_one_job_each(
-    local_stack: dict[str, Any], stack_env: dict[str, str], racer: dict[str, str]
+    local_stack: dict[str, Any], stack_env: dict[str, str], user: dict[str, str]
 ) -> None:
     files = []
     for _ in range(3):
         data = os.urandom(3000)
-        file_id, _upload = accepted_file(local_stack, stack_env, racer, data)
-        run_admin(stack_env, "grant", "--file-id", file_id, "--user", racer["user"])
+        file_id, _upload = accepted_file(local_stack, stack_env, user, data)
+        run_admin(stack_env, "grant", "--file-id", file_id, "--user", user["user"])
         files.append((file_id, data))
     drs = local_stack["drs_url"]
     order = iter([file_id for file_id, _ in files] * 10)
-    results = race(30, lambda: call("GET", f"{drs}/objects/{next(order)}", racer["token"])[0])
+    results = race(30, lambda: call("GET", f"{drs}/objects/{next(order)}", user["token"])[0])
     assert set(results) <= {200, 202} and 202 in results, results
     s3 = s3_client(local_stack)
     for file_id, data in files:
         wait_for(
             lambda file_id=file_id: (
-                call("GET", f"{drs}/objects/{file_id}", racer["token"])[0] == 200
+                call("GET", f"{drs}/objects/{file_id}", user["token"])[0] == 200
             ),
             f"{file_id} staged",
         )
@@ -303,15 +163,15 @@ def test_concurrent_staging_requests_for_several_files_start_one_job_each(
 
 
 def test_duplicate_and_out_of_order_job_messages_change_nothing_twice(
-    local_stack: dict[str, Any], stack_env: dict[str, str], racer: dict[str, str]
+    local_stack: dict[str, Any], stack_env: dict[str, str], user: dict[str, str]
 ) -> None:
     ucs = local_stack["ucs_url"]
-    token = racer["token"]
+    token = user["token"]
     s3 = s3_client(local_stack)
 
     # 1. A validation message that overtakes the confirmation: the upload stays pending.
     data = os.urandom(2000)
-    file_id = register(stack_env, len(data), hashlib.md5(data).hexdigest(), racer["user"])
+    file_id = register_file(stack_env, user["user"], data)
     early_stage = {"job": "stage", "file_id": file_id}
     first_id = start_upload(local_stack, token, file_id, data)
     early = {"job": "validate", "upload_id": first_id}

@@ -22,15 +22,19 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.test_download_cli import download
-from tests.e2e.test_faults_and_resume import staged, stored_bytes
-from tests.e2e.test_races import put_part, run_jobs_in_parallel, send_jobs, wait_for
-from tests.e2e.test_ucs_http import register
-from tests.e2e.test_upload_cli import summary_of, upload
+from tests.helpers.admin import new_user, register_file, run_admin
+from tests.helpers.cli import download, summary_of, upload
 from tests.helpers.invariants import check_files
+from tests.helpers.jobs import run_jobs_in_parallel, send_jobs
 from tests.helpers.localstack import E2E_ENV, E2E_PART_SIZE, stacklib
-from tests.helpers.support import PROJECT_DIR, assert_nothing_stored, call, run_admin, s3_client
-from tests.reliability import harness
+from tests.helpers.support import (
+    PROJECT_DIR,
+    assert_nothing_stored,
+    call,
+    s3_client,
+    stored_bytes,
+)
+from tests.helpers.ucs import put_part, staged, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -61,10 +65,6 @@ def slow_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, A
     state_dir = tmp_path_factory.mktemp("slow-verify-stack")
     with stacklib.launch(state_dir, extra_env={**VERIFY_ENV, **SLOW}) as info:
         yield {**info, "state_dir": state_dir, "full_env": {**os.environ, **info["env"]}}
-
-
-def new_user(stack: dict[str, Any]) -> dict[str, str]:
-    return harness.new_user(stack["full_env"], "verify")
 
 
 def plain_upload(
@@ -115,10 +115,10 @@ def test_other_bytes_of_the_registered_size_are_rejected(
 ) -> None:
     """The attack of issue 10, over plain HTTP: rejected with both MD5s, and the file can
     still be uploaded afterwards (it used to be ``accepted`` and locked for good)."""
-    user = new_user(vstack)
+    user = new_user(vstack["full_env"], "verify")
     registered = os.urandom(size)
     wrong = os.urandom(size)
-    file_id = register(vstack["full_env"], size, hashlib.md5(registered).hexdigest(), user["user"])
+    file_id = register_file(vstack["full_env"], user["user"], registered)
     checksums = None
     if evidence != "none":
         checksums = {"md5": hashlib.md5(registered).hexdigest(), "part_md5s": part_md5s(wrong)}
@@ -148,11 +148,11 @@ def test_other_bytes_of_the_registered_size_are_rejected(
 def test_ghga_cli_round_trip_over_many_validation_jobs(
     ghga_cli: list[str], vstack: dict[str, Any], tmp_path: Path
 ) -> None:
-    user = new_user(vstack)
+    user = new_user(vstack["full_env"], "verify")
     data = os.urandom(13 * MiB + 5)  # 4 validation jobs of 4 MiB
     source = tmp_path / "data.bin"
     source.write_bytes(data)
-    file_id = register(vstack["full_env"], len(data), hashlib.md5(data).hexdigest(), user["user"])
+    file_id = register_file(vstack["full_env"], user["user"], data)
     result = upload(ghga_cli, vstack, user["token"], file_id, source, "--json")
     assert result.returncode == 0, result.stderr
     summary = summary_of(result)
@@ -189,9 +189,9 @@ def watch_until_midway(stack: dict[str, Any], token: str, upload_id: str, size: 
 
 
 def slow_upload(stack: dict[str, Any]) -> tuple[dict[str, str], str, str, bytes]:
-    user = new_user(stack)
+    user = new_user(stack["full_env"], "verify")
     data = os.urandom(12 * MiB)
-    file_id = register(stack["full_env"], len(data), hashlib.md5(data).hexdigest(), user["user"])
+    file_id = register_file(stack["full_env"], user["user"], data)
     upload_id = plain_upload(stack, user, file_id, data, None)
     return user, file_id, upload_id, data
 
@@ -285,7 +285,7 @@ def cancel_mid_assembly(stack: dict[str, Any], user: dict[str, str], segments: i
     part_size = int(stack["env"]["UCS_PART_SIZE"])
     segment_size = int(stack["env"]["UCS_SEGMENT_SIZE"])
     data = os.urandom(segments * segment_size - 1)
-    file_id = register(stack["full_env"], len(data), hashlib.md5(data).hexdigest(), user["user"])
+    file_id = register_file(stack["full_env"], user["user"], data)
     status, created = call("POST", f"{ucs}/uploads", token, {"file_id": file_id})
     assert status == 200, created
     upload_id = created["upload_id"]
@@ -320,4 +320,4 @@ def cancel_mid_assembly(stack: dict[str, Any], user: dict[str, str], segments: i
 
 
 def test_a_cancel_during_the_streamed_assembly_leaves_nothing(vstack: dict[str, Any]) -> None:
-    cancel_mid_assembly(vstack, new_user(vstack), segments=3)
+    cancel_mid_assembly(vstack, new_user(vstack["full_env"], "verify"), segments=3)

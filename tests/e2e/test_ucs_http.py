@@ -5,50 +5,17 @@ from __future__ import annotations
 import hashlib
 import os
 import subprocess
-import threading
 import time
-import uuid
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.helpers.support import call, run_admin, s3_client
+from tests.helpers.admin import new_user, register_file
+from tests.helpers.support import call, s3_client
+from tests.helpers.ucs import race
 
 pytestmark = pytest.mark.e2e
-
-
-def race(count: int, request: Callable[[], Any]) -> list[Any]:
-    """Run ``request`` in ``count`` threads released at the same instant; return the outcomes."""
-    barrier = threading.Barrier(count)
-
-    def at_once() -> Any:
-        barrier.wait()
-        return request()
-
-    with ThreadPoolExecutor(count) as pool:
-        return list(pool.map(lambda _: at_once(), range(count)))
-
-
-def register(stack_env: dict[str, str], size: int, md5: str, user: str) -> str:
-    file_id = f"e2e-{uuid.uuid4().hex[:12]}"
-    run_admin(
-        stack_env,
-        "register-file",
-        "--file-id",
-        file_id,
-        "--file-name",
-        f"{file_id}.bin",
-        "--size",
-        str(size),
-        "--md5",
-        md5,
-        "--submitter",
-        user,
-    )
-    return file_id
 
 
 def test_stack_json_has_what_the_contract_names(local_stack: dict[str, Any]) -> None:
@@ -85,11 +52,11 @@ def test_twenty_simultaneous_create_upload_requests_have_one_winner(
     nothing about our code. Served one request at a time, moto honours the conditions as
     real DynamoDB does, and the rule is carried by the conditional transaction alone.
     """
-    user = f"racer-{uuid.uuid4().hex[:8]}"
-    token = run_admin(stack_env, "mint-token", "--user", user)
+    user = new_user(stack_env, "racer")
+    token = user["token"]
     uploads_url = f"{local_stack['ucs_url']}/uploads"
     for _round in range(10):
-        body = {"file_id": register(stack_env, 1024, "0" * 32, user)}
+        body = {"file_id": register_file(stack_env, user["user"], size=1024, md5="0" * 32)}
         results = race(20, lambda body=body: call("POST", uploads_url, token, body))
         statuses = sorted(status for status, _ in results)
         assert statuses == [200] + [400] * 19, statuses
@@ -105,9 +72,9 @@ def test_presigned_part_url_accepts_curl_put(
 ) -> None:
     payload = os.urandom(100_000)
     md5 = hashlib.md5(payload).hexdigest()
-    user = f"curl-{uuid.uuid4().hex[:8]}"
-    token = run_admin(stack_env, "mint-token", "--user", user)
-    file_id = register(stack_env, len(payload), md5, user)
+    user = new_user(stack_env, "curl")
+    token = user["token"]
+    file_id = register_file(stack_env, user["user"], payload)
     ucs = local_stack["ucs_url"]
 
     status, upload = call("POST", f"{ucs}/uploads", token, {"file_id": file_id})

@@ -7,87 +7,26 @@ boto3, never through the client under test.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
-import subprocess
-import tempfile
-import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.helpers.admin import register_file, run_admin
+from tests.helpers.cli import (
+    EXIT_AUTH,
+    EXIT_CONFLICT,
+    EXIT_NETWORK,
+    EXIT_USAGE,
+    assert_one_line_error,
+    summary_of,
+    upload,
+)
 from tests.helpers.localstack import E2E_PART_SIZE
-from tests.helpers.support import run_admin, s3_client
+from tests.helpers.support import s3_client
 
 pytestmark = pytest.mark.e2e
-
-EXIT_USAGE, EXIT_AUTH, EXIT_CONFLICT, EXIT_INTEGRITY, EXIT_NETWORK = 2, 3, 4, 5, 6
-
-
-@pytest.fixture(scope="module")
-def submitter(stack_env: dict[str, str]) -> dict[str, str]:
-    user = f"sub-{uuid.uuid4().hex[:8]}"
-    return {"user": user, "token": run_admin(stack_env, "mint-token", "--user", user)}
-
-
-def register(stack_env: dict[str, str], user: str, path: Path, size: int | None = None) -> str:
-    file_id = f"up-{uuid.uuid4().hex[:12]}"
-    data = path.read_bytes() if path.is_file() else b""
-    run_admin(
-        stack_env,
-        "register-file",
-        "--file-id",
-        file_id,
-        "--file-name",
-        path.name,
-        "--size",
-        str(len(data) if size is None else size),
-        "--md5",
-        hashlib.md5(data).hexdigest(),
-        "--submitter",
-        user,
-    )
-    return file_id
-
-
-def upload(
-    cli: list[str],
-    stack: dict[str, Any],
-    token: str | None,
-    file_id: str,
-    path: Path,
-    *extra: str,
-    env: dict[str, str] | None = None,
-) -> subprocess.CompletedProcess:
-    run_env = {k: v for k, v in os.environ.items() if k != "GHGA_CLI_TOKEN"}
-    if token:
-        run_env["GHGA_CLI_TOKEN"] = token
-    run_env.update(env or {})
-    args = ["upload-by-id", "--api-url", stack["ucs_url"], "--file-id", file_id]
-    return subprocess.run(
-        [*cli, *args, "--file-path", str(path), *extra],
-        env=run_env,
-        cwd=tempfile.gettempdir(),
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
-
-
-def summary_of(result: subprocess.CompletedProcess) -> dict[str, Any]:
-    assert result.stdout.strip(), result.stderr
-    return json.loads(result.stdout)
-
-
-def assert_one_line_error(result: subprocess.CompletedProcess, code: int, *words: str) -> None:
-    assert result.returncode == code, (result.returncode, result.stderr)
-    assert "Traceback" not in result.stderr
-    message = result.stderr.strip().lower()
-    for word in words:
-        assert word.lower() in message, message
-
 
 SIZES = {
     "empty": 0,
@@ -103,15 +42,15 @@ def test_upload_with_console_script(
     ghga_cli: list[str],
     local_stack: dict[str, Any],
     stack_env: dict[str, str],
-    submitter: dict[str, str],
+    user: dict[str, str],
     tmp_path: Path,
     size: int,
 ) -> None:
     source = tmp_path / "sample.bin"
     source.write_bytes(os.urandom(size))
-    file_id = register(stack_env, submitter["user"], source)
+    file_id = register_file(stack_env, user["user"], source)
 
-    result = upload(ghga_cli, local_stack, submitter["token"], file_id, source, "--json")
+    result = upload(ghga_cli, local_stack, user["token"], file_id, source, "--json")
 
     assert result.returncode == 0, result.stderr
     summary = summary_of(result)
@@ -130,15 +69,15 @@ def test_upload_with_zipapp(
     ghga_pyz: list[str],
     local_stack: dict[str, Any],
     stack_env: dict[str, str],
-    submitter: dict[str, str],
+    user: dict[str, str],
     tmp_path: Path,
     size: int,
 ) -> None:
     source = tmp_path / "sample.bin"
     source.write_bytes(os.urandom(size))
-    file_id = register(stack_env, submitter["user"], source)
+    file_id = register_file(stack_env, user["user"], source)
 
-    result = upload(ghga_pyz, local_stack, submitter["token"], file_id, source, "--json", env={})
+    result = upload(ghga_pyz, local_stack, user["token"], file_id, source, "--json", env={})
 
     assert result.returncode == 0, result.stderr
     assert summary_of(result)["status"] == "accepted"
@@ -150,16 +89,16 @@ def test_json_summary_never_contains_the_token_or_signed_urls(
     ghga_cli: list[str],
     local_stack: dict[str, Any],
     stack_env: dict[str, str],
-    submitter: dict[str, str],
+    user: dict[str, str],
     tmp_path: Path,
 ) -> None:
     source = tmp_path / "secret.bin"
     source.write_bytes(os.urandom(2 * E2E_PART_SIZE))
-    file_id = register(stack_env, submitter["user"], source)
-    result = upload(ghga_cli, local_stack, submitter["token"], file_id, source, "--json")
+    file_id = register_file(stack_env, user["user"], source)
+    result = upload(ghga_cli, local_stack, user["token"], file_id, source, "--json")
     assert result.returncode == 0, result.stderr
     everything = result.stdout + result.stderr
-    assert submitter["token"] not in everything
+    assert user["token"] not in everything
     assert "X-Amz-Signature" not in everything
 
 
@@ -167,66 +106,66 @@ def test_second_upload_of_an_accepted_file_is_refused(
     ghga_cli: list[str],
     local_stack: dict[str, Any],
     stack_env: dict[str, str],
-    submitter: dict[str, str],
+    user: dict[str, str],
     tmp_path: Path,
 ) -> None:
     source = tmp_path / "once.bin"
     source.write_bytes(os.urandom(1000))
-    file_id = register(stack_env, submitter["user"], source)
-    assert upload(ghga_cli, local_stack, submitter["token"], file_id, source).returncode == 0
-    again = upload(ghga_cli, local_stack, submitter["token"], file_id, source)
+    file_id = register_file(stack_env, user["user"], source)
+    assert upload(ghga_cli, local_stack, user["token"], file_id, source).returncode == 0
+    again = upload(ghga_cli, local_stack, user["token"], file_id, source)
     assert_one_line_error(again, EXIT_CONFLICT, "accepted")
 
 
 class TestBadInput:
     """Each mistake a user can make ends in one clear line and a distinct non-zero exit code."""
 
-    def test_missing_file(self, ghga_cli, local_stack, stack_env, submitter, tmp_path) -> None:
-        file_id = register(stack_env, submitter["user"], tmp_path / "nothing", size=10)
-        result = upload(ghga_cli, local_stack, submitter["token"], file_id, tmp_path / "nothing")
+    def test_missing_file(self, ghga_cli, local_stack, stack_env, user, tmp_path) -> None:
+        file_id = register_file(stack_env, user["user"], tmp_path / "nothing", size=10)
+        result = upload(ghga_cli, local_stack, user["token"], file_id, tmp_path / "nothing")
         assert_one_line_error(result, EXIT_USAGE, "nothing")
 
     def test_directory_instead_of_file(
-        self, ghga_cli, local_stack, stack_env, submitter, tmp_path
+        self, ghga_cli, local_stack, stack_env, user, tmp_path
     ) -> None:
-        file_id = register(stack_env, submitter["user"], tmp_path / "d", size=10)
-        result = upload(ghga_cli, local_stack, submitter["token"], file_id, tmp_path)
+        file_id = register_file(stack_env, user["user"], tmp_path / "d", size=10)
+        result = upload(ghga_cli, local_stack, user["token"], file_id, tmp_path)
         assert_one_line_error(result, EXIT_USAGE, "director")
 
-    def test_size_mismatch(self, ghga_cli, local_stack, stack_env, submitter, tmp_path) -> None:
+    def test_size_mismatch(self, ghga_cli, local_stack, stack_env, user, tmp_path) -> None:
         source = tmp_path / "short.bin"
         source.write_bytes(b"x" * 100)
-        file_id = register(stack_env, submitter["user"], source, size=101)
-        result = upload(ghga_cli, local_stack, submitter["token"], file_id, source)
+        file_id = register_file(stack_env, user["user"], source, size=101)
+        result = upload(ghga_cli, local_stack, user["token"], file_id, source)
         assert_one_line_error(result, EXIT_USAGE, "size", "101")
 
-    def test_unknown_file_id(self, ghga_cli, local_stack, submitter, tmp_path) -> None:
+    def test_unknown_file_id(self, ghga_cli, local_stack, user, tmp_path) -> None:
         source = tmp_path / "a.bin"
         source.write_bytes(b"a")
-        result = upload(ghga_cli, local_stack, submitter["token"], "no-such-file", source)
+        result = upload(ghga_cli, local_stack, user["token"], "no-such-file", source)
         assert_one_line_error(result, EXIT_CONFLICT, "no-such-file")
 
-    def test_expired_token(self, ghga_cli, local_stack, stack_env, submitter, tmp_path) -> None:
+    def test_expired_token(self, ghga_cli, local_stack, stack_env, user, tmp_path) -> None:
         source = tmp_path / "a.bin"
         source.write_bytes(b"a")
-        file_id = register(stack_env, submitter["user"], source)
-        expired = run_admin(stack_env, "mint-token", "--user", submitter["user"], "--ttl", "-10")
+        file_id = register_file(stack_env, user["user"], source)
+        expired = run_admin(stack_env, "mint-token", "--user", user["user"], "--ttl", "-10")
         result = upload(ghga_cli, local_stack, expired, file_id, source)
         assert_one_line_error(result, EXIT_AUTH, "token")
         assert expired not in result.stderr
 
-    def test_garbage_token(self, ghga_cli, local_stack, stack_env, submitter, tmp_path) -> None:
+    def test_garbage_token(self, ghga_cli, local_stack, stack_env, user, tmp_path) -> None:
         source = tmp_path / "a.bin"
         source.write_bytes(b"a")
-        file_id = register(stack_env, submitter["user"], source)
+        file_id = register_file(stack_env, user["user"], source)
         result = upload(ghga_cli, local_stack, "not-a-jwt", file_id, source)
         assert_one_line_error(result, EXIT_AUTH, "token")
 
-    def test_other_users_file(self, ghga_cli, local_stack, stack_env, submitter, tmp_path) -> None:
+    def test_other_users_file(self, ghga_cli, local_stack, stack_env, user, tmp_path) -> None:
         source = tmp_path / "a.bin"
         source.write_bytes(b"a")
-        file_id = register(stack_env, "somebody-else", source)
-        result = upload(ghga_cli, local_stack, submitter["token"], file_id, source)
+        file_id = register_file(stack_env, "somebody-else", source)
+        result = upload(ghga_cli, local_stack, user["token"], file_id, source)
         assert_one_line_error(result, EXIT_AUTH, file_id)
 
     def test_no_token(self, ghga_cli, local_stack, tmp_path) -> None:
@@ -235,20 +174,20 @@ class TestBadInput:
         result = upload(ghga_cli, local_stack, None, "any", source)
         assert_one_line_error(result, EXIT_USAGE, "token")
 
-    def test_unreachable_api(self, ghga_cli, submitter, tmp_path) -> None:
+    def test_unreachable_api(self, ghga_cli, user, tmp_path) -> None:
         source = tmp_path / "a.bin"
         source.write_bytes(b"a")
         nowhere = {"ucs_url": "http://127.0.0.1:9"}
-        result = upload(ghga_cli, nowhere, submitter["token"], "any", source, "--retries", "1")
+        result = upload(ghga_cli, nowhere, user["token"], "any", source, "--retries", "1")
         assert_one_line_error(result, EXIT_NETWORK, "127.0.0.1:9")
 
-    def test_unreadable_file(self, ghga_cli, local_stack, stack_env, submitter, tmp_path) -> None:
+    def test_unreadable_file(self, ghga_cli, local_stack, stack_env, user, tmp_path) -> None:
         source = tmp_path / "locked.bin"
         source.write_bytes(b"a")
         source.chmod(0)
-        file_id = register(stack_env, submitter["user"], tmp_path / "x", size=1)
+        file_id = register_file(stack_env, user["user"], tmp_path / "x", size=1)
         # Root reads any file whatever its mode; without the two DAC capabilities it cannot.
         as_user = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", *ghga_cli]
         command = as_user if os.geteuid() == 0 else ghga_cli
-        result = upload(command, local_stack, submitter["token"], file_id, source)
+        result = upload(command, local_stack, user["token"], file_id, source)
         assert_one_line_error(result, EXIT_USAGE, "locked.bin")

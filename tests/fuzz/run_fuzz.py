@@ -30,14 +30,13 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
-from tests.e2e.test_races import accepted_file, start_upload
 from tests.helpers import PROJECT_DIR
+from tests.helpers.admin import grant, new_user, register_file
 from tests.helpers.localstack import E2E_ENV, stacklib
-from tests.helpers.support import run_admin
+from tests.helpers.ucs import accepted_file, start_upload
 
 HERE = Path(__file__).resolve().parent
 #: name -> (document, schemathesis config, generation mode).
@@ -59,26 +58,12 @@ SPECS = {
 def prepare(stack: dict[str, Any]) -> dict[str, str]:
     """A fuzzing user with a token and real ids for every path parameter."""
     env = {**os.environ, **stack["env"]}
-    name = f"fuzzer-{uuid.uuid4().hex[:6]}"
-    user = {"user": name, "token": run_admin(env, "mint-token", "--user", name, "--ttl", "7200")}
+    user = new_user(env, "fuzzer", ttl=7200)
+    name = user["user"]
     accepted_id, accepted_upload = accepted_file(stack, env, user, os.urandom(1000))
-    run_admin(env, "grant", "--file-id", accepted_id, "--user", name)
-    pending_file = f"fuzz-{uuid.uuid4().hex[:10]}"
-    run_admin(
-        env,
-        "register-file",
-        "--file-id",
-        pending_file,
-        "--file-name",
-        "pending.bin",
-        "--size",
-        "1000",
-        "--md5",
-        "0" * 32,
-        "--submitter",
-        name,
-        "--reader",
-        name,
+    grant(env, accepted_id, name)
+    pending_file = register_file(
+        env, name, size=1000, md5="0" * 32, name="pending.bin", prefix="fuzz", readers=[name]
     )
     pending_upload = start_upload(stack, user["token"], pending_file, os.urandom(1000))
     return {

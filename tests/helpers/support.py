@@ -1,4 +1,5 @@
-"""Helpers for tests that act on the local stack as an operator or a plain HTTP client."""
+"""Plain access to a stack: JSON requests, boto3 clients on its services, gunicorn serving the
+WSGI app; stored bytes checked without the client under test."""
 
 from __future__ import annotations
 
@@ -17,20 +18,6 @@ from typing import Any
 import boto3
 
 from tests.helpers import PROJECT_DIR
-
-
-def run_admin(stack_env: dict[str, str], *args: str) -> str:
-    """Run ``python -m ucs_lambda.admin`` on the stack and return its stdout."""
-    result = subprocess.run(
-        [sys.executable, "-m", "ucs_lambda.admin", *args],
-        cwd=PROJECT_DIR,
-        env=stack_env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    return result.stdout.strip()
 
 
 def call(
@@ -75,6 +62,12 @@ def stack_client(local_stack: dict[str, Any], service: str):
 def s3_client(local_stack: dict[str, Any]):
     """A boto3 S3 client on the stack's S3, to check stored bytes without the client under test."""
     return stack_client(local_stack, "s3")
+
+
+def stored_bytes(stack: dict[str, Any], file_id: str) -> bytes:
+    """The file's object in the permanent bucket, read with boto3 (never the client under test)."""
+    s3 = s3_client(stack)
+    return s3.get_object(Bucket=stack["permanent_bucket"], Key=file_id)["Body"].read()
 
 
 GUNICORN = Path(sys.executable).parent / "gunicorn"

@@ -1,9 +1,9 @@
 """Crash runs: SIGKILL the client, or crash and restart the API server or the job worker.
 
 Shared by the short e2e tests (``tests/e2e/test_crash_safety.py``) and the long series
-(``tests/reliability/crash_series.py``). Every run is judged by :mod:`harness`: the killed run
-may have done anything up to the kill; the rerun without faults must end verified, and the
-per-file upload invariants must hold before and after.
+(``python -m tests.reliability.crash_series``). Every run is judged by :mod:`harness`: the
+killed run may have done anything up to the kill; the rerun without faults must end verified,
+and the per-file upload invariants must hold before and after.
 
 Kill points of the client (chosen by a seeded RNG, so a series is repeatable):
 
@@ -18,48 +18,27 @@ Kill points of the client (chosen by a seeded RNG, so a series is repeatable):
 from __future__ import annotations
 
 import json
-import os
 import random
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable
 
-from tests.e2e.test_faults_and_resume import (
-    client_env,
-    current_upload_id,
-    download_args,
-    s3_pattern,
-    s3_records,
-    upload_args,
-)
+from tests.helpers.admin import register_file
+from tests.helpers.cli import download_args, finished, start_cli, upload_args
 from tests.helpers.faultproxy import FaultProxy, Rule
 from tests.helpers.localstack import E2E_PART_SIZE, stacklib
+from tests.helpers.s3faults import THROTTLE_BPS, s3_pattern, s3_records
 from tests.reliability import harness
 
 KILLPOINT = str(Path(__file__).with_name("killpoint.py"))
 UPLOAD_POINTS = ("time", "parts", "patch-seen", "patch-before", "patch-after", "wait")
 DOWNLOAD_POINTS = ("time", "ranges", "rename-before", "rename-after")
-THROTTLE_BPS = 1024 * 1024
 
 
-def _spawn(command: list[str], token: str, proxy: FaultProxy, logs: Path) -> subprocess.Popen:
-    logs.mkdir(parents=True, exist_ok=True)
-    with (logs / "stdout").open("w") as out, (logs / "stderr").open("w") as err:
-        return subprocess.Popen(
-            command,
-            env=client_env(token, proxy),
-            cwd=tempfile.gettempdir(),
-            stdout=out,
-            stderr=err,
-            text=True,
-        )
-
-
-def _run_until(
+def run_until(
     process: subprocess.Popen, condition: Callable[[], bool] | None, timeout: float = 60
 ) -> bool:
     """SIGKILL ``process`` once ``condition()`` holds (None: let it end); True if killed."""
@@ -77,15 +56,6 @@ def _run_until(
     return process.returncode == -signal.SIGKILL
 
 
-def _result(process: subprocess.Popen, logs: Path) -> subprocess.CompletedProcess:
-    return subprocess.CompletedProcess(
-        process.args,
-        process.returncode,
-        (logs / "stdout").read_text(),
-        (logs / "stderr").read_text(),
-    )
-
-
 def killed_upload(
     cli: list[str],
     stack: dict[str, Any],
@@ -101,7 +71,7 @@ def killed_upload(
     point = point or rng.choice(UPLOAD_POINTS)
     data = rng.randbytes(parts * E2E_PART_SIZE - rng.randrange(1000))
     source = harness.write_source(work, data)
-    file_id = harness.register_data(stack_env, user["user"], data, "crash")
+    file_id = register_file(stack_env, user["user"], data, prefix="crash")
     args = upload_args(stack, file_id, source, "--parallel", "2")
     command = [*cli, *args]
     condition: Callable[[], bool] | None = None
@@ -121,9 +91,9 @@ def killed_upload(
         elif point == "patch-seen":
             condition = lambda: any(r.method == "PATCH" for r in proxy.requests)  # noqa: E731
         logs = work / f"upload-{seed}"
-        process = _spawn(command, user["token"], proxy, logs)
-        killed = _run_until(process, condition)
-    result = _result(process, logs)
+        process = start_cli(command, user["token"], proxy, logs)
+        killed = run_until(process, condition)
+    result = finished(process, logs)
     outcome = harness.judge_upload(
         cli, stack, user["token"], file_id, source, result, killed=killed
     )
@@ -168,9 +138,9 @@ def killed_download(
             k = rng.randrange(1, 6)
             condition = lambda: saved_ranges() >= k  # noqa: E731
         logs = work / f"download-{seed}.logs"
-        process = _spawn(command, user["token"], proxy, logs)
-        killed = _run_until(process, condition)
-    result = _result(process, logs)
+        process = start_cli(command, user["token"], proxy, logs)
+        killed = run_until(process, condition)
+    result = finished(process, logs)
     outcome = harness.judge_download(
         cli, stack, user["token"], file_id, out, data, result, killed=killed
     )
@@ -204,21 +174,21 @@ def upload_with_restarts(
     rng = random.Random(f"restart-{seed}")
     data = rng.randbytes(parts * E2E_PART_SIZE - rng.randrange(1000))
     source = harness.write_source(work, data)
-    file_id = harness.register_data(stack_env, user["user"], data, "rst")
+    file_id = register_file(stack_env, user["user"], data, prefix="rst")
     args = upload_args(stack, file_id, source, "--parallel", "2", "--retries", "8")
     rules = [Rule("throttle", method="PUT", url=s3_pattern(stack), bps=THROTTLE_BPS)]
     logs = work / f"restart-{seed}"
     restarts = []
     with FaultProxy(rules=rules) as proxy:
-        process = _spawn([*cli, *args], user["token"], proxy, logs)
+        process = start_cli([*cli, *args], user["token"], proxy, logs)
         for name in names:
             time.sleep(rng.uniform(0.3, 1.5))
             if process.poll() is not None:
                 break
             restart(stack_dir, name)
             restarts.append(name)
-        _run_until(process, None, timeout=180)
-    result = _result(process, logs)
+        run_until(process, None, timeout=180)
+    result = finished(process, logs)
     outcome = harness.judge_upload(cli, stack, user["token"], file_id, source, result)
     return {"kind": "upload-restart", "seed": seed, "restarts": restarts, "outcome": outcome}
 
@@ -241,7 +211,7 @@ def staging_with_worker_crash(
     out.mkdir(parents=True)
     logs = work / f"staging-{seed}.logs"
     with FaultProxy() as proxy:
-        process = _spawn(
+        process = start_cli(
             [*cli, *download_args(stack, file_id, out, "--wait-timeout", "120")],
             user["token"],
             proxy,
@@ -254,18 +224,7 @@ def staging_with_worker_crash(
             time.sleep(0.01)
         time.sleep(rng.uniform(0.0, 0.5))
         restart(stack_dir, "worker")
-        _run_until(process, None, timeout=180)
-    result = _result(process, logs)
+        run_until(process, None, timeout=180)
+    result = finished(process, logs)
     outcome = harness.judge_download(cli, stack, user["token"], file_id, out, data, result)
     return {"kind": "staging-worker-crash", "seed": seed, "outcome": outcome}
-
-
-def current_status(stack: dict[str, Any], token: str, file_id: str) -> str:
-    from tests.helpers.support import call
-
-    upload_id = current_upload_id(stack, token, file_id)
-    return str(call("GET", f"{stack['ucs_url']}/uploads/{upload_id}", token)[1]["upload_status"])
-
-
-def environ_for(stack: dict[str, Any]) -> dict[str, str]:
-    return {**os.environ, **stack["env"]}

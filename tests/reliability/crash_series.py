@@ -17,11 +17,9 @@ import traceback
 from collections import Counter
 from pathlib import Path
 
-from tests.reliability import (
-    _common,
-    crash,
-    harness,
-)
+from tests.helpers.admin import new_user
+from tests.helpers.cli import archived_file
+from tests.reliability import _common, crash, harness
 
 RESTART_ENV = {
     "UCS_STAGING_TIMEOUT_SECONDS": "3",
@@ -47,7 +45,7 @@ def main() -> int:
     with _common.stack(RESTART_ENV) as (stack, state_dir), tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         env = {**os.environ, **stack["env"]}
-        user = harness.new_user(env, "series")
+        user = new_user(env, "series")
         data = os.urandom(7 * 256 * 1024 + 555)
         archived = harness.archive(ghga, stack, env, user, data)
         plan = [("upload", args.seed + i) for i in range(args.uploads)]
@@ -65,7 +63,7 @@ def main() -> int:
                 else:
                     size = 4 * 256 * 1024 + seed % 1000
                     payload = os.urandom(size)
-                    file_id = harness.archive_unstaged(ghga, stack, env, user, payload)
+                    file_id = archived_file(ghga, stack, env, user, payload, prefix="arc")
                     run = crash.staging_with_worker_crash(
                         ghga, stack, state_dir, user, file_id, payload, work, seed
                     )

@@ -20,7 +20,8 @@ import traceback
 from collections import Counter
 from pathlib import Path
 
-from tests.e2e.test_faults_and_resume import download_args, run_client, upload_args
+from tests.helpers.admin import new_user, register_file
+from tests.helpers.cli import download_args, run_cli, upload_args
 from tests.helpers.faultproxy import FaultProxy, Rule
 from tests.reliability import _common, harness
 
@@ -66,7 +67,7 @@ def main() -> int:
     with _common.stack() as (stack, _), tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         env = {**os.environ, **stack["env"]}
-        user = harness.new_user(env, "faults")
+        user = new_user(env, "faults")
         payload = os.urandom(6 * PART + 999)
         archived = harness.archive(ghga, stack, env, user, payload)
         for i in range(args.runs):
@@ -78,21 +79,21 @@ def main() -> int:
                         if kind == "upload":
                             data = random.Random(seed).randbytes(6 * PART + seed % 5000)
                             source = harness.write_source(work, data)
-                            file_id = harness.register_data(env, user["user"], data, "fs")
-                            result = run_client(
+                            file_id = register_file(env, user["user"], data, prefix="fs")
+                            result = run_cli(
                                 ghga,
-                                user["token"],
-                                proxy,
                                 upload_args(stack, file_id, source, *OPTIONS),
+                                token=user["token"],
+                                proxy=proxy,
                             )
                         else:
                             out = work / f"out-{seed}"
                             out.mkdir()
-                            result = run_client(
+                            result = run_cli(
                                 ghga,
-                                user["token"],
-                                proxy,
                                 download_args(stack, archived, out, *OPTIONS),
+                                token=user["token"],
+                                proxy=proxy,
                             )
                     hit = [r.fault for r in proxy.requests if r.fault]
                     faults.update(f.split("@")[0].split(":")[0] for f in hit)

@@ -12,28 +12,18 @@ Stored bytes are read with boto3 and DynamoDB directly, never through the client
 
 from __future__ import annotations
 
-import hashlib
-import os
 import subprocess
-import tempfile
 import uuid
 from pathlib import Path
 from typing import Any
 
 import boto3
 
-from tests.e2e.test_faults_and_resume import (
-    client_env,
-    download_args,
-    run_client,
-    staged,
-    stored_bytes,
-    upload_args,
-)
-from tests.e2e.test_upload_cli import summary_of
 from tests.helpers import invariants
+from tests.helpers.cli import archived_file, download_args, run_cli, summary_of, upload_args
 from tests.helpers.faultproxy import FaultProxy
-from tests.helpers.support import run_admin
+from tests.helpers.support import stored_bytes
+from tests.helpers.ucs import staged
 
 #: Exit codes a faulted run may end with: integrity (5), network after retries (6), timeout (7).
 #: Usage (2), auth (3) and conflict (4) would mean the client misread a transient fault.
@@ -43,30 +33,6 @@ ACTIVE = ("pending", "uploaded", "accepted")
 
 class Outcome(str):
     """``"ok"`` (verified at once) or ``"recovered"`` (clear error, rerun verified)."""
-
-
-def new_user(stack_env: dict[str, str], prefix: str = "rel") -> dict[str, str]:
-    name = f"{prefix}-{uuid.uuid4().hex[:8]}"
-    return {"user": name, "token": run_admin(stack_env, "mint-token", "--user", name)}
-
-
-def register_data(stack_env: dict[str, str], user: str, data: bytes, prefix: str = "rel") -> str:
-    file_id = f"{prefix}-{uuid.uuid4().hex[:12]}"
-    run_admin(
-        stack_env,
-        "register-file",
-        "--file-id",
-        file_id,
-        "--file-name",
-        f"{file_id}.bin",
-        "--size",
-        str(len(data)),
-        "--md5",
-        hashlib.md5(data).hexdigest(),
-        "--submitter",
-        user,
-    )
-    return file_id
 
 
 def write_source(directory: Path, data: bytes) -> Path:
@@ -84,25 +50,8 @@ def archive(
     data: bytes,
 ) -> str:
     """Register, upload (no faults), grant and stage a file; return its id."""
-    file_id = archive_unstaged(cli, stack, stack_env, user, data)
+    file_id = archived_file(cli, stack, stack_env, user, data, prefix="arc")
     staged(stack, user["token"], file_id)
-    return file_id
-
-
-def archive_unstaged(
-    cli: list[str],
-    stack: dict[str, Any],
-    stack_env: dict[str, str],
-    user: dict[str, str],
-    data: bytes,
-) -> str:
-    """Register, upload (no faults) and grant a file, not yet staged for download."""
-    file_id = register_data(stack_env, user["user"], data, "arc")
-    with tempfile.TemporaryDirectory() as tmp, FaultProxy() as proxy:
-        source = write_source(Path(tmp), data)
-        result = run_client(cli, user["token"], proxy, upload_args(stack, file_id, source))
-    assert result.returncode == 0, result.stderr[-2000:]
-    run_admin(stack_env, "grant", "--file-id", file_id, "--user", user["user"])
     return file_id
 
 
@@ -200,7 +149,7 @@ def judge_upload(
         # Resumable: the upload is still pending or uploaded (never lost to a transient fault).
         assert statuses & {"pending", "uploaded"}, statuses
     with FaultProxy() as proxy:
-        rerun = run_client(cli, token, proxy, upload_args(stack, file_id, source))
+        rerun = run_cli(cli, upload_args(stack, file_id, source), token=token, proxy=proxy)
     if killed and rerun.returncode == 4 and "already uploaded and accepted" in rerun.stderr:
         # Killed after the UCS took the PATCH: the upload went on to acceptance without the
         # client. The documented answer to uploading an accepted file is exit 4 (conflict,
@@ -253,38 +202,8 @@ def judge_download(
         assert _leftovers(out, target.name) == [], _leftovers(out, target.name)
         return Outcome("recovered")
     with FaultProxy() as proxy:
-        rerun = run_client(cli, token, proxy, download_args(stack, file_id, out))
+        rerun = run_cli(cli, download_args(stack, file_id, out), token=token, proxy=proxy)
     assert rerun.returncode == 0, (rerun.returncode, rerun.stderr[-3000:])
     assert target.read_bytes() == data
     assert _leftovers(out, target.name) == [], _leftovers(out, target.name)
     return Outcome("recovered")
-
-
-def popen_client(
-    cli: list[str], token: str, proxy: FaultProxy, args: list[str], logs: Path
-) -> subprocess.Popen:
-    """Start the client in the background, output to files (never a pipe that could fill)."""
-    logs.mkdir(parents=True, exist_ok=True)
-    with (logs / "stdout").open("w") as out, (logs / "stderr").open("w") as err:
-        return subprocess.Popen(
-            [*cli, *args],
-            env=client_env(token, proxy),
-            cwd=tempfile.gettempdir(),
-            stdout=out,
-            stderr=err,
-            text=True,
-        )
-
-
-def finished(process: subprocess.Popen, logs: Path) -> subprocess.CompletedProcess:
-    process.wait()
-    return subprocess.CompletedProcess(
-        process.args,
-        process.returncode,
-        (logs / "stdout").read_text(),
-        (logs / "stderr").read_text(),
-    )
-
-
-def env_without_proxy() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if k.lower() not in ("http_proxy", "no_proxy")}

@@ -25,9 +25,10 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from tests.e2e.test_faults_and_resume import download_args, run_client, upload_args
+from tests.helpers import invariants
+from tests.helpers.admin import new_user, run_admin
+from tests.helpers.cli import download_args, run_cli, upload_args
 from tests.helpers.faultproxy import FaultProxy
-from tests.helpers.support import run_admin
 from tests.reliability import _common, harness
 
 PART = 256 * 1024
@@ -49,10 +50,8 @@ def endpoint(path: str) -> str:
 
 
 def final_check(stack: dict[str, Any]) -> list[str]:
-    if harness._shared_invariants is None:
-        return []
     try:
-        harness._shared_invariants.check_files(stack)
+        invariants.check_files(stack)
     except AssertionError as error:
         return str(error).splitlines()[1:]
     return []
@@ -75,7 +74,7 @@ def main() -> int:
     stop = threading.Event()
     with _common.stack() as (stack, _), tempfile.TemporaryDirectory() as tmp:
         env = {**os.environ, **stack["env"]}
-        user = harness.new_user(env, "load")
+        user = new_user(env, "load")
         api = stack["ucs_url"].rstrip("/") + "/"
         with FaultProxy(client_timeout=300, upstream_timeout=300) as proxy:
             deadline = time.monotonic() + args.seconds
@@ -96,8 +95,11 @@ def main() -> int:
                         with lock:
                             file_ids.append(file_id)
                         source = harness.write_source(work, data)
-                        up = run_client(
-                            ghga, user["token"], proxy, upload_args(stack, file_id, source)
+                        up = run_cli(
+                            ghga,
+                            upload_args(stack, file_id, source),
+                            token=user["token"],
+                            proxy=proxy,
                         )
                         if up.returncode != 0:
                             raise AssertionError(f"upload exit {up.returncode}: {up.stderr[-500:]}")
@@ -106,8 +108,11 @@ def main() -> int:
                             done["bytes_up"] += len(data)
                         out = work / "out"
                         out.mkdir(parents=True, exist_ok=True)
-                        down = run_client(
-                            ghga, user["token"], proxy, download_args(stack, file_id, out)
+                        down = run_cli(
+                            ghga,
+                            download_args(stack, file_id, out),
+                            token=user["token"],
+                            proxy=proxy,
                         )
                         if down.returncode != 0:
                             raise AssertionError(
@@ -169,9 +174,7 @@ def main() -> int:
         "invariant_violations": len(violations),
         "violations": violations[:20],
         "invariant_check": (
-            "tests/invariants.py (all files, at the end) + harness sampler every 10 s"
-            if harness._shared_invariants
-            else "harness sampler only"
+            "tests/helpers/invariants.py (all files, at the end) + harness sampler every 10 s"
         ),
         "api_requests": len(latencies),
         "api_errors_5xx": sum(1 for r in api_records if (r.status or 0) >= 500),
