@@ -98,6 +98,8 @@ class StagingPoller:
     ends that file's wait with the error (exit 8), never the poller.
     """
 
+    GATHER = 1.0  # seconds: how early a wait may be asked for with the others
+
     def __init__(self, tasks: Tasks, drs: Callable[[], Any], deliver: Deliver) -> None:
         self._tasks = tasks
         self._drs = drs  # the DrsClient of the calling thread
@@ -122,7 +124,9 @@ class StagingPoller:
         self._tasks.call_at(due, self._round)
 
     def _round(self) -> None:
-        now = time.monotonic()
+        # Files that are due within a moment are asked for now too: waits that began together
+        # (a batch's files, each started by its own step) go in one bulk request.
+        now = time.monotonic() + self.GATHER
         with self._lock:
             self._scheduled = None
             due = [(k, w) for k, w in self._waiting.items() if w.due <= now]
