@@ -2,8 +2,8 @@
 
     bench/.venv/bin/python bench/report.py [--out-dir DIR]    (default: bench/)
 
-Reads DIR/results.json (bench/suite.py writes it) and DIR/wait-*.json (bench/wait_bench.py)
-and writes DIR/RESULTS.md and DIR/results.png;
+Reads DIR/results.json (bench/suite.py writes it), DIR/wait-*.json (bench/wait_bench.py) and
+DIR/api-latency.json (bench/api_latency_bench.py) and writes DIR/RESULTS.md and DIR/results.png;
 bench/NOTES.md is appended to RESULTS.md as it is. Every section of results.json is optional, so
 older results (without the before/after, part-size, batch or validation sections) still render.
 """
@@ -916,7 +916,87 @@ def wait_section(reports: list[dict]) -> list[str]:
     return lines
 
 
-def render(data: dict, notes: str | None, waits: list[dict] | None = None) -> str:
+# ---------------------------------------------------------------------------- API latency
+def api_latency_section(report: dict | None) -> list[str]:
+    """bench/api_latency_bench.py's report (bench/api-latency.json): ghga-cli with the API
+    direct and behind a delaying relay, the storage reached directly in both."""
+    if not report:
+        return []
+    delay, med = report["delay_s"], report.get("medians") or {}
+    lines = [
+        "",
+        "## Does API latency slow the bytes? (bench/api_latency_bench.py)",
+        "",
+        f"{size_label(report['size'])} on Ceph RGW; 'delayed': the UCS/DRS API behind "
+        f"bench/delayrelay.py, +{delay} s on every API round trip, presigned S3 URLs direct. "
+        f"Upload until `accepted`, download of the accepted file ({report['download_from']}); "
+        "transfer = the `--json` `seconds`, whole = its `total_seconds`; round trips = API "
+        "answers the relay delayed. Direct and delayed interleave on fresh files; medians of "
+        f"{report['runs']} runs, ratios of medians. `{report['command']}` on {report['date']}, "
+        f"{report['host']}, commit {report['commit']}"
+        + (" (with uncommitted changes)" if report.get("dirty") else "")
+        + f"; load (1/5/15 min) before {report['load_before']}, after "
+        f"{report.get('load_after')}.",
+        "",
+    ]
+    lines += table(
+        [
+            "",
+            "transfer direct s",
+            "delayed s",
+            "ratio",
+            "whole direct s",
+            "delayed s",
+            "ratio",
+            "delayed - direct s",
+            "round trips",
+            "round trips x delay s",
+        ],
+        (
+            [
+                direction,
+                m["direct"]["transfer_s"],
+                m["delayed"]["transfer_s"],
+                m["transfer_ratio"],
+                m["direct"]["total_s"],
+                m["delayed"]["total_s"],
+                m["total_ratio"],
+                m["extra_total_s"],
+                m["delayed"]["api_round_trips"],
+                None
+                if m["delayed"]["api_round_trips"] is None
+                else round(m["delayed"]["api_round_trips"] * delay, 1),
+            ]
+            for direction, m in med.items()
+        ),
+        align="l",
+    )
+    lines += ["", "Runs:", ""]
+    lines += table(
+        ["run", "direction", "API", "transfer s", "whole s", "round trips", "load"],
+        (
+            [
+                r["run"],
+                r["direction"],
+                r["api"],
+                r["transfer_s"],
+                r["total_s"],
+                r["api_round_trips"],
+                r.get("load"),
+            ]
+            for r in report.get("rows") or []
+        ),
+        align="lll",
+    )
+    return lines
+
+
+def render(
+    data: dict,
+    notes: str | None,
+    waits: list[dict] | None = None,
+    api_latency: dict | None = None,
+) -> str:
     for r in data.get("transfers") or []:
         r.setdefault("backend", "?")
     lines = header(data)
@@ -927,6 +1007,7 @@ def render(data: dict, notes: str | None, waits: list[dict] | None = None) -> st
     lines += batch_section(data.get("batch") or [], data.get("batch_requests") or [])
     lines += validation_section(data.get("validation"))
     lines += wait_section(waits or [])
+    lines += api_latency_section(api_latency)
     lines += growth_section(data)
     lines += scale_section(data.get("scale") or [])
     lines += link_section(data.get("link"))
@@ -949,7 +1030,9 @@ def main() -> int:
     notes_file = HERE / "NOTES.md"
     notes = notes_file.read_text() if notes_file.exists() else None
     waits = [json.loads(p.read_text()) for p in sorted(args.out_dir.glob("wait-*.json"))]
-    (args.out_dir / "RESULTS.md").write_text(render(data, notes, waits))
+    latency_file = args.out_dir / "api-latency.json"
+    api_latency = json.loads(latency_file.read_text()) if latency_file.exists() else None
+    (args.out_dir / "RESULTS.md").write_text(render(data, notes, waits, api_latency))
     plot(data, args.out_dir / "results.png")
     return 0
 
