@@ -152,8 +152,8 @@ def check_pyz(pyz: Path, python: str, platform: str) -> None:
     """The zipapp holds ghga_cli and a pycurl extension built for this CPython and OS."""
     with zipfile.ZipFile(pyz) as zf:
         names = zf.namelist()
-    if "site-packages/ghga_cli/cli.py" not in names:
-        raise RuntimeError(f"{pyz.name}: no site-packages/ghga_cli/cli.py")
+    if "site-packages/ghga_cli/cli/run.py" not in names:
+        raise RuntimeError(f"{pyz.name}: no site-packages/ghga_cli/cli/run.py")
     xy = python.replace(".", "")
     # pycurl 7.45: top-level pycurl.<suffix>; 7.46+: package pycurl/ with _pycurl.<suffix>
     ext = r"^site-packages/pycurl(?:/_pycurl)?"

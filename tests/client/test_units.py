@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from ghga_cli.cli.run import build_parser, main, parse_size, read_token
+from ghga_cli.cli.parser import build_parser, parse_size
+from ghga_cli.cli.run import main, read_token
 from ghga_cli.curl import HeaderCollector, redact_url
 from ghga_cli.errors import ApiError, CliError, NetworkError, UsageError
 from ghga_cli.files import sanitise_name
