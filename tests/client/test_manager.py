@@ -252,3 +252,46 @@ def test_a_malformed_drs_answer_ends_the_file_with_exit_8(
     assert "internal error" not in err and "checksums" in err
     # A batch asks for every object before it writes anything: the answer ends the run.
     assert json.loads(out)["error"]["exit_code"] == EXIT_PROTOCOL
+
+
+def test_a_file_whose_urls_cannot_be_had_fails_alone(
+    tmp_path: Path, services: FakeServices, capsys: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The API refuses one upload's later URL batches (fetched ahead, off the engine's thread):
+    that file fails with the API's exit code, the batch's other file is accepted."""
+    blobs = {"GHGAX1": os.urandom(30 * PART), "GHGAX2": os.urandom(30 * PART + 1)}
+    lines = []
+    for file_id, data in blobs.items():
+        path = tmp_path / f"{file_id}.bin"
+        path.write_bytes(data)
+        services.register(data, file_id)
+        lines.append(f"{file_id}\t{path}")
+    manifest = tmp_path / "upload.tsv"
+    manifest.write_text("\n".join(lines) + "\n")
+    real = services.route
+    batches: dict[str, int] = {}
+
+    def route(method: str, path: str, body: Any) -> Any:
+        if path.endswith("/signed_urls"):
+            upload = services.uploads[path.split("/")[2]]
+            batches[upload.file_id] = batches.get(upload.file_id, 0) + 1
+            if upload.file_id == "GHGAX1" and batches[upload.file_id] > 1:
+                return 403, {"exception_id": "noFileAccess", "description": "no"}, {}
+        return real(method, path, body)
+
+    monkeypatch.setattr(services, "route", route)
+    code, out, err = run(
+        capsys,
+        "upload-by-id",
+        "--api-url",
+        services.url,
+        "--manifest",
+        str(manifest),
+        "--parallel",
+        "2",
+        "--json",
+    )
+    files = {f["file_id"]: f for f in json.loads(out)["files"]}
+    assert files["GHGAX2"]["status"] == "accepted", err
+    assert files["GHGAX1"]["status"] == "error" and files["GHGAX1"]["exit_code"] == 3
+    assert code == 3

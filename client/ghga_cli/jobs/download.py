@@ -164,10 +164,10 @@ class DownloadJob(FileJob):
 
     def _staged(self, event: Event) -> Action:
         assert isinstance(event, Staged)
-        if self._started_over and self._obj is not None:
+        if self._started_over and self._obj is not None:  # counted in the progress already
             self._obj = event.obj
             self._state = "prepare"
-            return self._prepare(event)  # still holding its slot: go on at once
+            return NeedSlot()
         return self._resolved(event.obj)
 
     def _resolved(self, obj: DrsObject) -> Action:

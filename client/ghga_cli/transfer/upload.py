@@ -329,6 +329,7 @@ class UploadTransfer(Transfer[UploadPart]):
         self._bodies: dict[int, _SlotBody] = {}
         self._lock = threading.Lock()
         self._ready: collections.deque[UploadPart] = collections.deque()
+        self._failure: BaseException | None = None  # fetching URLs failed for good
         self._checking = 0  # stored parts whose hash is not known yet
         self.segment_parts = segment_parts or len(pieces)
         self._on_segment = on_segment if segment_parts else None
@@ -385,7 +386,15 @@ class UploadTransfer(Transfer[UploadPart]):
             if not self._ready:
                 return None
             part = self._ready[0]
-        url = self.urls.take(part.number, self.upcoming(1))
+        try:
+            url = self.urls.take(part.number, self.upcoming(1))
+        except Exception as exc:  # the URLs could not be had: this transfer fails (ready)
+            self._failure = exc
+            url = None
+            if part.url is None:  # hand the part out, so that ready() reports the failure
+                with self._lock:
+                    self._ready.remove(part)
+                return part
         if url is None:
             return None
         with self._lock:
@@ -395,6 +404,8 @@ class UploadTransfer(Transfer[UploadPart]):
 
     def ready(self, part: UploadPart) -> bool:
         """A part answered 403 waits (parked) for a fresh URL; others go at once."""
+        if self._failure is not None:
+            raise self._failure
         if part.url is not None and not part.refresh_url:
             return True
         url = self.urls.take(part.number, self.upcoming())
