@@ -102,7 +102,7 @@ def run_cli(
 def one_run(
     bench: Bench, cli: GhgaCli, relay: DelayRelay, source: Path, md5: str, work: Path, staged: bool
 ) -> list[dict[str, Any]]:
-    """Upload, then download, a fresh file per mode, interleaved direct, delayed."""
+    """Upload, then download, a fresh file per mode, interleaved direct, delayed (one client)."""
     api = {"direct": (bench.stack["ucs_url"], None), "delayed": (relay.url, relay)}
     ids = {mode: bench.register(source, md5) for mode in MODES}
     rows = []
@@ -131,11 +131,23 @@ def one_run(
         bench.drop_file_objects(ids[mode])
     for row in rows:
         row["file_id"] = ids[row["api"]]
+        row["cli"] = cli.name
     return rows
 
 
 def medians(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Per direction: medians per mode and the ratios delayed / direct of those medians."""
+    """Per direction (and client, for the baseline's rows): medians per mode and the ratios
+    delayed / direct of those medians."""
+    out: dict[str, Any] = {}
+    names = sorted({r.get("cli", "ghga-cli") for r in rows})
+    for name in names:
+        mine = [r for r in rows if r.get("cli", "ghga-cli") == name]
+        for direction, entry in _medians_of(mine).items():
+            out[direction if name == "ghga-cli" else f"{direction} ({name})"] = entry
+    return out
+
+
+def _medians_of(rows: list[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for direction in DIRECTIONS:
         entry: dict[str, Any] = {}
@@ -167,13 +179,19 @@ def main() -> int:
     )
     parser.add_argument("--work-dir", type=Path, default=Path(tempfile.gettempdir()))
     parser.add_argument("--out", type=Path, default=HERE / "api-latency.json")
+    parser.add_argument(
+        "--baseline-cli",
+        type=Path,
+        default=None,
+        help="also run this ghga-cli build (bench/build_baseline.sh) in every run",
+    )
     args = parser.parse_args()
     if not ceph_running():
         raise SystemExit("no Ceph RGW answers: run `CEPH_BLOCK_SIZE=56G bash build/ceph-up.sh`")
 
     work = args.work_dir / "api-latency-bench"
     work.mkdir(parents=True, exist_ok=True)
-    cli = ghga_clis(None)[0]
+    clis = ghga_clis(args.baseline_cli)
     out: dict[str, Any] = {
         "command": " ".join(sys.argv),
         "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
@@ -185,6 +203,9 @@ def main() -> int:
         "delay_s": args.delay,
         "runs": args.runs,
         "download_from": "staged" if args.staged else "unstaged",
+        "baseline": (args.baseline_cli.parent.parent / "BASELINE_REV").read_text().strip()[:7]
+        if args.baseline_cli and (args.baseline_cli.parent.parent / "BASELINE_REV").exists()
+        else None,
         "rows": [],
     }
     source, md5 = make_source(work, args.size)
@@ -192,12 +213,13 @@ def main() -> int:
         with contextlib.ExitStack() as context:
             stack = context.enter_context(stack_of(PROJECT_DIR, work / "stack", {}))
             relay = context.enter_context(DelayRelay(stack["ucs_url"], args.delay))
-            bench = Bench(stack, "ceph", work, [cli])
+            bench = Bench(stack, "ceph", work, clis)
             for run in range(args.runs):
-                # two files alive at once: inbox, permanent and outbox copies of each
-                wait_for_ceph_space(2 * 3 * args.size + GIB)
-                rows = one_run(bench, cli, relay, source, md5, work, args.staged)
-                out["rows"] += [{"run": run + 1, **row} for row in rows]
+                for cli in clis:
+                    # two files alive at once: inbox, permanent and outbox copies of each
+                    wait_for_ceph_space(2 * 3 * args.size + GIB)
+                    rows = one_run(bench, cli, relay, source, md5, work, args.staged)
+                    out["rows"] += [{"run": run + 1, **row} for row in rows]
                 out["medians"] = medians(out["rows"])
                 args.out.write_text(json.dumps(out, indent=2) + "\n")
     finally:

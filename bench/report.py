@@ -935,6 +935,12 @@ def api_latency_section(report: dict | None) -> list[str]:
         f"{report['runs']} runs, ratios of medians. `{report['command']}` on {report['date']}, "
         f"{report['host']}, commit {report['commit']}"
         + (" (with uncommitted changes)" if report.get("dirty") else "")
+        + (
+            f"; rows marked ghga-cli-before: the client of commit {report['baseline']} in the "
+            "same runs"
+            if report.get("baseline")
+            else ""
+        )
         + f"; load (1/5/15 min) before {report['load_before']}, after "
         f"{report.get('load_after')}.",
         "",
@@ -973,10 +979,11 @@ def api_latency_section(report: dict | None) -> list[str]:
     )
     lines += ["", "Runs:", ""]
     lines += table(
-        ["run", "direction", "API", "transfer s", "whole s", "round trips", "load"],
+        ["run", "client", "direction", "API", "transfer s", "whole s", "round trips", "load"],
         (
             [
                 r["run"],
+                r.get("cli", "ghga-cli"),
                 r["direction"],
                 r["api"],
                 r["transfer_s"],
