@@ -14,7 +14,7 @@ import re
 import sys
 import threading
 from collections.abc import Sequence
-from typing import TextIO
+from typing import Any, TextIO
 
 from ghga_cli.errors import CliError
 from ghga_cli.progress import Progress, format_bytes, format_duration
@@ -78,10 +78,24 @@ class Console:
         return self.progress
 
     def json(self, report: RunReport) -> None:
-        """The ``--json`` object on stdout (described by docs/report.schema.json)."""
-        text = json.dumps(report.to_json(), sort_keys=True)
-        sys.stdout.write(self.clean(text) + "\n")
+        """The ``--json`` object on stdout (described by docs/report.schema.json).
+
+        Every string in it is cleaned like a printed line: JSON would only escape a control
+        character (``\\u001b``), and a consumer that prints the value (``jq -r``) would send
+        it to the terminal raw again.
+        """
+        text = json.dumps(self._clean_values(report.to_json()), sort_keys=True)
+        sys.stdout.write(text + "\n")
         sys.stdout.flush()
+
+    def _clean_values(self, value: Any) -> Any:
+        if isinstance(value, str):
+            return self.clean(value)
+        if isinstance(value, dict):
+            return {key: self._clean_values(item) for key, item in value.items()}
+        if isinstance(value, list):
+            return [self._clean_values(item) for item in value]
+        return value
 
 
 def file_line(report: FileReport, done: int, total: int) -> str:
