@@ -1,4 +1,4 @@
-"""A short run of the load script (``tests/reliability/load.py``), so that it keeps working:
+"""A short run of the load script (``python -m tests.reliability.load``), so it keeps working:
 4 clients for 10 seconds on a stack of their own, zero failed transfers, zero rule violations.
 
 The real run (16 clients, 5 minutes) and its numbers are in docs/RELIABILITY.md.
@@ -22,7 +22,8 @@ def test_load_script_short_run(tmp_path) -> None:
     result = subprocess.run(
         [
             sys.executable,
-            str(PROJECT_DIR / "tests" / "reliability" / "load.py"),
+            "-m",
+            "tests.reliability.load",
             "--clients",
             "4",
             "--seconds",
@@ -30,6 +31,7 @@ def test_load_script_short_run(tmp_path) -> None:
             "--out",
             str(out),
         ],
+        cwd=PROJECT_DIR,
         capture_output=True,
         text=True,
         timeout=240,
