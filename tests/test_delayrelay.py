@@ -4,17 +4,13 @@ from __future__ import annotations
 
 import http.client
 import http.server
-import sys
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
-
-from delayrelay import DelayRelay
+from bench.delayrelay import DelayRelay  # bench/ is importable from the checkout's root
 
 DELAY = 0.3
 

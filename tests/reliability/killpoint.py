@@ -7,8 +7,8 @@ no hook) and kills the process with SIGKILL — no ``finally`` blocks, no atexit
 
     python tests/reliability/killpoint.py <point> <ghga-cli arguments...>
 
-Points: ``rename-before`` / ``rename-after`` (the ``os.replace`` of the partial file to the final name;
-"after" is before the resume state file is deleted), ``patch-before`` / ``patch-after``
+Points: ``rename-before`` / ``rename-after`` (the ``os.replace`` of the partial file to the final
+name; "after" is before the resume state file is deleted), ``patch-before`` / ``patch-after``
 (the ``PATCH uploaded`` call; "after" means the UCS has answered), ``wait`` (the first status
 poll while waiting for validation).
 """
