@@ -7,7 +7,8 @@ starts a new one), uploads left ``uploaded`` by a lost validation job are valida
 (``UCS_REVALIDATE_SECONDS``), staging claims of a crashed job expire
 (``UCS_STAGING_TIMEOUT_SECONDS``) and are taken over.
 
-Short version (3 seeded kills each way); the long series is ``tests/reliability/crash_series.py``.
+Short version (3 seeded kills each way); the long series is
+``python -m tests.reliability.crash_series``.
 """
 
 from __future__ import annotations

@@ -1,15 +1,15 @@
 """Every fault of the proxy against a multi-part upload and download, one fault type per case.
 
-Each case routes ``ghga-cli`` through :class:`tests.faultproxy.FaultProxy` and judges the run
-with :mod:`tests.reliability.harness`: it must end verified (accepted upload whose stored bytes
-equal the file; downloaded file byte-identical at its final name) or with a clear error that a
-faultless rerun resumes to a verified end. Never a silently wrong file, never an incomplete file
-at the final name. Cases: each S3 fault type (reset mid-body, 500, 503 and 429 with
+Each case routes ``ghga-cli`` through :class:`tests.helpers.faultproxy.FaultProxy` and judges
+the run with :mod:`tests.reliability.harness`: it must end verified (accepted upload whose stored
+bytes equal the file; downloaded file byte-identical at its final name) or with a clear error
+that a faultless rerun resumes to a verified end. Never a silently wrong file, never an
+incomplete file at the final name. Cases: each S3 fault type (reset mid-body, 500, 503 and 429 with
 Retry-After, 403 expired, stall, throttle, truncate, flip), a seeded random mix of them on 20 %
 of the S3 requests, and faults between the client and the API (500, 503, resets before and
 after the server acted) on every API call of the conversation.
 
-The longer seeded series is ``tests/reliability/fault_series.py``.
+The longer seeded series is ``python -m tests.reliability.fault_series``.
 """
 
 from __future__ import annotations

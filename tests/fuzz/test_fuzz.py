@@ -1,8 +1,8 @@
 """schemathesis on the session's local stack, bounded so that `make test` stays quick.
 
 `make fuzz` runs the same fuzzing with more examples on a stack of its own
-(tests/fuzz/run_fuzz.py). Here 10 examples per operation and phase (~600 requests over both
-documents, ~30 s) catch what the checks find: 5xx, undocumented statuses, bodies, headers
+(python -m tests.fuzz.run_fuzz). Here 10 examples per operation and phase (~600 requests over
+both documents, ~30 s) catch what the checks find: 5xx, undocumented statuses, bodies, headers
 or content types that disagree with ucs_lambda/openapi.yaml or docs/reference/ucs.yaml
 (the upstream reference).
 """
