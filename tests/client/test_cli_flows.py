@@ -377,11 +377,12 @@ def test_drs_uris_name_the_file_when_their_host_is_the_api(
     assert "names host elsewhere.example" in err and "--api-url" in err
 
 
-def test_resolve_file_id_derives_the_api_from_a_drs_uri() -> None:
+def test_resolve_file_id_takes_the_api_only_from_api_url() -> None:
     from ghga_cli.errors import UsageError
     from ghga_cli.jobs.api import resolve_file_id
 
-    assert resolve_file_id("drs://drs.example.org/F1", None) == ("F1", "https://drs.example.org")
+    with pytest.raises(UsageError):  # the token goes only where --api-url says
+        resolve_file_id("drs://drs.example.org/F1", None)
     assert resolve_file_id("drs://drs.example.org/F1", "https://drs.example.org/") == (
         "F1",
         "https://drs.example.org/",

@@ -32,7 +32,10 @@ is run again."""
 EPILOG = f"""\
 authentication:
   The access token is read from --token-file FILE or from the environment variable
-  {TOKEN_ENV}. It is sent only to the API (never to the storage) and never printed.
+  {TOKEN_ENV}. It is sent only to the --api-url server (or {API_URL_ENV}'s),
+  the UCS/DRS API: never to the storage URLs the API hands out, and never to a host
+  named only by a drs:// URI (a drs:// URI is accepted only if its host is the
+  --api-url's). It is never printed.
 
 proxies:
   The standard variables http_proxy, https_proxy/HTTPS_PROXY, ALL_PROXY and NO_PROXY
@@ -160,8 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=os.environ.get(API_URL_ENV) or None,
         metavar="URL",
         help="base URL of the API: the Upload Controller Service for uploads, DRS3 for "
-        "downloads (with or without the /ga4gh/drs/v1 suffix); default: the environment "
-        f"variable {API_URL_ENV}",
+        "downloads (with or without the /ga4gh/drs/v1 suffix); the only server the token is "
+        f"sent to; default: the environment variable {API_URL_ENV}",
     )
     common.add_argument(
         "--token-file",
@@ -327,7 +330,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="ID",
-        help="GHGA file ID, or the object's drs://host/id URI; may be repeated",
+        help="GHGA file ID, or the object's drs://host/id URI (its host must be the "
+        "--api-url's); may be repeated",
     )
     down.add_argument(
         "--output-dir",

@@ -17,6 +17,7 @@ import time
 import traceback
 from concurrent.futures import Future
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from ghga_cli.cli.output import Console, file_line, success_line, summary_table
 from ghga_cli.cli.parser import API_URL_ENV, TOKEN_ENV, build_parser
@@ -30,7 +31,7 @@ from ghga_cli.errors import (
 )
 from ghga_cli.files import check_local_file, check_output_dir
 from ghga_cli.jobs.access import ApiAccess
-from ghga_cli.jobs.api import Staging
+from ghga_cli.jobs.api import Staging, resolve_file_id
 from ghga_cli.jobs.batch import (
     batch_exit_code,
     describe_upload_plan,
@@ -89,7 +90,13 @@ def read_token(token_file: Path | None, environ: dict[str, str] | None = None) -
 
 
 def check_api_url(url: str) -> str:
-    if not re.match(r"^https?://[^/\s]+", url):
+    """``url`` if it is an http(s) URL with a host (and a valid port); UsageError otherwise."""
+    try:
+        parts = urlsplit(url)
+        valid = bool(re.match(r"^https?://[^/\s]+", url) and parts.hostname) and parts.port != 0
+    except ValueError:  # a port out of range or not a number, an unclosed IPv6 bracket
+        valid = False
+    if not valid:
         raise UsageError(f"invalid --api-url {url!r}", "give an http:// or https:// URL")
     return url
 
@@ -184,14 +191,14 @@ def _run(args: argparse.Namespace, console: Console, report: RunReport) -> None:
 
 def _check_arguments(args: argparse.Namespace) -> bool:
     """Which arguments belong together; True for a run of many files."""
-    if not args.api_url and not (
-        args.command == "download-by-id"
-        and args.file_ids
-        and all(v.lower().startswith("drs://") for v in args.file_ids)
-    ):
+    if not args.api_url:
+        # The token goes only to --api-url: a drs:// URI is refused, naming its host as the
+        # hint, so that the user names the server that gets the token.
+        uris = [v for v in getattr(args, "file_ids", []) if v.lower().startswith("drs://")]
+        if uris:
+            resolve_file_id(uris[0], None)
         raise UsageError("--api-url is required", f"give --api-url URL or set {API_URL_ENV}")
-    if args.api_url:
-        check_api_url(args.api_url)
+    check_api_url(args.api_url)
     if args.command == "upload-by-id":
         if args.manifest is not None:
             if args.file_id or args.file_path or args.cancel:

@@ -385,7 +385,8 @@ def parse_drs_uri(value: str) -> tuple[str, str] | None:
     """``drs://host[:port]/object_id`` -> (host[:port], object_id); None for a plain id.
 
     Only hostname-based DRS URIs are ours (``self_uri``); compact identifiers (``drs://prefix:id``
-    without a slash) need a resolver registry and are refused with a clear error.
+    without a slash) need a resolver registry and are refused with a clear error, and so is a
+    host that is no host name or address (bad port, unclosed ``[``).
     """
     if not value.lower().startswith("drs://"):
         return None
@@ -396,14 +397,25 @@ def parse_drs_uri(value: str) -> tuple[str, str] | None:
             f"{value!r} is not a DRS URI of the form drs://host/object_id",
             "give the self_uri of the object, or its plain file id",
         )
+    try:
+        parts = urlsplit(f"//{host}")
+        valid = bool(parts.hostname) and not parts.username and parts.port != 0
+    except ValueError:  # a port out of range or not a number, an unclosed IPv6 bracket
+        valid = False
+    if not valid or any(c.isspace() or ord(c) < 32 for c in host):
+        raise UsageError(
+            f"{value!r} names no valid host[:port] ({host!r})",
+            "give the self_uri of the object, or its plain file id",
+        )
     return host.lower(), object_id
 
 
 def resolve_file_id(value: str, api_url: str | None) -> tuple[str, str]:
     """(file id, API URL) for ``--file-id`` values that may be ``drs://host/id`` URIs.
 
-    A DRS URI's host must match ``--api-url`` (host and port); without ``--api-url`` the API is
-    derived from the URI over https, as the DRS spec prescribes.
+    The token goes only to ``--api-url``: a DRS URI's host must be its host (and port), and
+    without ``--api-url`` a URI is refused -- never is the API derived from the host a URI
+    names, so the user names the server that gets the token.
     """
     parsed = parse_drs_uri(value)
     if parsed is None:
@@ -412,16 +424,27 @@ def resolve_file_id(value: str, api_url: str | None) -> tuple[str, str]:
         return value, api_url
     host, object_id = parsed
     if not api_url:
-        return object_id, f"https://{host}"
-    api = urlsplit(api_url)
+        raise UsageError(
+            f"the DRS URI {value!r} names host {host}, but no --api-url is given: the token is "
+            "sent only to the --api-url server",
+            f"name the server explicitly: --api-url https://{host}",
+        )
     uri = urlsplit(f"//{host}")
-    api_port = api.port or (443 if api.scheme == "https" else 80)
+    try:
+        api = urlsplit(api_url)
+        api_port = api.port or (443 if api.scheme == "https" else 80)
+    except ValueError:
+        raise UsageError(
+            f"invalid --api-url {api_url!r}", "give an http:// or https:// URL"
+        ) from None
     same_host = (uri.hostname or "") == (api.hostname or "").lower()
     # A URI without a port names the host; one with a port must name the API's port too.
     if not same_host or uri.port not in (None, api_port):
         raise UsageError(
-            f"the DRS URI {value!r} names host {host}, but --api-url is {api.netloc}",
-            f"use the --api-url of that DRS server, or leave --api-url out to use https://{host}",
+            f"the DRS URI {value!r} names host {host}, but --api-url is {api.netloc}: the "
+            "token is sent only to the --api-url server",
+            f"use the plain file id, or --api-url https://{host} if that is the DRS server "
+            "you mean to send the token to",
         )
     return object_id, api_url
 
