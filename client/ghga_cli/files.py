@@ -105,6 +105,10 @@ def check_output_dir(directory: Path) -> None:
     try:
         with tempfile.NamedTemporaryFile(dir=directory, prefix=".ghga-cli-probe-"):
             pass
+    except ValueError:  # a NUL byte (Path.exists says False for it, so not reached today)
+        raise UsageError(
+            f"invalid path {str(directory)!r}: it holds a NUL byte", "check --output-dir"
+        ) from None
     except OSError as exc:
         raise UsageError(
             f"cannot write to {directory}: {exc.strerror or exc}",
@@ -258,6 +262,10 @@ class LocalFile:
             raise UsageError(f"file not found: {path}", "check --file-path") from None
         except OSError as exc:
             raise UsageError(f"cannot access {path}: {exc.strerror}", "check --file-path") from None
+        except ValueError:  # a NUL byte
+            raise UsageError(
+                f"invalid path {str(path)!r}: it holds a NUL byte", "check --file-path"
+            ) from None
         if path.is_dir():
             raise UsageError(f"{path} is a directory, not a file", "give the path of a file")
         if not path.is_file():

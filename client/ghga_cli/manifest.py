@@ -57,6 +57,10 @@ def _read_text(manifest: Path) -> str:
         raise UsageError(
             f"cannot read manifest {manifest}: {exc.strerror or exc}", "check --manifest"
         ) from None
+    except ValueError:  # a NUL byte in the path
+        raise UsageError(
+            f"invalid manifest path {str(manifest)!r}: it holds a NUL byte", "check --manifest"
+        ) from None
     if len(raw) > MAX_MANIFEST_BYTES:
         raise UsageError(
             f"manifest {manifest} is larger than {MAX_MANIFEST_BYTES // (1024 * 1024)} MiB",
@@ -127,13 +131,27 @@ def read_upload_manifest(manifest: Path) -> tuple[list[Entry], list[str]]:
         if len(fields) > 2 and not is_csv and any(f.strip() for f in fields[2:]):
             problems.append(f"line {number}: more than two tab-separated fields")
             continue
-        path = Path(raw_path).expanduser()
+        path, problem = _local_path(raw_path)
+        if path is None:
+            problems.append(f"line {number}: {problem}")
+            continue
         entries.append(Entry(number, file_id, path if path.is_absolute() else base / path))
     if not entries and not problems:
         problems.append("the manifest lists no files")
     problems.extend(_duplicates(entries, with_paths=True))
     duplicate_lines = {int(p.split(":")[0][5:]) for p in problems if p.startswith("line ")}
     return [e for e in entries if e.line not in duplicate_lines], problems
+
+
+def _local_path(raw: str) -> tuple[Path | None, str]:
+    """The path a manifest line names (``~`` and ``~user`` expanded), or None and why not."""
+    if "\x00" in raw:
+        return None, f"the path {raw!r} holds a NUL byte"
+    try:
+        return Path(raw).expanduser(), ""
+    except RuntimeError:  # ~user of an unknown user, or no home directory
+        user = raw.split("/", 1)[0]
+        return None, f"cannot expand {user} in {raw}: no such user or no home directory"
 
 
 def read_download_manifest(manifest: Path) -> tuple[list[Entry], list[str]]:
@@ -198,5 +216,5 @@ def _duplicates(entries: list[Entry], with_paths: bool) -> list[str]:
 def _resolved(path: Path) -> Path:
     try:
         return path.resolve()
-    except OSError:
+    except (OSError, ValueError):
         return path.absolute()

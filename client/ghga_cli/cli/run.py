@@ -64,10 +64,15 @@ def read_token(token_file: Path | None, environ: dict[str, str] | None = None) -
             raise UsageError(
                 f"token file {token_file} is a directory", "check --token-file"
             ) from None
-        except (OSError, UnicodeDecodeError) as exc:
-            reason = getattr(exc, "strerror", None) or "not readable text"
+        except (OSError, ValueError) as exc:  # ValueError: not UTF-8, or a NUL in the path
+            if isinstance(exc, OSError):
+                where, reason = str(token_file), exc.strerror or "not readable"
+            elif isinstance(exc, UnicodeDecodeError):
+                where, reason = str(token_file), "not readable text"
+            else:
+                where, reason = repr(str(token_file)), "the path holds a NUL byte"
             raise UsageError(
-                f"cannot read token file {token_file}: {reason}", "check --token-file"
+                f"cannot read token file {where}: {reason}", "check --token-file"
             ) from None
         source = f"token file {token_file}"
     else:
