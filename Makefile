@@ -107,17 +107,17 @@ bench: venv bench-tools $(BASELINE_CLI)
 
 FUZZ_EXAMPLES ?= 30
 fuzz: venv
-	$(PY) tests/fuzz/run_fuzz.py --max-examples $(FUZZ_EXAMPLES)
+	$(PY) -m tests.fuzz.run_fuzz --max-examples $(FUZZ_EXAMPLES)
 
 # Long reliability runs (short versions of each run inside `make test`); see docs/RELIABILITY.md.
 reliability-faults: venv
-	$(PY) tests/reliability/fault_series.py --runs 40 --rate 0.2 --seed 1
+	$(PY) -m tests.reliability.fault_series --runs 40 --rate 0.2 --seed 1
 
 reliability-crash: venv
-	$(PY) tests/reliability/crash_series.py --uploads 20 --downloads 20 --restarts 5
+	$(PY) -m tests.reliability.crash_series --uploads 20 --downloads 20 --restarts 5
 
 reliability-load: venv
-	$(PY) tests/reliability/load.py --clients 16 --seconds 300
+	$(PY) -m tests.reliability.load --clients 16 --seconds 300
 
 clean:
 	rm -rf dist build/out vendor .stack .pytest_cache .ruff_cache

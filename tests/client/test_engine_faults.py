@@ -1,4 +1,4 @@
-"""Retries, URL refresh, stalls and integrity checks, with faults injected by tests/faultproxy.py
+"""Retries, URL refresh, stalls and integrity checks, with faults injected by tests/helpers/faultproxy/
 between the engine and moto (libcurl picks the proxy up from ``http_proxy``)."""
 
 from __future__ import annotations
