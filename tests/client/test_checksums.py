@@ -9,7 +9,6 @@ type is exit 5 with nothing at the final name.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +21,7 @@ from ghga_cli.cli.run import main
 from ghga_cli.errors import EXIT_INTEGRITY
 from ghga_cli.transfer.download import DownloadState, plan_ranges
 from tests.client.fake_services import FakeServices
+from tests.helpers.report_schema import load_report
 
 TOKEN = "checksum-token"
 PART = 64 * 1024
@@ -49,7 +49,7 @@ def run(capsys: Any, *argv: str) -> tuple[int, dict[str, Any], str]:
     code = main([*argv, "--json"])
     out, err = capsys.readouterr()
     assert "Traceback" not in err
-    return code, json.loads(out), err
+    return code, load_report(out), err
 
 
 def upload(services: FakeServices, tmp_path: Path, file_id: str, *extra: str) -> list[str]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +11,7 @@ import pytest
 
 from ghga_cli.cli.run import main
 from tests.client.fake_services import FakeServices
+from tests.helpers.report_schema import load_report
 
 TOKEN = "test-token-abc.def.ghi"
 PART = 64 * 1024
@@ -53,7 +53,7 @@ def test_round_trip(tmp_path: Path, services: FakeServices, capsys: Any) -> None
     services.register(data, "GHGAF1", name="sample.bam")
     code, out, err = run(capsys, *upload_args(services, "GHGAF1", src, "--json"))
     assert code == 0, err
-    summary = json.loads(out)
+    summary = load_report(out)
     assert summary["status"] == "accepted"
     assert summary["parts"] == 6 and summary["bytes"] == len(data)
     assert summary["md5"] and summary["exit_code"] == 0
@@ -75,7 +75,7 @@ def test_round_trip(tmp_path: Path, services: FakeServices, capsys: Any) -> None
         "--json",
     )
     assert code == 0, err
-    summary = json.loads(out)
+    summary = load_report(out)
     assert summary["status"] == "downloaded"
     assert (out_dir / "sample.bam").read_bytes() == data
     assert summary["output"] == str(out_dir / "sample.bam")
@@ -99,7 +99,7 @@ def test_upload_resumes_pending_upload(
     )
     code, out, err = run(capsys, *upload_args(services, "GHGAF3", src, "--json"))
     assert code == 0, err
-    summary = json.loads(out)
+    summary = load_report(out)
     assert summary["upload_id"] == upload.upload_id
     assert summary["parts_skipped"] == 1
     assert summary["bytes_transferred"] == 2 * PART
@@ -150,7 +150,7 @@ def test_upload_cancel(tmp_path: Path, services: FakeServices, capsys: Any) -> N
     args = ["upload-by-id", "--api-url", services.url, "--file-id", "GHGAF7", "--cancel"]
     code, out, err = run(capsys, *args, "--json")
     assert code == 0, err
-    assert json.loads(out)["status"] == "cancelled"
+    assert load_report(out)["status"] == "cancelled"
     code, _, err = run(capsys, *args)
     assert code == 4
 
@@ -164,7 +164,7 @@ def test_upload_no_wait(tmp_path: Path, services: FakeServices, capsys: Any) -> 
         capsys, *upload_args(services, "GHGAF8", src, "--wait-timeout", "0", "--json")
     )
     assert code == 0, err
-    assert json.loads(out)["status"] == "uploaded"
+    assert load_report(out)["status"] == "uploaded"
 
 
 def test_download_waits_for_staging(tmp_path: Path, services: FakeServices, capsys: Any) -> None:
@@ -201,7 +201,7 @@ def test_download_staging_timeout(tmp_path: Path, services: FakeServices, capsys
         "--json",
     )
     assert code == 7
-    assert json.loads(out)["status"] == "error"
+    assert load_report(out)["status"] == "error"
 
 
 def test_download_existing_output_and_overwrite(
@@ -316,7 +316,7 @@ def test_upload_validation_timeout_then_rerun_waits(
     code, out, err = run(capsys, *upload_args(services, "GHGAF15", src, "--json"))
     assert code == 0, err
     assert "already uploaded; waiting for its validation" in err
-    assert json.loads(out)["status"] == "accepted"
+    assert load_report(out)["status"] == "accepted"
     assert len([r for r in services.requests if r[0] == "POST"]) == puts_before  # no new upload
 
 
@@ -332,7 +332,7 @@ def test_max_memory_is_obsolete_and_says_so(
     code, out, err = run(capsys, *argv)
     assert code == 0, err
     assert "--max-memory is no longer needed and is ignored" in err
-    assert json.loads(out)["parallel"] == 8
+    assert load_report(out)["parallel"] == 8
 
 
 def test_a_second_download_of_the_same_file_stops_at_once(
@@ -417,7 +417,7 @@ def test_each_stored_segment_is_reported_before_the_confirmation(
         if "/segments/" in path or method == "PATCH"
     ]
     assert services.requests[calls[-1]][0] == "PATCH"  # every report came before it
-    assert json.loads(out)["segments_reported"] == 3
+    assert load_report(out)["segments_reported"] == 3
 
 
 def test_a_failing_segment_report_costs_the_head_start_not_the_upload(

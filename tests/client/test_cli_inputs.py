@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import socket
@@ -14,6 +13,7 @@ import pytest
 
 from ghga_cli import __version__
 from ghga_cli.cli.run import main
+from tests.helpers.report_schema import load_report
 
 TOKEN = "tok.en.value"
 
@@ -118,7 +118,7 @@ def test_unreachable_api(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     path.write_bytes(b"data")
     code, out, err = cli(capsys, *up(path, "--json"))
     assert code == 6 and "cannot reach" in err
-    summary = json.loads(out)
+    summary = load_report(out)
     assert summary["status"] == "error" and summary["exit_code"] == 6
     assert summary["error"]["message"].startswith("cannot reach")
 

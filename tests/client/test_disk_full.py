@@ -19,6 +19,7 @@ from ghga_cli.errors import EXIT_USAGE, CliError, LocalIOError
 from ghga_cli.files import allocated_bytes, write_json_atomic
 from ghga_cli.transfer.download import DownloadTransfer
 from tests.client.s3helpers import FakeDrs, engine_download
+from tests.helpers.report_schema import load_report
 
 PART = 64 * 1024
 DEV_FULL = Path("/dev/full")  # every write fails with ENOSPC
@@ -79,7 +80,7 @@ def test_os_errors_end_in_one_clear_line_with_exit_2(
     assert err.count("\n") == 1 and "Traceback" not in err
     assert f"no space left writing {tmp_path / 'f.part.json'}" in err
     assert "rerun the same command" in err
-    assert json.loads(out)["exit_code"] == EXIT_USAGE
+    assert load_report(out)["exit_code"] == EXIT_USAGE
 
 
 def test_other_os_errors_name_the_file() -> None:

@@ -8,7 +8,6 @@ nor the token.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +17,7 @@ import pytest
 
 from ghga_cli.cli.run import main
 from tests.client.fake_services import FakeServices, _err
+from tests.helpers.report_schema import load_report
 
 TOKEN = "hostile-test-token.abc.def"
 PART = 64 * 1024
@@ -55,7 +55,7 @@ def run_clean(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str,
         assert not bad, f"control characters {bad!r} printed on {name}: {text!r}"
     assert "Traceback" not in err
     if "--json" in argv:
-        for text in _strings(json.loads(out)):
+        for text in _strings(load_report(out)):
             assert TOKEN not in text
             assert not [c for c in text if ord(c) < 32 or 0x7F <= ord(c) <= 0x9F], text
     return code, out, err
@@ -95,7 +95,7 @@ def test_a_hostile_status_reason_of_a_single_upload_is_cleaned(
     assert code == 5
     assert "bad checksum; you sent Bearer ***" in err
     if as_json:
-        assert "bad checksum" in json.loads(out)["error"]["message"]
+        assert "bad checksum" in load_report(out)["error"]["message"]
 
 
 @pytest.mark.parametrize("as_json", [False, True], ids=["text", "json"])
@@ -121,7 +121,7 @@ def test_a_hostile_403_description_is_cleaned(
     assert code == 3
     assert "no access for ***" in err and "HTTP 403" in err
     if as_json:
-        assert json.loads(out)["error"]["exit_code"] == 3
+        assert load_report(out)["error"]["exit_code"] == 3
 
 
 @pytest.mark.parametrize("as_json", [False, True], ids=["text", "json"])
@@ -144,5 +144,5 @@ def test_the_per_file_line_of_a_batch_is_cleaned(
     failed = [line for line in err.splitlines() if "GHGAF2: failed" in line]
     assert failed and "you sent Bearer ***" in failed[0], err
     if as_json:
-        files = {f["file_id"]: f for f in json.loads(out)["files"]}
+        files = {f["file_id"]: f for f in load_report(out)["files"]}
         assert "you sent Bearer ***" in files["GHGAF2"]["error"]["message"]

@@ -16,6 +16,7 @@ import pytest
 
 from tests.client.fake_services import FakeServices
 from tests.helpers import faultproxy
+from tests.helpers.report_schema import load_report
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="sends SIGINT")
 
@@ -80,13 +81,13 @@ def test_upload_interrupt_and_resume(tmp_path: Path, services: FakeServices, pro
     out, err = _interrupt_when(proc, lambda: proxy.count(method="PUT", status=200) >= 3)
     assert proc.returncode == 130, err
     assert "interrupted" in err and "rerun" in err and "Traceback" not in err
-    assert json.loads(out)["status"] == "interrupted"
+    assert load_report(out)["status"] == "interrupted"
 
     proxy.set_throttle(None)
     proc = _start(argv, proxy.url)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
-    summary = json.loads(out)
+    summary = load_report(out)
     assert summary["status"] == "accepted"
     assert summary["parts_skipped"] >= 3
     upload = services.uploads[summary["upload_id"]]
@@ -118,7 +119,7 @@ def test_download_interrupt_and_resume(tmp_path: Path, services: FakeServices, p
         proc, lambda: proxy.count(method="GET", path_contains="/outbox/", status=206) >= 3
     )
     assert proc.returncode == 130, err
-    assert json.loads(out)["status"] == "interrupted"
+    assert load_report(out)["status"] == "interrupted"
     state = json.loads((out_dir / ".ghga-cli" / "big.bin.part.json").read_text())
     done_before = len(state["done"])
     assert done_before >= 1

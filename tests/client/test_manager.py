@@ -7,7 +7,6 @@ downloaded name or a user's file, and a malformed DRS answer that ends the file 
 from __future__ import annotations
 
 import http.server
-import json
 import os
 import threading
 import time
@@ -22,6 +21,7 @@ from ghga_cli.errors import EXIT_PROTOCOL
 from ghga_cli.jobs.http import HttpClient
 from ghga_cli.transfer.engine import Engine
 from tests.client.fake_services import FakeServices
+from tests.helpers.report_schema import load_report
 
 TOKEN = "manager-test-token"
 PART = 64 * 1024
@@ -125,7 +125,7 @@ def test_the_engine_thread_never_calls_the_api(
         "--json",
     )
     assert code == 0, err
-    assert json.loads(out)["status"] == "accepted"
+    assert load_report(out)["status"] == "accepted"
 
     services.access_ids = True
     services.publish(data, "GHGAM2", name="m2.bin")
@@ -137,7 +137,7 @@ def test_the_engine_thread_never_calls_the_api(
     )
     assert code == 0, err
     assert (out_dir / "m2.bin").read_bytes() == data
-    assert json.loads(out)["url_refreshes"] >= 1 and services.access_calls >= 1
+    assert load_report(out)["url_refreshes"] >= 1 and services.access_calls >= 1
     assert engine_threads["api_calls"] > 10
     assert engine_threads["api_on_engine"] == []
 
@@ -167,7 +167,7 @@ def test_a_file_staged_again_waits_alone_while_the_others_finish(
         ),
     )
     assert code == 0, err
-    report = json.loads(out)
+    report = load_report(out)
     assert [f["status"] for f in report["files"]] == ["downloaded"] * 3
     for file_id, data in blobs.items():
         assert (out_dir / f"{file_id}.bin").read_bytes() == data
@@ -194,7 +194,7 @@ def test_a_batch_of_files_named_like_working_files_keeps_them_all(
         capsys, *download(services, out_dir, *blobs, extra=("--range-size", "64K", "--json"))
     )
     assert code == 0, err
-    assert json.loads(out)["files_ok"] == 4
+    assert load_report(out)["files_ok"] == 4
     for name, data in blobs.values():
         assert (out_dir / name).read_bytes() == data
     assert sorted(p.name for p in out_dir.iterdir()) == sorted(names)
@@ -251,7 +251,7 @@ def test_a_malformed_drs_answer_ends_the_file_with_exit_8(
     assert code == EXIT_PROTOCOL, err
     assert "internal error" not in err and "checksums" in err
     # A batch asks for every object before it writes anything: the answer ends the run.
-    assert json.loads(out)["error"]["exit_code"] == EXIT_PROTOCOL
+    assert load_report(out)["error"]["exit_code"] == EXIT_PROTOCOL
 
 
 def test_a_file_whose_urls_cannot_be_had_fails_alone(
@@ -291,7 +291,7 @@ def test_a_file_whose_urls_cannot_be_had_fails_alone(
         "2",
         "--json",
     )
-    files = {f["file_id"]: f for f in json.loads(out)["files"]}
+    files = {f["file_id"]: f for f in load_report(out)["files"]}
     assert files["GHGAX2"]["status"] == "accepted", err
     assert files["GHGAX1"]["status"] == "error" and files["GHGAX1"]["exit_code"] == 3
     assert code == 3

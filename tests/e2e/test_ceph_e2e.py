@@ -13,7 +13,6 @@ client under test.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 import time
@@ -28,6 +27,7 @@ from tests.helpers.admin import new_user, register_file
 from tests.helpers.cli import EXIT_AUTH, archived_file, download, run_cli, summary_of, upload
 from tests.helpers.faultproxy import FaultProxy, RequestRecord, Rule
 from tests.helpers.localstack import CEPH_PART_SIZE, launch_on_ceph
+from tests.helpers.report_schema import load_report
 from tests.helpers.s3faults import part_url, s3_records
 from tests.helpers.support import call, put_parts_directly, s3_client
 
@@ -401,7 +401,7 @@ def test_download_refreshes_a_url_that_expired_on_the_rgw(
             proxy=proxy,
         )
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout)["status"] == "downloaded"
+    assert load_report(result.stdout)["status"] == "downloaded"
     assert (out / f"{file_id}.bin").read_bytes() == data
     assert len(origin_403s(proxy, stack, "GET")) == 1
 

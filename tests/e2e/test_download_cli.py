@@ -7,7 +7,6 @@ by the validation job, then staged into the outbox on the first download request
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import subprocess
 import time
@@ -18,6 +17,7 @@ import pytest
 from tests.helpers.admin import run_admin
 from tests.helpers.cli import EXIT_AUTH, EXIT_CONFLICT, EXIT_USAGE, archived_file, download
 from tests.helpers.localstack import E2E_PART_SIZE
+from tests.helpers.report_schema import load_report
 from tests.helpers.support import call
 from tests.helpers.ucs import race
 
@@ -61,7 +61,7 @@ def test_download_with_console_script(
     result = download(ghga_cli, local_stack, user["token"], file_id, tmp_path, "--json")
 
     assert result.returncode == 0, result.stderr
-    summary = json.loads(result.stdout)
+    summary = load_report(result.stdout)
     assert summary["status"] in ("downloaded", "verified", "ok", "complete", "completed")
     assert (tmp_path / f"{file_id}.bin").read_bytes() == data
     assert sorted(p.name for p in tmp_path.iterdir()) == [f"{file_id}.bin"]

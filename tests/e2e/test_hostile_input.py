@@ -11,7 +11,6 @@ table; injected here straight into DynamoDB) never make it write outside its out
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import uuid
 from pathlib import Path
@@ -24,6 +23,7 @@ from tests.helpers.admin import admin, register_file, run_admin
 from tests.helpers.cli import EXIT_INTEGRITY, download, upload
 from tests.helpers.invariants import check_files, read_file_state
 from tests.helpers.localstack import E2E_PART_SIZE
+from tests.helpers.report_schema import load_report
 from tests.helpers.support import call, put_parts_directly
 from tests.helpers.ucs import accepted_file, settled, start_upload
 
@@ -128,7 +128,7 @@ def test_download_never_writes_outside_the_output_directory(
         written = list(out.iterdir())
         assert len(written) == 1, (name, written)
         assert written[0].read_bytes() == data
-        assert json.loads(result.stdout)["output"] == str(written[0]), result.stdout
+        assert load_report(result.stdout)["output"] == str(written[0]), result.stdout
         assert written[0].parent == out and len(written[0].name.encode()) <= 255
     expected = {f"out{i}" for i in range(len(HOSTILE_NAMES))}
     inside = {p for p in everything_under(sandbox) if "/" in p}
@@ -232,7 +232,7 @@ def test_registered_md5_disagreeing_with_the_file_is_refused_with_both_checksums
     assert result.returncode == EXIT_INTEGRITY, (result.returncode, result.stderr)
     assert md5 in result.stderr and "f" * 32 in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
-    summary = json.loads(result.stdout)
+    summary = load_report(result.stdout)
     assert summary["status"] == "error" and summary["exit_code"] == EXIT_INTEGRITY
     _, uploads = read_file_state(local_stack, file_id)
     expected = "pending" if local_md5 else "rejected"  # resumable / released for a new upload

@@ -7,7 +7,6 @@ A stack of its own with 8 MiB parts (the session's stack uses 256 KiB ones): a 4
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +18,7 @@ from tests.helpers.admin import new_user, register_file
 from tests.helpers.cli import kill_when, run_cli, upload_args
 from tests.helpers.faultproxy import FaultProxy, Rule
 from tests.helpers.localstack import stacklib
+from tests.helpers.report_schema import load_report
 from tests.helpers.s3faults import part_number, s3_records
 from tests.helpers.support import stored_bytes
 
@@ -65,7 +65,7 @@ def test_a_part_reset_mid_body_is_sent_again_from_the_file(
         )
         result = run_cli(ghga_cli, upload_args(big_stack, file_id, path), token=token, proxy=proxy)
         part2 = [r for r in s3_records(proxy, big_stack, "PUT") if part_number(r) == 2]
-    summary = json.loads(result.stdout)
+    summary = load_report(result.stdout)
     assert result.returncode == 0, result.stderr[-2000:]
     assert summary["status"] == "accepted" and summary["retries"] >= 1
     assert len(part2) >= 2  # the reset attempt and the retry, read again from the file
@@ -95,7 +95,7 @@ def test_a_killed_upload_with_large_parts_sends_only_the_missing_ones(
         proxy.reset_log()
         result = run_cli(ghga_cli, args, token=token, proxy=proxy)
         sent_after = [part_number(r) for r in s3_records(proxy, big_stack, "PUT")]
-    summary = json.loads(result.stdout)
+    summary = load_report(result.stdout)
     assert result.returncode == 0, result.stderr[-2000:]
     assert summary["parts_skipped"] >= len(stored_before) >= 2
     assert not stored_before & set(sent_after)  # no stored part was sent again

@@ -4,7 +4,6 @@ token in ``GHGA_CLI_TOKEN``, from a neutral working directory, and through the f
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -17,6 +16,7 @@ from typing import Any
 from tests.helpers.admin import grant, register_file
 from tests.helpers.faultproxy import FaultProxy
 from tests.helpers.localstack import E2E_PART_SIZE
+from tests.helpers.report_schema import load_report
 
 #: The client's exit codes the tests name (docs: README, "Exit codes").
 EXIT_USAGE, EXIT_AUTH, EXIT_CONFLICT, EXIT_INTEGRITY, EXIT_NETWORK = 2, 3, 4, 5, 6
@@ -118,7 +118,7 @@ def download(
 def summary_of(result: subprocess.CompletedProcess) -> dict[str, Any]:
     """The run's ``--json`` summary (stdout)."""
     assert result.stdout.strip(), result.stderr
-    return json.loads(result.stdout)
+    return load_report(result.stdout)
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess, code: int, *words: str) -> None:
