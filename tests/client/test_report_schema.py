@@ -235,3 +235,25 @@ def test_load_report_refuses_what_is_not_one_json_line() -> None:
         load_report('{"a": 1}\n{"b": 2}\n')
     with pytest.raises(AssertionError):
         load_report(json.dumps({"command": "upload-by-id"}))
+
+
+@pytest.mark.parametrize(
+    ("argv", "words"),
+    [
+        (["download-by-id", "--file-id", "F1", "--parallel", "0"], "--parallel"),
+        (["upload-by-id", "--file-id", "F1", "--no-such-option"], "--no-such-option"),
+        (["download-by-id", "--file-id", "F1"], "--output-dir"),  # a required one missing
+    ],
+)
+def test_an_argument_error_still_prints_the_json_report(
+    argv: list[str], words: str, capsys: Any
+) -> None:
+    """``--json`` promises one object also on failure: bad arguments are a failure too."""
+    with pytest.raises(SystemExit) as caught:
+        main([*argv, "--json"])
+    assert caught.value.code == 2
+    out, err = capsys.readouterr()
+    assert err.count("\n") == 1 and err.startswith("ghga-cli: error: ") and words in err
+    report = load_report(out)
+    assert report["command"] == argv[0] and report["status"] == "error"
+    assert report["exit_code"] == 2 and words in report["error"]["message"]

@@ -85,13 +85,30 @@ many files:
 {EPILOG}"""
 
 
+#: The subcommands.
+COMMANDS = ("upload-by-id", "download-by-id")
+
+
+class ArgumentsError(SystemExit):
+    """argparse refused the arguments (its one-line error is printed); exit code 2.
+
+    A ``SystemExit`` like argparse's own, carrying the message, so that ``main`` can still
+    print the ``--json`` report of the failed run.
+    """
+
+    def __init__(self, message: str, hint: str) -> None:
+        super().__init__(EXIT_USAGE)
+        self.message = message
+        self.hint = hint
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with one-line errors in ghga-cli's format (exit code 2)."""
 
     def error(self, message: str) -> NoReturn:
         hint = f"see {self.prog} --help"
         sys.stderr.write(f"ghga-cli: error: {message} (hint: {hint})\n")
-        sys.exit(EXIT_USAGE)
+        raise ArgumentsError(message, hint)
 
 
 def parse_size(text: str) -> int:

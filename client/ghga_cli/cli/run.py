@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import sys
 import threading
 import time
 import traceback
@@ -20,9 +21,10 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from ghga_cli.cli.output import Console, file_line, success_line, summary_table
-from ghga_cli.cli.parser import API_URL_ENV, TOKEN_ENV, build_parser
+from ghga_cli.cli.parser import API_URL_ENV, COMMANDS, TOKEN_ENV, ArgumentsError, build_parser
 from ghga_cli.curl import pycurl_module
 from ghga_cli.errors import (
+    EXIT_USAGE,
     CliError,
     Interrupted,
     LocalIOError,
@@ -109,7 +111,19 @@ def check_api_url(url: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the exit code (``sys.exit`` by the caller)."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        args = parser.parse_args(argv)
+    except ArgumentsError as exc:  # printed by the parser; with --json also the report
+        command = next((a for a in argv if a in COMMANDS), None)
+        if command is not None and "--json" in argv:
+            failed = RunReport(command=command, status="error", exit_code=EXIT_USAGE)
+            failed.error = ErrorReport(exc.message, exc.hint, EXIT_USAGE)
+            direction = "upload" if command == "upload-by-id" else "download"
+            failed.files.append(FileReport("", direction))
+            failed.total_seconds = 0.0
+            Console(quiet=True).json(failed)
+        raise
     console = Console(args.quiet)
     report = RunReport(command=args.command)
     started = time.monotonic()
