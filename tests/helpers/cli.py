@@ -63,8 +63,11 @@ def run_cli(
     env: dict[str, str] | None = None,
     timeout: float = 180,
 ) -> subprocess.CompletedProcess:
-    """Run ``cli args`` to its end with :func:`client_env` (``env``: extra variables)."""
-    return subprocess.run(
+    """Run ``cli args`` to its end with :func:`client_env` (``env``: extra variables).
+
+    With ``--json`` the summary it printed is checked against docs/report.schema.json.
+    """
+    result = subprocess.run(
         [*cli, *args],
         env=client_env(token, proxy, **(env or {})),
         cwd=tempfile.gettempdir(),
@@ -73,6 +76,14 @@ def run_cli(
         timeout=timeout,
         check=False,
     )
+    check_json_output(args, result)
+    return result
+
+
+def check_json_output(args: list[str], result: subprocess.CompletedProcess) -> None:
+    """A run with ``--json`` that ended by itself printed one report valid by the schema."""
+    if "--json" in args and result.returncode >= 0 and not {"--help", "--version"} & set(args):
+        load_report(result.stdout)
 
 
 def upload_args(
@@ -171,14 +182,17 @@ def start_cli(
 
 
 def finished(process: subprocess.Popen, logs: Path) -> subprocess.CompletedProcess:
-    """Wait for a client started by :func:`start_cli`; what it printed."""
+    """Wait for a client started by :func:`start_cli`; what it printed (with ``--json``, a
+    report valid by the schema unless the client was killed)."""
     process.wait()
-    return subprocess.CompletedProcess(
+    result = subprocess.CompletedProcess(
         process.args,
         process.returncode,
         (logs / "stdout").read_text(),
         (logs / "stderr").read_text(),
     )
+    check_json_output(list(process.args), result)
+    return result
 
 
 def kill_when(
