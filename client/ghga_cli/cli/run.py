@@ -114,15 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
         args = parser.parse_args(argv)
-    except ArgumentsError as exc:  # printed by the parser; with --json also the report
-        command = next((a for a in argv if a in COMMANDS), None)
-        if command is not None and "--json" in argv:
-            failed = RunReport(command=command, status="error", exit_code=EXIT_USAGE)
-            failed.error = ErrorReport(exc.message, exc.hint, EXIT_USAGE)
-            direction = "upload" if command == "upload-by-id" else "download"
-            failed.files.append(FileReport("", direction))
-            failed.total_seconds = 0.0
-            Console(quiet=True).json(failed)
+    except ArgumentsError as exc:  # its line is printed; --json promises the report too
+        _print_argument_error_report(argv, exc)
         raise
     console = Console(args.quiet)
     report = RunReport(command=args.command)
@@ -156,6 +149,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         console.json(report)
     return report.exit_code
+
+
+def _print_argument_error_report(argv: list[str], exc: ArgumentsError) -> None:
+    """With ``--json`` (and a command), the report of a run whose arguments were refused."""
+    command = next((a for a in argv if a in COMMANDS), None)
+    if command is None or "--json" not in argv:
+        return
+    report = RunReport(command=command, status="error", exit_code=EXIT_USAGE, total_seconds=0.0)
+    report.error = ErrorReport(exc.message, exc.hint, EXIT_USAGE)
+    report.files.append(FileReport("", "upload" if command == "upload-by-id" else "download"))
+    Console(quiet=True).json(report)
 
 
 def _direction(args: argparse.Namespace) -> str:
