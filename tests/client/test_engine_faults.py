@@ -1,5 +1,6 @@
 """Retries, URL refresh, stalls and integrity checks, with faults injected by the fault proxy
-(tests/helpers/faultproxy/) between the engine and moto (libcurl picks the proxy up from ``http_proxy``)."""
+(tests/helpers/faultproxy/) between the engine and moto (libcurl picks the proxy up from
+``http_proxy``)."""
 
 from __future__ import annotations
 
