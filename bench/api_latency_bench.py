@@ -131,7 +131,7 @@ def one_run(
         bench.drop_file_objects(ids[mode])
     for row in rows:
         row["file_id"] = ids[row["api"]]
-        row["cli"] = cli.name
+        row["cli"] = cli.key
     return rows
 
 
