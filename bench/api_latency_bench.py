@@ -180,6 +180,14 @@ def main() -> int:
     parser.add_argument("--work-dir", type=Path, default=Path(tempfile.gettempdir()))
     parser.add_argument("--out", type=Path, default=HERE / "api-latency.json")
     parser.add_argument(
+        "--server-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="environment of the stack's services, e.g. UCS_SEGMENT_SIZE=1099511627776 (one "
+        "segment: the server verifies after the last byte, not beside the transfer)",
+    )
+    parser.add_argument(
         "--baseline-cli",
         type=Path,
         default=None,
@@ -203,6 +211,7 @@ def main() -> int:
         "delay_s": args.delay,
         "runs": args.runs,
         "download_from": "staged" if args.staged else "unstaged",
+        "server_env": args.server_env,
         "baseline": (args.baseline_cli.parent.parent / "BASELINE_REV").read_text().strip()[:7]
         if args.baseline_cli and (args.baseline_cli.parent.parent / "BASELINE_REV").exists()
         else None,
@@ -211,7 +220,8 @@ def main() -> int:
     source, md5 = make_source(work, args.size)
     try:
         with contextlib.ExitStack() as context:
-            stack = context.enter_context(stack_of(PROJECT_DIR, work / "stack", {}))
+            server_env = dict(item.split("=", 1) for item in args.server_env)
+            stack = context.enter_context(stack_of(PROJECT_DIR, work / "stack", server_env))
             relay = context.enter_context(DelayRelay(stack["ucs_url"], args.delay))
             bench = Bench(stack, "ceph", work, clis)
             for run in range(args.runs):
