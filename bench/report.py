@@ -3,7 +3,7 @@
     bench/.venv/bin/python bench/report.py [--out-dir DIR]    (default: bench/)
 
 Reads DIR/results.json (bench/suite.py writes it), DIR/wait-*.json (bench/wait_bench.py) and
-DIR/api-latency.json (bench/api_latency_bench.py) and writes DIR/RESULTS.md and DIR/results.png;
+DIR/api-latency*.json (bench/api_latency_bench.py) and writes DIR/RESULTS.md and DIR/results.png;
 bench/NOTES.md is appended to RESULTS.md as it is. Every section of results.json is optional, so
 older results (without the before/after, part-size, batch or validation sections) still render.
 """
@@ -925,7 +925,8 @@ def api_latency_section(report: dict | None) -> list[str]:
     delay, med = report["delay_s"], report.get("medians") or {}
     lines = [
         "",
-        "## Does API latency slow the bytes? (bench/api_latency_bench.py)",
+        "## Does API latency slow the bytes? (bench/api_latency_bench.py)"
+        + (f" -- server: {', '.join(report['server_env'])}" if report.get("server_env") else ""),
         "",
         f"{size_label(report['size'])} on Ceph RGW; 'delayed': the UCS/DRS API behind "
         f"bench/delayrelay.py, +{delay} s on every API round trip, presigned S3 URLs direct. "
@@ -1002,7 +1003,7 @@ def render(
     data: dict,
     notes: str | None,
     waits: list[dict] | None = None,
-    api_latency: dict | None = None,
+    api_latency: list[dict] | None = None,
 ) -> str:
     for r in data.get("transfers") or []:
         r.setdefault("backend", "?")
@@ -1014,7 +1015,8 @@ def render(
     lines += batch_section(data.get("batch") or [], data.get("batch_requests") or [])
     lines += validation_section(data.get("validation"))
     lines += wait_section(waits or [])
-    lines += api_latency_section(api_latency)
+    for latency in api_latency or []:
+        lines += api_latency_section(latency)
     lines += growth_section(data)
     lines += scale_section(data.get("scale") or [])
     lines += link_section(data.get("link"))
@@ -1037,8 +1039,9 @@ def main() -> int:
     notes_file = HERE / "NOTES.md"
     notes = notes_file.read_text() if notes_file.exists() else None
     waits = [json.loads(p.read_text()) for p in sorted(args.out_dir.glob("wait-*.json"))]
-    latency_file = args.out_dir / "api-latency.json"
-    api_latency = json.loads(latency_file.read_text()) if latency_file.exists() else None
+    api_latency = [
+        json.loads(p.read_text()) for p in sorted(args.out_dir.glob("api-latency*.json"))
+    ]
     (args.out_dir / "RESULTS.md").write_text(render(data, notes, waits, api_latency))
     plot(data, args.out_dir / "results.png")
     return 0
