@@ -62,7 +62,7 @@ REQUIRES_PYTHON = _group(r'^requires-python\s*=\s*"([^"]+)"', PYPROJECT)
 LOWEST = _group(r"^>=\s*(3\.\d+)$", REQUIRES_PYTHON)  # lowest supported CPython minor
 DEPENDENCIES = re.findall(r'^dependencies = \["([^"]+)"\]$', PYPROJECT, re.M)
 VERSION = _group(r'^__version__ = "([^"]+)"', (CLIENT_DIR / "__init__.py").read_text())
-MODULES = sorted(p.name for p in CLIENT_DIR.glob("*.py"))
+MODULES = sorted(p.relative_to(CLIENT_DIR).as_posix() for p in CLIENT_DIR.rglob("*.py"))
 CURRENT = f"{sys.version_info[0]}.{sys.version_info[1]}"
 
 
