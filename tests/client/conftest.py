@@ -106,3 +106,17 @@ def bucket(s3: Any) -> str:
 @pytest.fixture
 def key() -> str:
     return f"obj-{uuid.uuid4().hex}"
+
+
+@pytest.fixture
+def services(
+    s3: Any, bucket: str, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> Iterator[Any]:
+    """The fake UCS/DRS (tests/client/fake_services.py) with 64 KiB parts, accepting the test
+    module's ``TOKEN``, which is also put in the environment as the user's token."""
+    from tests.client.fake_services import FakeServices
+
+    token = request.module.TOKEN
+    monkeypatch.setenv("GHGA_CLI_TOKEN", token)
+    with FakeServices(s3, bucket, token, part_size=MIN_PART) as fake:
+        yield fake

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,13 +24,6 @@ from tests.helpers.report_schema import load_report
 
 TOKEN = "checksum-token"
 PART = 64 * 1024
-
-
-@pytest.fixture
-def services(s3: Any, bucket: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeServices]:
-    monkeypatch.setenv("GHGA_CLI_TOKEN", TOKEN)
-    with FakeServices(s3, bucket, TOKEN, part_size=PART) as fake:
-        yield fake
 
 
 @pytest.fixture

@@ -28,13 +28,6 @@ PART = 64 * 1024
 
 
 @pytest.fixture
-def services(s3: Any, bucket: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeServices]:
-    monkeypatch.setenv("GHGA_CLI_TOKEN", TOKEN)
-    with FakeServices(s3, bucket, TOKEN, part_size=PART) as fake:
-        yield fake
-
-
-@pytest.fixture
 def forbidden_url() -> Iterator[str]:
     """A storage URL that answers 403 (a presigned URL that has expired)."""
 

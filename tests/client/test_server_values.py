@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import time
 import tracemalloc
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,13 +25,6 @@ from tests.client.fake_services import FakeServices
 TOKEN = "hostile-token"
 PART = 64 * 1024
 MIB = 1024 * 1024
-
-
-@pytest.fixture
-def services(s3: Any, bucket: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeServices]:
-    monkeypatch.setenv("GHGA_CLI_TOKEN", TOKEN)
-    with FakeServices(s3, bucket, TOKEN, part_size=PART) as fake:
-        yield fake
 
 
 def _run_measured(capsys: Any, argv: list[str]) -> tuple[int, str, float, int]:
