@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,19 +42,53 @@ class WorkingFiles:
         self.directory = target.parent / WORK_DIR_NAME
         self.part = self.directory / (target.name + ".part")
         self.state = self.directory / (target.name + ".part.json")
-        self.lock = self.directory / (target.name + ".lock")
+        self.lock_path = self.directory / (target.name + ".lock")
 
-    def create_directory(self) -> None:
-        self.directory.mkdir(exist_ok=True)
+    def lock(self) -> ExclusiveLock:
+        """Create the working directory if needed and take the target's lock in it.
+
+        The directory is shared by every download into the output directory and removed when
+        it empties, so creating it and locking inside it must not interleave with another
+        download's removal: within this process a guard serialises the two; another process
+        may still remove it in between, so that is retried (a few times: each retry means
+        another run just finished and left the directory empty).
+        """
+        lock = ExclusiveLock(self.lock_path, f"downloading {self.target}")
+        with _WORK_DIRECTORY_GUARD:
+            for attempt in range(_LOCK_ATTEMPTS):
+                try:
+                    self.directory.mkdir(exist_ok=True)
+                    return lock.acquire()
+                except (FileNotFoundError, FileExistsError):
+                    # removed by another process between mkdir and open, or during mkdir's
+                    # own exists check -- or something that is not a directory is there
+                    if self.directory.exists() and not self.directory.is_dir():
+                        raise UsageError(
+                            f"{self.directory} is not a directory: ghga-cli keeps a download's "
+                            "working files there",
+                            "move that file away or choose another --output-dir",
+                        ) from None
+                    if attempt == _LOCK_ATTEMPTS - 1:
+                        raise
+        raise AssertionError("unreachable")
+
+    def unlock(self, lock: ExclusiveLock) -> None:
+        """Release the lock and remove the working directory if nothing else is in it."""
+        with _WORK_DIRECTORY_GUARD:
+            lock.release()
+            with contextlib.suppress(OSError):
+                self.directory.rmdir()
 
     def discard_part(self) -> None:
         """Remove the partial file (this client's own, from an earlier attempt)."""
         with contextlib.suppress(FileNotFoundError):
             self.part.unlink()
 
-    def remove_directory_if_empty(self) -> None:
-        with contextlib.suppress(OSError):
-            self.directory.rmdir()
+
+#: Serialises creating/locking in and removing of working directories within one process
+#: (parallel files of one batch share one output directory).
+_WORK_DIRECTORY_GUARD = threading.Lock()
+_LOCK_ATTEMPTS = 5
 
 
 def sanitise_name(name: str, fallback: str) -> str:

@@ -18,6 +18,7 @@ import pytest
 
 from ghga_cli.cli import main
 from ghga_cli.errors import EXIT_PROTOCOL
+from ghga_cli.files import WorkingFiles
 from ghga_cli.jobs.http import HttpClient
 from ghga_cli.transfer.engine import Engine
 from tests.client.fake_services import FakeServices
@@ -221,6 +222,48 @@ def test_a_file_named_like_the_working_directory_is_renamed(
     code, _out, err = run(capsys, *download(services, out_dir, "GHGAU2"))
     assert code == 0, err
     assert (out_dir / "_.ghga-cli").read_bytes() == data
+
+
+def test_parallel_downloads_share_the_working_directory_without_racing(tmp_path: Path) -> None:
+    """Parallel files of one batch create, lock in and remove one ``.ghga-cli`` directory.
+
+    A rerun of a batch whose files are all present does this 50 times in a few milliseconds:
+    one file's removal of the (momentarily empty) directory used to land between another's
+    mkdir and lock, and that file failed (FileNotFoundError / FileExistsError; CI, 2026-12-03).
+    """
+    errors: list[BaseException] = []
+
+    def lock_and_unlock(worker: int) -> None:
+        for round_ in range(300):
+            work = WorkingFiles(tmp_path / f"file-{worker}-{round_}")
+            try:
+                lock = work.lock()
+                assert work.lock_path.exists()
+                work.unlock(lock)
+            except BaseException as error:  # collected, asserted below
+                errors.append(error)
+
+    threads = [threading.Thread(target=lock_and_unlock, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert list(tmp_path.iterdir()) == []  # the last one out removed the directory
+
+
+def test_a_users_file_where_the_working_directory_goes_is_refused_and_kept(
+    tmp_path: Path, services: FakeServices, capsys: Any
+) -> None:
+    services.publish(os.urandom(1000), "GHGAU3", name="x")
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    (out_dir / ".ghga-cli").write_bytes(b"mine")
+    code, _out, err = run(capsys, *download(services, out_dir, "GHGAU3"))
+    assert code == 2, err
+    assert "is not a directory" in err and "hint:" in err and "Traceback" not in err
+    assert (out_dir / ".ghga-cli").read_bytes() == b"mine"
+    assert sorted(p.name for p in out_dir.iterdir()) == [".ghga-cli"]
 
 
 @pytest.mark.parametrize("batch", [False, True], ids=["one-file", "batch"])

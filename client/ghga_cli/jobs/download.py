@@ -235,15 +235,7 @@ class _Fetch:
 
     def start(self, start_over: bool) -> DownloadTransfer | None:
         """Lock, check, prepare the partial file; the transfer (None: nothing to do)."""
-        lock = ExclusiveLock(self.work.lock, f"downloading {self.target}")
-        for attempt in (1, 2):  # another run may remove the empty directory in between
-            self.work.create_directory()
-            try:
-                self.lock = lock.acquire()
-                break
-            except FileNotFoundError:
-                if attempt == 2:
-                    raise
+        self.lock = self.work.lock()
         try:
             return self._start(start_over)
         except BaseException:
@@ -325,8 +317,7 @@ class _Fetch:
     def release(self) -> None:
         if self.lock is not None:
             lock, self.lock = self.lock, None
-            lock.release()
-        self.work.remove_directory_if_empty()
+            self.work.unlock(lock)
 
     def _checksum(self) -> tuple[str, str, str]:
         """The checksum to verify with: a saved state's type (resume), else the cheapest."""
