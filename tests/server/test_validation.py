@@ -515,6 +515,60 @@ def test_a_cancel_between_invocations_of_the_accept_copy_aborts_it(
     assert s3().list_multipart_uploads(Bucket="t-permanent").get("Uploads", []) == []
 
 
+def orphan_copy(file_id: str = "F1") -> str:
+    """A permanent multipart upload no record names: what a run killed between
+    CreateMultipartUpload and saving its id leaves (or a create retried after its answer
+    was lost)."""
+    return str(s3().create_multipart_upload(Bucket="t-permanent", Key=file_id)["UploadId"])
+
+
+def permanent_uploads() -> list[str]:
+    return [u["Key"] for u in s3().list_multipart_uploads(Bucket="t-permanent").get("Uploads", [])]
+
+
+@pytest.mark.parametrize("ending", ["rejected", "accepted", "cancelled"])
+def test_an_unnamed_permanent_copy_is_aborted_when_the_upload_ends(
+    api: Api, monkeypatch: pytest.MonkeyPatch, ending: str
+) -> None:
+    monkeypatch.setenv("UCS_JOB_BUDGET_SECONDS", "0.001")  # one part per run
+    monkeypatch.setenv("UCS_COPY_CONCURRENCY", "1")
+    monkeypatch.setenv("UCS_SINGLE_COPY_MAX", str(PART))
+    data = payload(3 * PART + 100, seed=19)
+    stored = other_bytes(data) if ending == "rejected" else data
+    uid = upload(api, data, stored, "none")
+    [message] = queued_jobs()
+    jobs.handle_message(message)  # the recorded copy begun
+    orphan_copy()
+    assert permanent_uploads() == ["F1", "F1"]
+    if ending == "cancelled":
+        r = api.call("PATCH", f"/uploads/{uid}", {"upload_status": "cancelled"})
+        assert r.status_code == 204
+    run_jobs()
+    assert details(api, uid)["upload_status"] == ending
+    assert permanent_uploads() == []
+    assert keys("t-inbox") == []
+    if ending == "accepted":
+        assert s3().get_object(Bucket="t-permanent", Key="F1")["Body"].read() == data
+
+
+def test_another_uploads_permanent_copy_is_left_alone(api: Api) -> None:
+    """A cancel of an upload that no longer holds the file's lock must not touch the copy of
+    the upload that does (same permanent key)."""
+    data = payload(2 * PART, seed=20)
+    register("F1", data)
+    first = api.create_upload("F1")["upload_id"]
+    r = api.call("PATCH", f"/uploads/{first}", {"upload_status": "cancelled"})
+    assert r.status_code == 204
+    second = api.create_upload("F1")["upload_id"]
+    theirs = orphan_copy()  # stands for the second upload's copy in progress
+    upload_record = repo().get_upload(first)
+    assert upload_record is not None
+    ValidationService.from_env().objects.discard(upload_record, repo().get_file("F1"))
+    listed = s3().list_multipart_uploads(Bucket="t-permanent").get("Uploads", [])
+    assert [u["UploadId"] for u in listed] == [theirs]
+    assert repo().get_file("F1").active_upload_id == second  # type: ignore[union-attr]
+
+
 def test_a_replaced_object_is_never_accepted(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
     """Other bytes stored under the segment's key between invocations: every read is
     conditional on the ETag the segment was completed with, so the upload is rejected and

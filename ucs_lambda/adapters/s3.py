@@ -165,6 +165,17 @@ class Storage:
         parts.sort(key=lambda p: p.part_no)
         return parts
 
+    def list_multipart_uploads(self, bucket: str, key: str) -> list[str]:
+        """The ids of every multipart upload in progress on exactly ``key`` (paginated)."""
+        ids: list[str] = []
+        paginator = self.client.get_paginator("list_multipart_uploads")
+        with _s3_errors():
+            for page in paginator.paginate(Bucket=bucket, Prefix=key):
+                ids.extend(
+                    str(u["UploadId"]) for u in page.get("Uploads", []) if u.get("Key") == key
+                )
+        return ids
+
     def complete_multipart_upload(
         self, bucket: str, key: str, s3_upload_id: str, parts: list[Part]
     ) -> None:

@@ -493,7 +493,7 @@ class UploadService:
         its own.
         """
         current = self.repo.get_upload(upload.upload_id) or upload
-        self.objects.discard(current)
+        self.objects.discard(current, self.repo.get_file(upload.file_id))
 
     def _not_changed(self, upload_id: str, target: UploadStatus) -> Exception:
         """Explain a lost condition from the state as it is now."""
@@ -551,7 +551,7 @@ class UploadService:
                 UploadStatus.FAILED,
             ):
                 # A concurrent cancel won: the segments this call completed must not linger.
-                self.objects.discard(current)
+                self._discard(current)
             raise error
         self.enqueue_validation(upload.upload_id)
 

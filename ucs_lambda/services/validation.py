@@ -367,7 +367,7 @@ class ValidationService:
         if not self.repo.release(upload, target, reason=reason, verifier=owner):
             return None
         current = self.repo.get_upload(upload.upload_id) or upload
-        self.objects.discard(current)
+        self.objects.discard(current, self.repo.get_file(upload.file_id))
         log.info("validate: upload %s %s: %s", upload.upload_id, target.value, reason)
         return REJECTED
 
@@ -385,7 +385,7 @@ class ValidationService:
         if etag is None:
             raise _Lost()
         if self.repo.accept(upload, sha256=sha256, verifier=owner, permanent_etag=etag):
-            self.objects.delete_segments(upload)
+            self.objects.finish_accepted(upload, self.repo.get_file(upload.file_id))
             log.info("validate: upload %s accepted (sha256 %s)", upload.upload_id, sha256)
             return ACCEPTED
         current = self.repo.get_upload(upload.upload_id)
