@@ -35,6 +35,7 @@ S3_ACTIONS = {
     "CompleteMultipartUpload": {"s3:PutObject"},
     "AbortMultipartUpload": {"s3:AbortMultipartUpload"},
     "ListParts": {"s3:ListMultipartUploadParts"},
+    "ListMultipartUploads": {"s3:ListBucketMultipartUploads"},
     "HeadObject": {"s3:GetObject", "s3:ListBucket"},  # ListBucket: 404 instead of 403 if absent
     "GetObject": {"s3:GetObject"},
     "DeleteObject": {"s3:DeleteObject"},
