@@ -10,8 +10,9 @@ the RGW's garbage collection of the previous round's objects, page cache, the se
 This bench runs only the two builds, on Ceph RGW (``build/ceph-up.sh`` must be running) through
 this checkout's local stack, in ABBA order (round 1: current, before; round 2: before, current;
 ...), each on a freshly registered file: an upload (``--wait-timeout 0``: exits once the
-upload is confirmed, the server's verification is not timed), then, with ``--download``, a
-download of a staged, accepted file. Per run: wall seconds, the transfer phase (``seconds`` of
+upload is confirmed; the server's verification is waited for untimed, so that no run shares
+the machine with the previous file's verification), then, with ``--download``, a download of
+the staged file. Per run: wall seconds, the transfer phase (``seconds`` of
 ``--json``), client CPU seconds (GNU time) and the load; medians per build and the ratios
 current / before of the medians. Writes ``--out`` after every run.
 """
@@ -38,6 +39,7 @@ from harness import (  # noqa: E402
     GIB,
     PROJECT_DIR,
     Bench,
+    GhgaCli,
     ghga_clis,
     ghga_sample,
     load,
@@ -81,6 +83,14 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=4, help="each build runs once per round")
     parser.add_argument("--download", action="store_true", help="also time downloads")
     parser.add_argument("--baseline-cli", type=Path, required=True)
+    parser.add_argument(
+        "--current-cli",
+        type=Path,
+        default=None,
+        help="the current build to compare (default: .venv's, an *editable* install whose "
+        "imports cost ~50-80 ms more than a regular one: build one with "
+        "`bash bench/build_baseline.sh HEAD /tmp/head-venv` for a like-with-like start-up)",
+    )
     parser.add_argument("--server-env", action="append", default=[], metavar="NAME=VALUE")
     parser.add_argument("--work-dir", type=Path, default=Path(tempfile.gettempdir()))
     parser.add_argument("--out", type=Path, default=HERE / "ab-upload.json")
@@ -90,6 +100,8 @@ def main() -> int:
     work = args.work_dir / "ab-bench"
     work.mkdir(parents=True, exist_ok=True)
     current, before = ghga_clis(args.baseline_cli)
+    if args.current_cli is not None:
+        current = GhgaCli("ghga-cli", str(args.current_cli.resolve()), current=True)
     out: dict[str, Any] = {
         "command": " ".join(sys.argv),
         "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
@@ -98,6 +110,8 @@ def main() -> int:
         "baseline": (args.baseline_cli.parent.parent / "BASELINE_REV").read_text().strip()[:7]
         if (args.baseline_cli.parent.parent / "BASELINE_REV").exists()
         else None,
+        "current_cli": current.path,
+        "baseline_cli": before.path,
         "size": args.size,
         "server_env": args.server_env,
         "load_before": load(),
@@ -119,10 +133,10 @@ def main() -> int:
                     row = ghga_sample("upload", cli, "default", args.size, result)
                     out["rows"].append({"round": round_no, "load": at_start, **row})
                     log(json.dumps(out["rows"][-1]))
+                    # Untimed: the verdict, so that the server's work on this file is over
+                    # before the next run and its objects can be deleted (Ceph fills up).
+                    bench.wait_accepted(result["summary"]["upload_id"])
                     if args.download:
-                        upload_id = result["summary"].get("upload_id")
-                        if upload_id:
-                            bench.wait_accepted(upload_id)
                         bench.wait_staged(file_id)
                         target.mkdir(exist_ok=True)
                         at_start = load()
