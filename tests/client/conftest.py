@@ -113,10 +113,13 @@ def services(
     s3: Any, bucket: str, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
 ) -> Iterator[Any]:
     """The fake UCS/DRS (tests/client/fake_services.py) with 64 KiB parts, accepting the test
-    module's ``TOKEN``, which is also put in the environment as the user's token."""
+    module's ``TOKEN``, which is also put in the environment as the user's token (and the
+    machine's API URL and debug switch are taken out of it)."""
     from tests.client.fake_services import FakeServices
 
     token = request.module.TOKEN
     monkeypatch.setenv("GHGA_CLI_TOKEN", token)
+    monkeypatch.delenv("GHGA_CLI_API_URL", raising=False)
+    monkeypatch.delenv("GHGA_CLI_DEBUG", raising=False)
     with FakeServices(s3, bucket, token, part_size=MIN_PART) as fake:
         yield fake

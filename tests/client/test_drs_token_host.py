@@ -33,12 +33,6 @@ def _environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def services(s3: Any, bucket: str) -> Iterator[FakeServices]:
-    with FakeServices(s3, bucket, TOKEN, part_size=PART) as fake:
-        yield fake
-
-
-@pytest.fixture
 def listener() -> Iterator[socket.socket]:
     """A host a drs:// URI may name: it records whether anyone connected."""
     with socket.socket() as sock:

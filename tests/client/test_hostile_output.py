@@ -20,17 +20,8 @@ from tests.client.fake_services import FakeServices, _err
 from tests.helpers.report_schema import load_report
 
 TOKEN = "hostile-test-token.abc.def"
-PART = 64 * 1024
 # Sets the terminal's title, clears the screen, rings the bell, moves the cursor (C1 CSI too).
 ESCAPES = "\x1b]0;pwned\x07\x1b[2J\x1b[1;1H\x9b31m\r\x08"
-
-
-@pytest.fixture
-def services(s3: Any, bucket: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeServices]:
-    monkeypatch.setenv("GHGA_CLI_TOKEN", TOKEN)
-    monkeypatch.delenv("GHGA_CLI_DEBUG", raising=False)
-    with FakeServices(s3, bucket, TOKEN, part_size=PART) as fake:
-        yield fake
 
 
 def _strings(value: Any) -> Iterator[str]:

@@ -25,12 +25,6 @@ PART = 64 * 1024
 
 
 @pytest.fixture
-def services(s3: Any, bucket: str) -> Iterator[FakeServices]:
-    with FakeServices(s3, bucket, TOKEN, part_size=PART) as fake:
-        yield fake
-
-
-@pytest.fixture
 def proxy() -> Iterator[Any]:
     with faultproxy.FaultProxy(throttle_bps=256 * 1024) as p:
         yield p

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,12 +29,6 @@ def _environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GHGA_CLI_TOKEN", TOKEN)
     monkeypatch.delenv("GHGA_CLI_API_URL", raising=False)
     monkeypatch.delenv("GHGA_CLI_DEBUG", raising=False)
-
-
-@pytest.fixture
-def services(s3: Any, bucket: str) -> Iterator[FakeServices]:
-    with FakeServices(s3, bucket, TOKEN) as fake:
-        yield fake
 
 
 def _closed_port_url() -> str:

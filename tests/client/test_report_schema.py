@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -94,14 +93,6 @@ def test_a_failed_file_must_say_why() -> None:
 # ---- (ii) outputs of real runs validate ------------------------------------------------------
 
 
-@pytest.fixture
-def services(s3: Any, bucket: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeServices]:
-    monkeypatch.setenv("GHGA_CLI_TOKEN", TOKEN)
-    monkeypatch.delenv("GHGA_CLI_API_URL", raising=False)
-    with FakeServices(s3, bucket, TOKEN, part_size=PART) as fake:
-        yield fake
-
-
 def run_json(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, dict[str, Any]]:
     code = main([*argv, "--json"])
     out, err = capsys.readouterr()
@@ -161,17 +152,19 @@ def test_one_download_validates(tmp_path: Path, services: FakeServices, capsys: 
     assert code == 4 and report["status"] == "error"
 
 
+def _upload_batch(
+    services: FakeServices, tmp_path: Path, files: list[tuple[str, Path, bytes]]
+) -> list[str]:
+    """The arguments of a batch upload of ``files`` through a manifest."""
+    manifest = _manifest(tmp_path, files)
+    return ["upload-by-id", "--api-url", services.url, "--manifest", str(manifest)]
+
+
 def test_a_batch_upload_and_its_dry_run_validate(
     tmp_path: Path, services: FakeServices, capsys: Any
 ) -> None:
     files = _files(tmp_path, services, 3)
-    argv = [
-        "upload-by-id",
-        "--api-url",
-        services.url,
-        "--manifest",
-        str(_manifest(tmp_path, files)),
-    ]
+    argv = _upload_batch(services, tmp_path, files)
     code, report = run_json(capsys, *argv, "--dry-run")
     assert code == 0 and report["status"] == "dry-run" and report["files_total"] == 3
     code, report = run_json(capsys, *argv)
@@ -201,13 +194,7 @@ def test_failures_validate(tmp_path: Path, services: FakeServices, capsys: Any) 
     files = _files(tmp_path, services, 2)
     # A batch in which one file fails: status "failed", the file's error.
     services.files[files[1][0]].md5 = "0" * 32
-    argv = [
-        "upload-by-id",
-        "--api-url",
-        services.url,
-        "--manifest",
-        str(_manifest(tmp_path, files)),
-    ]
+    argv = _upload_batch(services, tmp_path, files)
     code, report = run_json(capsys, *argv)
     assert code == 5 and report["status"] == "failed" and report["files_failed"] == 1
     # A manifest with problems: the run's error lists them.
