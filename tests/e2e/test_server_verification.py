@@ -241,13 +241,14 @@ def test_concurrent_duplicate_validation_runs_give_one_verdict(
         watch_until_midway(slow_stack, user["token"], upload_id, len(data))
         message = {"job": "validate", "upload_id": upload_id}
         send_jobs(slow_stack, [message] * 4)
-        run_jobs_in_parallel(env, [message] * 4)
+        parallel_log = run_jobs_in_parallel(env, [message] * 4)
         decided = settled(slow_stack, user["token"], upload_id, 120)
     finally:
         second.send_signal(signal.SIGTERM)
         second.wait(timeout=30)
     assert decided["upload_status"] == "accepted"
-    logs = log.read_text() + Path(slow_stack["log_dir"], "worker.log").read_text()
+    # The verdict may come from either worker or from one of the parallel runs: once in all.
+    logs = log.read_text() + Path(slow_stack["log_dir"], "worker.log").read_text() + parallel_log
     assert logs.count(f"validate: upload {upload_id} accepted") == 1
     assert stored_bytes(slow_stack, file_id) == data
     check_files(slow_stack, [file_id])

@@ -42,10 +42,14 @@ def send_jobs(stack: dict[str, Any], bodies: list[Any]) -> None:
         sqs.send_message(QueueUrl=url, MessageBody=raw)
 
 
-def run_jobs_in_parallel(stack_env: dict[str, str], bodies: list[dict[str, Any]]) -> None:
-    """Run ``jobs.handle_message`` for every body at once, like concurrent Lambda invocations."""
+def run_jobs_in_parallel(stack_env: dict[str, str], bodies: list[dict[str, Any]]) -> str:
+    """Run ``jobs.handle_message`` for every body at once, like concurrent Lambda invocations.
+
+    Returns the runs' log (INFO and above), so that a caller counting verdicts sees the ones
+    these runs logged as well as the workers'."""
     script = (
-        "import json, sys, threading\n"
+        "import json, logging, sys, threading\n"
+        "logging.basicConfig(level=logging.INFO, stream=sys.stderr)\n"
         "from ucs_lambda import jobs\n"
         "bodies = json.loads(sys.argv[1])\n"
         "barrier = threading.Barrier(len(bodies))\n"
@@ -74,3 +78,4 @@ def run_jobs_in_parallel(stack_env: dict[str, str], bodies: list[dict[str, Any]]
     # A job that lost a race may raise to be retried; it must never break the rules (checked
     # by the callers), and none of these raced jobs should need a retry.
     assert json.loads(result.stdout.strip().splitlines()[-1]) == [], result.stderr[-3000:]
+    return result.stderr
