@@ -45,30 +45,16 @@ from ..domain.models import (
     UploadRecord,
     UploadStatus,
     Verification,
+    utcnow,
 )
 from ..domain.status import allowed_sources
+from ..ports.state import AttemptsSpent, ConditionLost
 
 FILE_ID_INDEX = "file_id-index"
 #: Statuses in which the validation job works on an upload (hashing and assembling segments
 #: while pending, the verdict once uploaded).
 _VERIFIABLE = (UploadStatus.PENDING.value, UploadStatus.UPLOADED.value)
 STATUS_INDEX = "upload_status-index"
-
-
-class ConditionLost(Exception):
-    """A conditional write found the item in a different state than required."""
-
-
-class AttemptsSpent(Exception):
-    """The file's upload-attempt window has no room (nothing was written)."""
-
-    def __init__(self, window_start: int | None) -> None:
-        super().__init__(f"attempt window opened at {window_start} is spent")
-        self.window_start = window_start
-
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 class FileItem(Model):

@@ -12,7 +12,6 @@ import contextlib
 import logging
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -21,30 +20,22 @@ from botocore.exceptions import ClientError
 from ..concurrency import bounded_map
 from ..config import Settings
 from ..domain.integrity import unquote_etag
+from ..ports.storage import (
+    CopyItem,
+    ListedObject,
+    ObjectChanged,
+    ObjectInfo,
+    ObjectMissing,
+    ObjectRef,
+    Part,
+    StorageError,
+)
 from . import aws
 
 log = logging.getLogger(__name__)
 
 _MISSING = {"NoSuchKey", "NoSuchUpload", "404", "NotFound"}
 _CHANGED = {"PreconditionFailed", "412"}
-
-
-class StorageError(Exception):
-    """S3 answered a call with an error. ``str()`` is ``"<code>: <message>"``, or the code
-    alone when the message is empty (Ceph RGW sends none for some codes)."""
-
-    def __init__(self, code: str, message: str | None = None) -> None:
-        super().__init__(f"{code}: {message}" if message else code)
-        self.code = code
-        self.message = message or ""
-
-
-class ObjectMissing(StorageError):
-    """The key or the multipart upload does not exist (any more)."""
-
-
-class ObjectChanged(StorageError):
-    """A read conditioned on the object's ETag found another object (``If-Match`` failed)."""
 
 
 def _translate(exc: ClientError) -> StorageError:
@@ -65,45 +56,6 @@ def _s3_errors() -> Iterator[None]:
         yield
     except ClientError as exc:
         raise _translate(exc) from exc
-
-
-@dataclass(frozen=True)
-class Part:
-    part_no: int
-    size: int
-    etag: str
-    last_modified: datetime | None = None
-
-
-@dataclass(frozen=True)
-class ObjectRef:
-    """An object as a copy source: where it is, and the ETag it must still have."""
-
-    bucket: str
-    key: str
-    etag: str
-
-
-@dataclass(frozen=True)
-class CopyItem:
-    """One ``UploadPartCopy``: bytes ``first..last`` of ``source`` become part ``part_no``."""
-
-    part_no: int
-    source: ObjectRef
-    first: int
-    last: int
-
-    @property
-    def size(self) -> int:
-        return self.last - self.first + 1
-
-
-@dataclass(frozen=True)
-class ObjectInfo:
-    size: int
-    etag: str
-    last_modified: datetime | None
-    metadata: dict[str, str]
 
 
 class Storage:
@@ -334,12 +286,3 @@ class Storage:
                         )
                     )
         return found
-
-
-@dataclass(frozen=True)
-class ListedObject:
-    """One entry of a bucket listing."""
-
-    key: str
-    size: int
-    last_modified: datetime

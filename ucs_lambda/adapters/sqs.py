@@ -12,6 +12,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from ..config import Settings
+from ..ports.jobs import JobQueueError, QueuedJob
 from . import aws
 
 #: SQS's limit of messages per ``SendMessageBatch`` call.
@@ -21,15 +22,7 @@ _urls: dict[tuple[str, str, Any], str] = {}
 _lock = threading.Lock()
 
 
-class JobQueueError(Exception):
-    """Jobs could not be queued; ``unsent`` holds their bodies (the others were queued)."""
-
-    def __init__(self, message: str, unsent: list[dict[str, Any]]) -> None:
-        super().__init__(message)
-        self.unsent = unsent
-
-
-class JobQueue:
+class SqsJobQueue:
     """One SQS queue addressed by name (``UCS_JOB_QUEUE``); its URL is looked up once."""
 
     def __init__(self, settings: Settings) -> None:
@@ -77,11 +70,22 @@ class JobQueue:
         if unsent:
             raise JobQueueError(f"{len(unsent)} of {len(bodies)} jobs not queued: {error}", unsent)
 
-    def receive(self, wait_seconds: int = 1, max_messages: int = 10) -> list[dict[str, Any]]:
+    def receive(self, wait_seconds: int = 1, max_messages: int = 10) -> list[QueuedJob]:
         resp = self.client.receive_message(
-            QueueUrl=self.url, WaitTimeSeconds=wait_seconds, MaxNumberOfMessages=max_messages
+            QueueUrl=self.url,
+            WaitTimeSeconds=wait_seconds,
+            MaxNumberOfMessages=max_messages,
+            MessageSystemAttributeNames=["ApproximateReceiveCount"],
         )
-        return list(resp.get("Messages", []))
+        return [
+            QueuedJob(
+                job_id=str(m.get("MessageId") or ""),
+                body=str(m.get("Body") or ""),
+                receipt=str(m["ReceiptHandle"]),
+                receive_count=int(m.get("Attributes", {}).get("ApproximateReceiveCount") or 1),
+            )
+            for m in resp.get("Messages", [])
+        ]
 
     def delete(self, receipt_handle: str) -> None:
         self.client.delete_message(QueueUrl=self.url, ReceiptHandle=receipt_handle)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
 from .parts import MAX_PARTS
@@ -37,6 +37,11 @@ ACTIVE_STATUSES = frozenset({UploadStatus.PENDING, UploadStatus.UPLOADED, Upload
 #: accepted object and checks its size and MD5 itself, so a client need not hash the whole
 #: file for the server's sake (its own local check stays its choice).
 SERVER_VERIFIES = True
+
+
+def utcnow() -> datetime:
+    """Now, timezone-aware UTC (what every stored ``datetime`` is)."""
+    return datetime.now(timezone.utc)
 
 
 def iso(dt: datetime | None) -> str | None:
