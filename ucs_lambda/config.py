@@ -122,6 +122,11 @@ class Settings:
     token_issuer: str | None
     upload_attempts_per_window: int
     upload_attempt_window_seconds: int
+    state_backend: str = "dynamodb"
+    database_url: str | None = None
+    database_pool_size: int = 10
+    job_visibility_seconds: int = 900
+    job_max_receives: int = 10
 
     @property
     def s3_addressing_style(self) -> str:
@@ -239,7 +244,31 @@ def get_settings() -> Settings:
         token_issuer=_opt("UCS_TOKEN_ISSUER"),
         upload_attempts_per_window=_int_in("UCS_UPLOAD_ATTEMPTS_PER_WINDOW", 10, 1),
         upload_attempt_window_seconds=_int_in("UCS_UPLOAD_ATTEMPT_WINDOW_SECONDS", 3600, 1),
+        state_backend=_backend(),
+        database_url=_opt("UCS_DATABASE_URL"),
+        database_pool_size=_int_in("UCS_DATABASE_POOL_SIZE", 10, 1, 1000),
+        # The PostgreSQL job queue (UCS_STATE_BACKEND=postgres); SQS's are set on the queue.
+        job_visibility_seconds=_int_in("UCS_JOB_VISIBILITY_SECONDS", 900, 1),
+        job_max_receives=_int_in("UCS_JOB_MAX_RECEIVES", 10, 1),
     )
+
+
+#: Where state and jobs live: DynamoDB + SQS (AWS, the serverless default) or PostgreSQL.
+STATE_BACKENDS = ("dynamodb", "postgres")
+
+
+def _backend() -> str:
+    value = _str("UCS_STATE_BACKEND", "dynamodb").strip().lower()
+    if value not in STATE_BACKENDS:
+        raise ConfigError(
+            f"UCS_STATE_BACKEND must be one of {', '.join(STATE_BACKENDS)}, got {value!r}"
+        )
+    if value == "postgres" and not _opt("UCS_DATABASE_URL"):
+        raise ConfigError(
+            "UCS_STATE_BACKEND=postgres needs UCS_DATABASE_URL, e.g. "
+            "postgresql://ghga@db.example.org:5432/ghga?sslmode=verify-full"
+        )
+    return value
 
 
 def stack_file_path() -> Path:
