@@ -7,13 +7,16 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PIP_QUIET := --quiet --disable-pip-version-check
 S3 ?= moto
+DB ?= dynamodb
 
-.PHONY: help venv test lint format demo stack pyz pyz-nodeps package-lambda ceph-up ceph-down ceph-test pyz-all dist bench bench-tools bench-baseline fuzz reliability-faults reliability-crash reliability-load clean
+.PHONY: help venv test lint format demo stack pyz pyz-nodeps package-lambda ceph-up ceph-down ceph-test pg-up pg-down pyz-all dist bench bench-tools bench-baseline fuzz reliability-faults reliability-crash reliability-load clean
 
 help:
 	@echo "make demo            upload + download round trip on the local stack (moto)"
 	@echo "make test            lint and the whole test suite (what CI runs)"
 	@echo "make stack [S3=ceph] run the local stack in the foreground (Ctrl+C stops it)"
+	@echo "make stack DB=postgres [S3=ceph]   the same with state and jobs in PostgreSQL (starts pg-up)"
+	@echo "make demo DB=postgres   the demo round trip with state and jobs in PostgreSQL"
 	@echo "make pyz             build dist/ghga-cli.pyz (shiv, pycurl bundled)"
 	@echo "make pyz-nodeps      build dist/ghga-cli-nodeps.pyz (uses the system's pycurl)"
 	@echo "make pyz-all         zipapps per OS/CPU/CPython into dist/pyz/ (runs the Linux x86_64 ones)"
@@ -21,6 +24,7 @@ help:
 	@echo "make package-lambda  chalice package: CloudFormation in build/out/lambda, Terraform in build/out/lambda-tf"
 	@echo "make ceph-up / ceph-down   a single-node Ceph RGW on 127.0.0.1 (root, Debian)"
 	@echo "make ceph-test       only the tests marked ceph, failing if no RGW runs"
+	@echo "make pg-up / pg-down a local PostgreSQL 15 on 127.0.0.1:55432, data in .pg/ (Debian)"
 	@echo "make bench           ghga-cli (and its e572fae 'before') vs other S3 clients -> bench/RESULTS.md"
 	@echo "make bench-baseline  (re)build the 'before' ghga-cli of BASELINE_REV in bench/.baseline-venv"
 	@echo "make fuzz            schemathesis on both OpenAPI documents (local stack)"
@@ -45,11 +49,12 @@ format: venv
 test: venv lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# DB=postgres: state and jobs in PostgreSQL (build/pg-up.sh); the default command is unchanged.
 demo: venv
-	$(PY) build/demo.py $(DEMO_ARGS)
+	$(PY) build/demo.py $(if $(filter-out dynamodb,$(DB)),--db $(DB) )$(DEMO_ARGS)
 
 stack: venv
-	$(PY) build/stack.py --s3 $(S3)
+	$(PY) build/stack.py --s3 $(S3) --db $(DB)
 
 pyz: venv
 	@mkdir -p dist
@@ -82,6 +87,13 @@ ceph-down:
 
 ceph-test: venv
 	CEPH_REQUIRED=1 $(PY) -m pytest -m ceph $(PYTEST_ARGS)
+
+# A local PostgreSQL for `make stack DB=postgres` and the tests (PG_DIR, PG_PORT: see the script).
+pg-up:
+	bash build/pg-up.sh
+
+pg-down:
+	bash build/pg-down.sh
 
 # Benchmarks: bench tools in their own venv (bench/.venv), the "before" client of BASELINE_REV in
 # bench/.baseline-venv (run beside the current one; BASELINE_CLI= leaves it out), Ceph with room

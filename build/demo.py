@@ -1,6 +1,7 @@
 """``make demo``: the whole journey on the local stack, with the real command-line client.
 
-Starts the local stack (moto by default), writes a random file, registers it as an operator
+Starts the local stack (moto by default; ``--s3 ceph``, ``--db postgres`` as for
+``build/stack.py``), writes a random file, registers it as an operator
 would, uploads it with ``ghga-cli upload-by-id`` (which waits until the validation job has
 accepted it), downloads it with ``ghga-cli download-by-id`` (which waits while the DRS3 API
 stages it), checks that both files are byte-identical, prints the two transfer summaries and
@@ -68,13 +69,20 @@ def main() -> int:
         help="bytes of the random demo file (default 256 MiB; env DEMO_SIZE)",
     )
     parser.add_argument("--s3", choices=["moto", "ceph"], default=os.environ.get("S3", "moto"))
+    parser.add_argument(
+        "--db",
+        choices=list(stacklib.DB_BACKENDS),
+        default=os.environ.get("STACK_DB", "dynamodb"),
+        help="where state and jobs live: dynamodb (moto, default) or postgres (build/pg-up.sh)",
+    )
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="ghga-demo-") as workdir:
         work = Path(workdir)
-        print(f"demo: starting the local stack (S3 on {args.s3}) ...", flush=True)
+        where = f"S3 on {args.s3}" + (", state in PostgreSQL" if args.db == "postgres" else "")
+        print(f"demo: starting the local stack ({where}) ...", flush=True)
         started = time.monotonic()
-        with stacklib.launch(work / "stack", s3_backend=args.s3) as stack:
+        with stacklib.launch(work / "stack", s3_backend=args.s3, db_backend=args.db) as stack:
             print(f"demo: stack ready in {time.monotonic() - started:.1f} s at {stack['ucs_url']}")
             env = {**os.environ, **stack["env"]}
             source = work / "genome.bin"

@@ -11,6 +11,10 @@
 #   PG_BIN          PostgreSQL's bin directory      default the newest /usr/lib/postgresql/*/bin
 #   PG_FRESH=1      stop a running server and start a new, empty one
 #
+# Packages: when no /usr/lib/postgresql/*/bin/initdb exists (and PG_BIN is unset), root (CI)
+# installs Debian's postgresql-15 (else the distribution's `postgresql`) with apt-get, keeping
+# the packages from starting a system cluster; anyone else gets the apt-get command to run.
+#
 # Role and database: "ghga" owns database "ghga"; connections from 127.0.0.1 and the socket
 # are trusted (a local, single-user setup: nothing listens beyond 127.0.0.1). Production
 # settings (passwords, TLS, pool sizes) are in README "Deploy next to Ceph".
@@ -30,6 +34,44 @@ die() { printf '[pg-up] ERROR: %s\n' "$*" >&2; exit 1; }
 case "${1:-}" in
   -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
 esac
+
+now() { date +%s.%N; }
+since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
+
+# ---------------------------------------------------------------- packages
+have_server() { compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null; }
+if [ -z "${PG_BIN:-}" ] && ! have_server; then
+  if [ "$(id -u)" != 0 ]; then
+    die "PostgreSQL's server is not installed. Installing it needs root: run this script as root, or
+       sudo apt-get install -y --no-install-recommends postgresql-15   (or: postgresql)
+       or set PG_BIN to the bin directory of a PostgreSQL installation (initdb, pg_ctl, psql)"
+  fi
+  command -v apt-get >/dev/null ||
+    die "PostgreSQL's server is not installed and there is no apt-get (Debian/Ubuntu only); set PG_BIN"
+  export DEBIAN_FRONTEND=noninteractive
+  # Keep the packages' maintainer scripts from starting the system cluster (postgresql@15-main)
+  # on machines that run an init system: a temporary policy-rc.d, removed again afterwards.
+  POLICY=/usr/sbin/policy-rc.d
+  if [ ! -e "$POLICY" ]; then
+    printf '#!/bin/sh\n# temporary, from pg-up.sh\nexit 101\n' >"$POLICY"
+    chmod 755 "$POLICY"
+    trap 'grep -q "from pg-up.sh" "$POLICY" 2>/dev/null && rm -f "$POLICY"' EXIT
+  fi
+  apt_install() {
+    apt-get install -y -q --no-install-recommends postgresql-15 ||
+      apt-get install -y -q --no-install-recommends postgresql
+  }
+  log "installing postgresql-15 with apt-get ..."
+  t0=$(now)
+  if ! apt_install; then
+    log "apt-get install failed; running apt-get update and retrying"
+    { apt-get update -q && apt_install; } || die "apt-get install postgresql-15 (or postgresql) failed"
+  fi
+  log "packages installed in $(since "$t0") s"
+  if grep -q "from pg-up.sh" "$POLICY" 2>/dev/null; then rm -f "$POLICY"; fi
+  trap - EXIT
+  have_server || die "no /usr/lib/postgresql/*/bin/initdb after installing the packages"
+fi
 
 D=${PG_DIR:-$REPO/.pg}
 case "$D" in /*) ;; *) D=$PWD/$D ;; esac

@@ -9,10 +9,17 @@ Started by ``make stack`` (and by ``make demo`` and the end-to-end tests through
 - the Chalice app, served by ``serve_local.py``;
 - the job worker (``python -m ucs_lambda.worker``), running the same handlers as the Lambda.
 
-It then creates the tables, buckets and queue, registers a demo file, and writes
-``<state-dir>/stack.json`` last, so that the file's existence means "ready". Ctrl+C or SIGTERM
-stops every child it started. For reliability tests a running stack crashes and restarts one
-child on request (:func:`request_restart`: a file in ``<state-dir>/control/``).
+With ``--db postgres`` state and jobs live in PostgreSQL instead of DynamoDB and SQS: the
+stack runs ``build/pg-up.sh`` (a local PostgreSQL on 127.0.0.1, left running; ``make pg-down``
+stops it), gives this run a database of its own (``stack_<hash of the state dir>``, dropped and
+created again at every start, dropped at the stop) and starts no DynamoDB server; moto then
+serves only S3, and with ``--s3 ceph --db postgres`` no moto server runs at all.
+
+It then creates the tables (or applies the database's migrations), buckets and queue, registers
+a demo file, and writes ``<state-dir>/stack.json`` last, so that the file's existence means
+"ready". Ctrl+C or SIGTERM stops every child it started. For reliability tests a running stack
+crashes and restarts one child on request (:func:`request_restart`: a file in
+``<state-dir>/control/``).
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -40,6 +48,7 @@ DEFAULT_STATE_DIR = PROJECT_DIR / ".stack"
 DEMO_FILE_ID = "demo-file"
 DEMO_USER = "demo-user"
 READY_TIMEOUT = 60.0
+DB_BACKENDS = ("dynamodb", "postgres")
 
 
 class StackError(RuntimeError):
@@ -94,6 +103,9 @@ class Stack:
         self.processes: dict[str, subprocess.Popen] = {}
         self.specs: dict[str, tuple[list[str], dict[str, str]]] = {}
         self.ready_urls: dict[str, str] = {}
+        #: (server URL, name) of the database made for this run (``--db postgres``), dropped
+        #: by :meth:`stop`
+        self.database: tuple[str, str] | None = None
 
     def spawn(self, name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen:
         self.specs[name] = (args, env)
@@ -127,6 +139,9 @@ class Stack:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
+        if self.database:
+            drop_database(*self.database)
+            self.database = None
 
     def restart(self, name: str) -> subprocess.Popen:
         """Crash one child (SIGKILL to its process group) and start it again, same args and env.
@@ -227,6 +242,75 @@ def ceph_settings() -> dict[str, str]:
     }
 
 
+def postgres_base_url() -> str:
+    """The URL of a PostgreSQL server the stack may create databases on.
+
+    ``STACK_PG_URL`` if set (a server of your own; its role needs CREATEDB), else the local one
+    of ``build/pg-up.sh``, started here unless it runs already (``PG_DIR``/``PG_PORT`` pass
+    through), read from ``<PG_DIR>/pg.env``.
+    """
+    if os.environ.get("STACK_PG_URL"):
+        return os.environ["STACK_PG_URL"]
+    result = subprocess.run(
+        ["bash", str(BUILD_DIR / "pg-up.sh")],
+        cwd=PROJECT_DIR,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise StackError(
+            "build/pg-up.sh failed (make pg-up shows why):\n"
+            + (result.stderr.strip() or result.stdout.strip())[-2000:]
+        )
+    pg_dir = Path(os.environ.get("PG_DIR") or PROJECT_DIR / ".pg")
+    if not pg_dir.is_absolute():
+        pg_dir = PROJECT_DIR / pg_dir
+    for line in (pg_dir / "pg.env").read_text().splitlines():
+        name, _, value = line.partition("=")
+        if name.strip() == "UCS_DATABASE_URL" and value.strip():
+            return value.strip()
+    raise StackError(f"{pg_dir / 'pg.env'} names no UCS_DATABASE_URL")
+
+
+def database_name(state_dir: Path) -> str:
+    """The stack's own database: one per state directory, so stacks side by side never meet."""
+    return "stack_" + hashlib.sha256(str(state_dir.resolve()).encode()).hexdigest()[:12]
+
+
+def redacted(url: str) -> str:
+    """``url`` without its password, for messages."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rpartition("@")
+    user = netloc[0].partition(":")[0]
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[2]}"))
+
+
+def with_database(url: str, name: str) -> str:
+    """``url`` naming database ``name`` instead (user, host, port and options kept)."""
+    parts = urllib.parse.urlsplit(url)
+    return urllib.parse.urlunsplit(parts._replace(path=f"/{name}"))
+
+
+def recreate_database(base_url: str, name: str, *, create: bool = True) -> str:
+    """Drop database ``name`` on the server of ``base_url`` (ending its sessions), then create
+    it again, empty, unless ``create`` is false. Returns the URL of the new database."""
+    import psycopg
+    from psycopg import sql
+
+    try:
+        with psycopg.connect(base_url, autocommit=True, connect_timeout=10) as conn:
+            ident = sql.Identifier(name)
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(ident))
+            if create:
+                conn.execute(sql.SQL("CREATE DATABASE {}").format(ident))
+    except psycopg.Error as error:
+        raise StackError(f"PostgreSQL at {redacted(base_url)}: {error}".strip()) from None
+    return with_database(base_url, name)
+
+
 def remove_buckets(s3: Any, buckets: list[str]) -> None:
     """Abort the unfinished multipart uploads, delete the objects, then each bucket itself.
 
@@ -243,14 +327,36 @@ def remove_buckets(s3: Any, buckets: list[str]) -> None:
             s3.delete_bucket(Bucket=bucket)
 
 
-def start(state_dir: Path, s3_backend: str, ports: dict[str, int], demo_size: int) -> Stack:
+def servers_needed(s3_backend: str, db_backend: str) -> list[str]:
+    """The stack's servers with a port: the app, moto (S3 and SQS; only S3 with PostgreSQL,
+    none with Ceph and PostgreSQL) and moto's DynamoDB (not with PostgreSQL)."""
+    names = ["ucs"]
+    if db_backend == "dynamodb" or s3_backend == "moto":
+        names.append("moto")
+    if db_backend == "dynamodb":
+        names.append("dynamodb")
+    return names
+
+
+def start(
+    state_dir: Path,
+    s3_backend: str,
+    ports: dict[str, int],
+    demo_size: int,
+    db_backend: str = "dynamodb",
+) -> Stack:
     """Start every service and write ``stack.json``; on failure stop what was started."""
+    if db_backend not in DB_BACKENDS:
+        raise StackError(
+            f"unknown database backend {db_backend!r} (use {' or '.join(DB_BACKENDS)})"
+        )
     state_dir.mkdir(parents=True, exist_ok=True)
     (state_dir / "stack.json").unlink(missing_ok=True)
     stack = Stack(state_dir)
     stack.log_dir.mkdir(exist_ok=True)
+    needed = servers_needed(s3_backend, db_backend)
     for name, port in ports.items():
-        if not port_is_free(port):
+        if name in needed and not port_is_free(port):
             raise StackError(f"port {port} for {name} is in use: set STACK_{name.upper()}_PORT")
 
     moto_url = f"http://127.0.0.1:{ports['moto']}"
@@ -273,23 +379,44 @@ def start(state_dir: Path, s3_backend: str, ports: dict[str, int], demo_size: in
         service_env.update(ceph_settings())
     # Settings of the services (sizes, lifetimes) pass through from the caller's environment.
     service_env.update({k: v for k, v in os.environ.items() if k.startswith("UCS_")})
+    database_url = None
+    if db_backend == "postgres":
+        # State and jobs in this run's own database; no DynamoDB, no SQS (so their endpoints
+        # are left out: a stray call fails instead of reaching a server).
+        for name in ("AWS_ENDPOINT_URL_SQS", "AWS_ENDPOINT_URL_DYNAMODB"):
+            service_env.pop(name, None)
+        base_url = postgres_base_url()
+        stack.database = (base_url, database_name(state_dir))
+        database_url = recreate_database(*stack.database)
+        service_env["UCS_STATE_BACKEND"] = "postgres"
+        service_env["UCS_DATABASE_URL"] = database_url
     env = {**os.environ, **service_env, "PYTHONUNBUFFERED": "1"}
+    if db_backend == "postgres":
+        env.pop("AWS_ENDPOINT_URL_SQS", None)
+        env.pop("AWS_ENDPOINT_URL_DYNAMODB", None)
     env.pop("AWS_ENDPOINT_URL", None)
     env.pop("AWS_PROFILE", None)
 
     try:
         python = sys.executable
-        # moto serves SQS always, and S3 too unless S3 is on Ceph (with ranged GETs that read
-        # only the range, see moto_ranged.py).
+        # moto serves SQS unless PostgreSQL holds the jobs, and S3 unless S3 is on Ceph (with
+        # ranged GETs that read only the range, see moto_ranged.py); neither: no moto at all.
         moto_server = [python, str(BUILD_DIR / "moto_ranged.py")]
-        moto = stack.spawn("moto", [*moto_server, "-H", "127.0.0.1", "-p", str(ports["moto"])], env)
-        dynamodb = stack.spawn(
-            "dynamodb",
-            [python, str(BUILD_DIR / "moto_single.py"), "127.0.0.1", str(ports["dynamodb"])],
-            env,
-        )
-        wait_for_http(f"{moto_url}/moto-api/", READY_TIMEOUT, moto, stack.log("moto"))
-        wait_for_http(f"{dynamodb_url}/moto-api/", READY_TIMEOUT, dynamodb, stack.log("dynamodb"))
+        if "moto" in needed:
+            moto_args = [*moto_server, "-H", "127.0.0.1", "-p", str(ports["moto"])]
+            moto = stack.spawn("moto", moto_args, env)
+        if "dynamodb" in needed:
+            dynamodb = stack.spawn(
+                "dynamodb",
+                [python, str(BUILD_DIR / "moto_single.py"), "127.0.0.1", str(ports["dynamodb"])],
+                env,
+            )
+        if "moto" in needed:
+            wait_for_http(f"{moto_url}/moto-api/", READY_TIMEOUT, moto, stack.log("moto"))
+        if "dynamodb" in needed:
+            wait_for_http(
+                f"{dynamodb_url}/moto-api/", READY_TIMEOUT, dynamodb, stack.log("dynamodb")
+            )
         run_admin(["create-resources"], env)
 
         ucs = stack.spawn(
@@ -329,9 +456,11 @@ def start(state_dir: Path, s3_backend: str, ports: dict[str, int], demo_size: in
         "ucs_url": ucs_url,
         "drs_url": f"{ucs_url}/ga4gh/drs/v1",
         "aws_endpoint_url": service_env["AWS_ENDPOINT_URL_S3"],
-        "sqs_endpoint_url": moto_url,
-        "dynamodb_endpoint_url": dynamodb_url,
+        "sqs_endpoint_url": moto_url if db_backend == "dynamodb" else None,
+        "dynamodb_endpoint_url": dynamodb_url if db_backend == "dynamodb" else None,
+        "database_url": database_url,
         "s3_backend": s3_backend,
+        "db_backend": db_backend,
         "inbox_bucket": env.get("UCS_INBOX_BUCKET", "ghga-inbox"),
         "permanent_bucket": env.get("UCS_PERMANENT_BUCKET", "ghga-permanent"),
         "outbox_bucket": env.get("UCS_OUTBOX_BUCKET", "ghga-outbox"),
@@ -351,6 +480,12 @@ def start(state_dir: Path, s3_backend: str, ports: dict[str, int], demo_size: in
     return stack
 
 
+def drop_database(base_url: str, name: str) -> None:
+    """Drop the stack's database (at the stop; best effort: a server gone is left alone)."""
+    with contextlib.suppress(StackError, ImportError):
+        recreate_database(base_url, name, create=False)
+
+
 def configured_ports(auto: bool) -> dict[str, int]:
     defaults = {"ucs": 8000, "moto": 5050, "dynamodb": 5051}
     if auto:
@@ -362,12 +497,18 @@ def configured_ports(auto: bool) -> dict[str, int]:
 
 
 def print_summary(info: dict[str, Any]) -> None:
+    if info.get("db_backend") == "postgres":
+        state = f"PostgreSQL: {info['database_url']}"
+        backends = f"S3 on {info['s3_backend']}, state and jobs in PostgreSQL"
+    else:
+        state = f"DynamoDB: {info['dynamodb_endpoint_url']}"
+        backends = f"S3 on {info['s3_backend']}"
     print(
         f"""
-Local stack is up (S3 on {info["s3_backend"]}). Stop it with Ctrl+C.
+Local stack is up ({backends}). Stop it with Ctrl+C.
   UCS API:   {info["ucs_url"]}            (OpenAPI: {info["ucs_url"]}/openapi.json)
   DRS3 API:  {info["drs_url"]}
-  S3:        {info["aws_endpoint_url"]}   DynamoDB: {info["dynamodb_endpoint_url"]}
+  S3:        {info["aws_endpoint_url"]}   {state}
   Settings:  {info.get("stack_file")}
 
 Try it (demo file {info["demo_file_id"]!r}, user {info["demo_user"]!r}):
@@ -387,7 +528,8 @@ def request_restart(state_dir: Path, name: str, timeout: float = 2 * READY_TIMEO
     """Ask a running stack (``make stack`` or :func:`launch`) to crash and restart one child.
 
     ``name`` is a key of ``stack.json``'s ``pids`` (``ucs``, ``worker``, ``moto``,
-    ``dynamodb``; the moto servers lose their data). Returns the new pid once the child is up.
+    ``dynamodb``; the moto servers lose their data; with ``--db postgres`` there is no
+    ``dynamodb``, and no ``moto`` on Ceph). Returns the new pid once the child is up.
     """
     control = state_dir / "control"
     control.mkdir(exist_ok=True)
@@ -412,6 +554,7 @@ def launch(
     s3_backend: str = "moto",
     extra_env: dict[str, str] | None = None,
     demo_size: int = 1 << 20,
+    db_backend: str = "dynamodb",
 ) -> Iterator[dict[str, Any]]:
     """Run ``build/stack.py`` as a child process on free ports; yield its ``stack.json``.
 
@@ -429,6 +572,8 @@ def launch(
         str(state_dir),
         "--s3",
         s3_backend,
+        "--db",
+        db_backend,
         "--auto-ports",
         "--demo-size",
         str(demo_size),
@@ -470,6 +615,14 @@ def main() -> int:
         help="S3 backend: moto (default) or the Ceph RGW of `make ceph-up`",
     )
     parser.add_argument(
+        "--db",
+        choices=list(DB_BACKENDS),
+        default=os.environ.get("STACK_DB", "dynamodb"),
+        help="where state and jobs live: dynamodb (default: moto's DynamoDB and SQS) or "
+        "postgres (a database of this stack's own on the PostgreSQL of build/pg-up.sh, "
+        "started if needed, or on $STACK_PG_URL); env STACK_DB",
+    )
+    parser.add_argument(
         "--auto-ports", action="store_true", help="pick free ports instead of 8000/5050/5051"
     )
     parser.add_argument(
@@ -488,7 +641,11 @@ def main() -> int:
     started = time.monotonic()
     try:
         stack = start(
-            args.state_dir.resolve(), args.s3, configured_ports(args.auto_ports), args.demo_size
+            args.state_dir.resolve(),
+            args.s3,
+            configured_ports(args.auto_ports),
+            args.demo_size,
+            args.db,
         )
     except StackError as error:
         print(f"stack: error: {error}", file=sys.stderr)
