@@ -4,21 +4,31 @@ Which server: ``$UCS_TEST_DATABASE_URL``, else the URL ``build/pg-up.sh`` wrote 
 ``<repo>/.pg/pg.env``. Each test session creates databases of its own (named after a prefix,
 the process id and a random suffix), so parallel sessions and a developer's stack never see
 each other's rows; :func:`truncate_all` empties one between tests (much faster than a new
-database), keeping ``schema_migrations``.
+database), keeping ``schema_migrations``. :func:`session_database` is all of it for a
+session-scoped fixture.
+
+Without a server, tests that need one fail when ``PG_REQUIRED=1`` (CI) and are skipped
+otherwise (a developer machine without ``build/pg-up.sh``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import psycopg
+import pytest
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from tests.helpers import PROJECT_DIR
+from ucs_lambda.adapters.postgres import close_pools, migrate
 from ucs_lambda.adapters.postgres.schema import DATA_TABLES
+from ucs_lambda.config import Settings, get_settings
 
 PG_ENV_FILE = PROJECT_DIR / ".pg" / "pg.env"
 
@@ -91,3 +101,33 @@ def truncate_all(url: str) -> None:
                 sql.SQL(", ").join(sql.Identifier(t) for t in DATA_TABLES)
             )
         )
+
+
+def settings_for(url: str, **changes: Any) -> Settings:
+    """The environment's settings with the postgres backend on ``url`` (and ``changes``)."""
+    return dataclasses.replace(
+        get_settings(), state_backend="postgres", database_url=url, **changes
+    )
+
+
+def require_server() -> None:
+    """Skip the test (fail it with ``PG_REQUIRED=1``) when no server answers."""
+    if available():
+        return
+    why = f"no PostgreSQL at {TEST_DATABASE_URL or '(none configured)'}; run build/pg-up.sh"
+    if os.environ.get("PG_REQUIRED") == "1":
+        pytest.fail(f"PG_REQUIRED=1: {why}")
+    pytest.skip(why)
+
+
+@contextmanager
+def session_database(prefix: str) -> Iterator[str]:
+    """A new, migrated database for the duration of the block (dropped after it)."""
+    require_server()
+    url = create_database(prefix)
+    try:
+        migrate(settings_for(url))
+        yield url
+    finally:
+        close_pools()
+        drop_database(url)
