@@ -27,11 +27,13 @@ from botocore.exceptions import BotoCoreError, ClientError
 from pynamodb.exceptions import PynamoDBException
 
 from . import tokens
+from .bootstrap import services
 from .config import ConfigError, apply_stack_env, get_settings
 from .domain.ids import MAX_ID_BYTES, id_problem
 from .domain.integrity import is_md5_hex
 from .domain.models import FileRecord
 from .domain.parts import MAX_FILE_SIZE
+from .ports import ConditionLost, StoreError
 
 
 class UsageError(Exception):
@@ -122,8 +124,6 @@ def _checked_record(
 
 
 def _cmd_register_file(args: argparse.Namespace) -> int:
-    from .adapters.dynamo import ConditionLost, Repository
-
     record = _checked_record(
         args.file_id,
         args.file_name,
@@ -135,7 +135,7 @@ def _cmd_register_file(args: argparse.Namespace) -> int:
         file_format=args.format,
     )
     try:
-        Repository(get_settings()).register_file(record)
+        services().state.files.register_file(record)
     except ConditionLost:
         raise UsageError(f"file {args.file_id!r} is already registered") from None
     print(json.dumps(record.metadata(), indent=2))
@@ -144,8 +144,6 @@ def _cmd_register_file(args: argparse.Namespace) -> int:
 
 def _cmd_register_files(args: argparse.Namespace) -> int:
     """Register every file of a TSV (file_id, file_name, size, md5); all lines checked first."""
-    from .adapters.dynamo import ConditionLost, Repository
-
     records, problems = [], []
     try:
         lines = Path(args.source).read_text(encoding="utf-8").splitlines()
@@ -174,11 +172,11 @@ def _cmd_register_files(args: argparse.Namespace) -> int:
             problems.append(f"line {number}: {exc}")
     if problems:
         raise UsageError("; ".join(problems))
-    repo = Repository(get_settings())
+    files = services().state.files
     taken = []
     for record in records:
         try:
-            repo.register_file(record)
+            files.register_file(record)
         except ConditionLost:
             taken.append(record.file_id)
     print(json.dumps({"registered": len(records) - len(taken), "already_registered": taken}))
@@ -186,12 +184,10 @@ def _cmd_register_files(args: argparse.Namespace) -> int:
 
 
 def _cmd_grant(args: argparse.Namespace) -> int:
-    from .adapters.dynamo import Repository
-
     problem = id_problem(args.file_id)
     if problem:  # no file can have it, and the store would refuse the key
         raise UsageError(f"--file-id {problem}: ids are 1 to {MAX_ID_BYTES} bytes of UTF-8")
-    if not Repository(get_settings()).grant_reader(args.file_id, args.user):
+    if not services().state.files.grant_reader(args.file_id, args.user):
         raise UsageError(f"file {args.file_id!r} is not registered")
     print(f"granted download access to {args.file_id} for {args.user}")
     return 0
@@ -288,6 +284,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 3
     except (ClientError, BotoCoreError, PynamoDBException) as exc:
         print(f"AWS error: {exc}", file=sys.stderr)
+        return 4
+    except StoreError as exc:
+        print(f"database error: {exc}", file=sys.stderr)
         return 4
 
 

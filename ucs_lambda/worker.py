@@ -1,6 +1,7 @@
 """Local job worker: ``python -m ucs_lambda.worker [--concurrency N]``.
 
-Does locally what Lambda does in AWS: long-polls the job queue and runs
+Does what Lambda does in AWS: long-polls the job queue (SQS, or the PostgreSQL jobs table
+with ``UCS_STATE_BACKEND=postgres``) and runs
 :func:`ucs_lambda.jobs.handle_message` for each message, up to N jobs at once on a thread pool
 (``--concurrency``, else ``$UCS_WORKER_CONCURRENCY``, else :func:`default_concurrency`). A
 message is deleted when its job succeeded, left for redelivery (its visibility shortened to
@@ -9,13 +10,14 @@ unknown job). Also runs the periodic sweeps (stale uploads, outbox clean-up) eve
 ``UCS_WORKER_SWEEP_SECONDS`` on the polling thread, so never two at once, also while every job
 slot is busy. SIGTERM/SIGINT stop the polling; the worker exits after the jobs at hand finish.
 
-The polling thread asks SQS for at most as many messages as there are free job slots (at most
+The polling thread asks the queue for at most as many messages as there are free job slots (at most
 10, SQS's limit per call) and starts each one it receives at once; while every slot is busy it
 does not poll, so it never holds an invisible message it cannot start. A message that arrives
 after a stop request is handed back (made visible again) instead of being started.
 
 The worker does not extend a message's visibility timeout. A job that runs longer than the
-queue's visibility timeout (900 s as ``admin create-resources`` creates it) can be delivered a
+queue's visibility timeout (900 s as ``admin create-resources`` creates the SQS queue;
+``UCS_JOB_VISIBILITY_SECONDS`` on PostgreSQL) can be delivered a
 second time, to this worker or another one, while the first run still works. The jobs are
 safe against that: a validation run holds a lease and writes conditionally, a staging copy is
 claimed (docs/CONTRACTS.md), so the second run finds the lease or claim held, or the work done,
@@ -37,10 +39,10 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from . import jobs
-from .adapters import aws
-from .adapters.sqs import JobQueue
+from .bootstrap import services
 from .config import ConfigError, Settings, apply_stack_env, get_settings
 from .domain import digests
+from .ports import JobQueue, QueuedJob
 
 log = logging.getLogger("ucs_lambda.worker")
 
@@ -86,22 +88,15 @@ def concurrency_setting(value: int | None, environ: Mapping[str, str] = os.envir
 
 
 def prepare_clients(settings: Settings) -> None:
-    """Build the shared clients on the calling thread, before the job threads start.
+    """Build the shared adapters on the calling thread, before the job threads start.
 
-    boto3 clients are thread-safe once built, but building them from one session is not:
-    :func:`ucs_lambda.adapters.aws.client` builds under a lock and caches, so every job thread
-    shares one S3 and one SQS client; building them here takes that work out of the first jobs.
-    pynamodb builds its botocore client lazily from a per-thread session (safe; a race only
-    builds a spare client); building the models' clients here lets the job threads share them.
-    No network call: the queue URL is looked up by the first poll, before any job starts.
+    The adapters build their clients under a lock and cache them (boto3 clients and pynamodb
+    connections are thread-safe once built, building them is not, and costs ~0.1 s of CPU
+    each), so every job thread shares them; building them here takes that work out of the
+    first jobs. No network call is needed for it.
     """
-    from .adapters.dynamo import FileItem, Repository, UploadItem
-
-    aws.client("sqs", settings)
-    aws.client("s3", settings)
-    Repository(settings)  # points the models at the configured tables
-    for model in (FileItem, UploadItem):
-        _ = model._get_connection().connection.client
+    built = services(settings)
+    _ = built.state, built.storage, built.queue
 
 
 class Worker:
@@ -138,22 +133,22 @@ class Worker:
         with self._slots:
             return self._running
 
-    def process(self, queue: JobQueue, message: dict[str, Any]) -> bool:
+    def process(self, queue: JobQueue, message: QueuedJob) -> bool:
         """Run one message's job; True when it may be deleted."""
-        receipt = message["ReceiptHandle"]
+        receipt = message.receipt
         try:
             try:
-                body = json.loads(message.get("Body") or "")
+                body = json.loads(message.body or "")
             except ValueError:
                 raise jobs.InvalidJobMessage("the message body is not JSON") from None
             jobs.handle_message(body)
         except jobs.InvalidJobMessage as exc:
             # not JSON, unknown job: no retry can fix it
-            log.error("dropping invalid job message %s: %s", message.get("MessageId"), exc)
+            log.error("dropping invalid job message %s: %s", message.job_id, exc)
         except Exception as exc:
             log.error(
                 "job %s failed (%s: %s); it will be retried",
-                message.get("MessageId"),
+                message.job_id,
                 type(exc).__name__,
                 exc,
             )
@@ -184,7 +179,7 @@ class Worker:
         """One poll (plus a due sweep) for up to ``concurrency`` messages, run side by side
         until all have finished; returns the number of messages handled."""
         self.sweep_if_due()
-        queue = JobQueue(get_settings())
+        queue = services().queue
         wanted = min(RECEIVE_LIMIT, self.concurrency)
         messages = queue.receive(wait_seconds=self.wait_seconds, max_messages=wanted)
         if len(messages) == 1:
@@ -209,7 +204,7 @@ class Worker:
                 if not free:
                     continue  # still busy (look at the sweep and the stop flag), or stopping
                 try:
-                    queue = JobQueue(get_settings())
+                    queue = services().queue
                     messages = queue.receive(
                         wait_seconds=self.wait_seconds, max_messages=min(RECEIVE_LIMIT, free)
                     )
@@ -237,7 +232,7 @@ class Worker:
                 return 0
             return self.concurrency - self._running
 
-    def _start(self, pool: ThreadPoolExecutor, queue: JobQueue, message: dict[str, Any]) -> None:
+    def _start(self, pool: ThreadPoolExecutor, queue: JobQueue, message: QueuedJob) -> None:
         with self._slots:
             self._running += 1
         try:
@@ -246,13 +241,13 @@ class Worker:
             self._slot_freed()
             raise
 
-    def _run_job(self, queue: JobQueue, message: dict[str, Any], slot: bool = False) -> None:
+    def _run_job(self, queue: JobQueue, message: QueuedJob, slot: bool = False) -> None:
         try:
             self.process(queue, message)
         except Exception as exc:  # deleting the message failed: it comes again, a no-op then
             log.error(
                 "job %s: could not delete its message (%s: %s); it will be delivered again",
-                message.get("MessageId"),
+                message.job_id,
                 type(exc).__name__,
                 exc,
             )
@@ -265,13 +260,13 @@ class Worker:
             self._running -= 1
             self._slots.notify_all()
 
-    def _hand_back(self, queue: JobQueue, message: dict[str, Any]) -> None:
+    def _hand_back(self, queue: JobQueue, message: QueuedJob) -> None:
         """A message received while stopping: visible again at once, for the next worker."""
         try:
-            queue.retry_later(message["ReceiptHandle"], 0)
-            log.info("stopping: handed job message %s back", message.get("MessageId"))
+            queue.retry_later(message.receipt, 0)
+            log.info("stopping: handed job message %s back", message.job_id)
         except Exception as exc:  # it becomes visible when its visibility timeout ends
-            log.warning("could not hand back job message %s: %s", message.get("MessageId"), exc)
+            log.warning("could not hand back job message %s: %s", message.job_id, exc)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,8 +1,11 @@
 """Fixtures for the server tests: in-process moto, a Chalice test client, tokens, helpers.
 
-Resources are created with the same code as ``admin create-resources``. Sizes are shrunk via
-configuration (``UCS_PART_SIZE``, ``UCS_MIN_PART_SIZE``, ``UCS_COPY_PART_SIZE``) together with
-moto's minimum part size, so multipart paths run with kilobytes instead of megabytes.
+Every test that uses ``env`` runs on both state backends (the ``backend`` parameter):
+``dynamodb`` (in-process moto DynamoDB + SQS) and ``postgres`` (one database per session,
+from tests.helpers.postgres, emptied before each test; S3 is moto's in both). Resources are
+created with the same code as ``admin create-resources``. Sizes are shrunk via configuration
+(``UCS_PART_SIZE``, ``UCS_MIN_PART_SIZE``, ``UCS_COPY_PART_SIZE``) together with moto's
+minimum part size, so multipart paths run with kilobytes instead of megabytes.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import json
 import os
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Any
 
@@ -26,12 +29,14 @@ import moto.s3.models as moto_s3_models
 from chalice.test import Client
 from moto import mock_aws
 
-from tests.helpers import buildscripts
+from tests.helpers import buildscripts, postgres
 from ucs_lambda.adapters import sqs
-from ucs_lambda.adapters.dynamo import Repository
+from ucs_lambda.adapters.postgres import close_pools, migrate
 from ucs_lambda.adapters.provision import create_all
+from ucs_lambda.bootstrap import services
 from ucs_lambda.config import get_settings
 from ucs_lambda.domain.models import FileRecord
+from ucs_lambda.ports import QueuedJob, State
 
 moto_ranged = buildscripts.load("moto_ranged")
 
@@ -66,15 +71,49 @@ UNSET = (
     "AWS_REGION",
     "UCS_TOKEN_KEYS_PARAMETER",
     "UCS_STACK_FILE",
+    "UCS_STATE_BACKEND",
+    "UCS_DATABASE_URL",
 )
+
+BACKENDS = ("dynamodb", "postgres")
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """One migrated database for the session's PostgreSQL tests (tests.helpers.postgres).
+
+    Without a PostgreSQL server the postgres variants fail when ``PG_REQUIRED=1`` (CI) and
+    are skipped otherwise (a developer machine without build/pg-up.sh)."""
+    if not postgres.available():
+        if os.environ.get("PG_REQUIRED") == "1":
+            pytest.fail("PG_REQUIRED=1 but no PostgreSQL answers (build/pg-up.sh starts one)")
+        pytest.skip("no PostgreSQL running (build/pg-up.sh starts one)")
+    url = postgres.create_database("server")
+    try:
+        migrate(replace(get_settings(), state_backend="postgres", database_url=url))
+        yield url
+    finally:
+        close_pools()
+        postgres.drop_database(url)
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> dict[str, str]:
+    """The state backend under test, as environment variables (the PostgreSQL database is
+    emptied first)."""
+    if request.param == "dynamodb":
+        return {"UCS_STATE_BACKEND": "dynamodb"}
+    url = request.getfixturevalue("postgres_url")
+    postgres.truncate_all(url)
+    return {"UCS_STATE_BACKEND": "postgres", "UCS_DATABASE_URL": url}
 
 
 @pytest.fixture
-def env(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
+def env(monkeypatch: pytest.MonkeyPatch, backend: dict[str, str]) -> Iterator[dict[str, str]]:
     """Test configuration in ``os.environ`` and a fresh in-process moto with our resources."""
     for name in UNSET:
         monkeypatch.delenv(name, raising=False)
-    for name, value in ENV.items():
+    for name, value in {**ENV, **backend}.items():
         monkeypatch.setenv(name, value)
     monkeypatch.setattr(moto_s3_models, "S3_UPLOAD_PART_MIN_SIZE", PART)
     moto_ranged.patch_copy_conditions()  # copies conditional on the source ETag, as S3's
@@ -84,7 +123,12 @@ def env(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
     sqs.reset()
     with mock_aws():
         create_all(get_settings())
-        yield dict(ENV)
+        yield {**ENV, **backend}
+
+
+def state() -> State:
+    """The state ports of the configuration under test."""
+    return services().state
 
 
 @pytest.fixture
@@ -136,7 +180,7 @@ def register(
         submitters=frozenset(submitters),
         readers=frozenset(readers),
     )
-    Repository(get_settings()).register_file(record)
+    state().files.register_file(record)
     return record
 
 
@@ -201,14 +245,12 @@ def api(client: Client) -> Api:
 
 def queued_jobs() -> list[dict[str, Any]]:
     """Drain the job queue and return the message bodies."""
-    from ucs_lambda.adapters.sqs import JobQueue
-
-    q = JobQueue(get_settings())
+    q = services().queue
     found = []
     while True:
-        msgs = q.receive(wait_seconds=0)
+        msgs: list[QueuedJob] = q.receive(wait_seconds=0)
         if not msgs:
             return found
         for m in msgs:
-            found.append(json.loads(m["Body"]))
-            q.delete(m["ReceiptHandle"])
+            found.append(json.loads(m.body))
+            q.delete(m.receipt)

@@ -18,12 +18,11 @@ from moto.server import ThreadedMotoServer
 
 from ucs_lambda import admin, tokens
 from ucs_lambda.adapters import aws
-from ucs_lambda.adapters.dynamo import Repository
-from ucs_lambda.adapters.sqs import JobQueue
+from ucs_lambda.bootstrap import services
 from ucs_lambda.config import apply_stack_env, get_settings
 from ucs_lambda.worker import Worker
 
-from .conftest import Api, payload, queued_jobs, register
+from .conftest import Api, payload, queued_jobs, register, state
 
 ROOT = Path(__file__).resolve().parents[2]
 MD5 = "0123456789abcdef0123456789abcdef"
@@ -36,7 +35,13 @@ def run(*argv: str) -> int:
 def test_create_resources_is_idempotent(env: dict, capsys: pytest.CaptureFixture) -> None:
     assert run("create-resources") == 0  # the fixture already created everything
     out = json.loads(capsys.readouterr().out)
-    assert out["tables"] == [] and out["buckets"] == []
+    assert out["buckets"] == []
+    if env["UCS_STATE_BACKEND"] == "postgres":
+        assert out == {"migrations": [], "buckets": []}
+    else:
+        assert out["tables"] == []
+        table = aws.client("dynamodb", get_settings()).describe_table(TableName="t-uploads")
+        assert table["Table"]["GlobalSecondaryIndexes"][0]["IndexName"] == "file_id-index"
     s3 = aws.client("s3", get_settings())
     rules = s3.get_bucket_lifecycle_configuration(Bucket="t-inbox")["Rules"]
     assert rules[0]["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"] == 14
@@ -44,8 +49,6 @@ def test_create_resources_is_idempotent(env: dict, capsys: pytest.CaptureFixture
     for bucket in ("t-permanent", "t-outbox"):
         (rule,) = s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
         assert rule["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"] == 2
-    table = aws.client("dynamodb", get_settings()).describe_table(TableName="t-uploads")
-    assert table["Table"]["GlobalSecondaryIndexes"][0]["IndexName"] == "file_id-index"
 
 
 def test_register_grant_and_token(env: dict, capsys: pytest.CaptureFixture) -> None:
@@ -67,10 +70,10 @@ def test_register_grant_and_token(env: dict, capsys: pytest.CaptureFixture) -> N
     )
     meta = json.loads(capsys.readouterr().out)
     assert meta["format"] == "fastq.gz" and meta["md5_checksum"] == MD5
-    f = Repository(get_settings()).get_file("F9")
+    f = state().files.get_file("F9")
     assert f is not None and f.submitters == {"alice"} and f.readers == frozenset()
     assert run("grant", "--file-id", "F9", "--user", "bob") == 0
-    f = Repository(get_settings()).get_file("F9")
+    f = state().files.get_file("F9")
     assert f is not None and f.readers == {"bob"}
     capsys.readouterr()
     assert run("mint-token", "--user", "bob", "--ttl", "60") == 0
@@ -94,7 +97,7 @@ def test_register_file_validation(
     args = [x for kv in base.items() for x in kv] + ["--submitter", "alice"]
     assert run("register-file", *args) == 2
     assert message in capsys.readouterr().err
-    assert Repository(get_settings()).get_file("F9") is None
+    assert state().files.get_file("F9") is None
 
 
 def test_register_twice_and_grant_unknown(env: dict, capsys: pytest.CaptureFixture) -> None:
@@ -180,14 +183,14 @@ def test_worker_processes_and_deletes(api: Api) -> None:
     data = payload(1000)
     register("F1", data)
     uid = api.upload_file(data)["upload_id"]
-    q = JobQueue(get_settings())
+    q = services().queue
     q.send({"job": "nope"})  # invalid: dropped
     worker = Worker(sweep_seconds=0, wait_seconds=0)
     handled = 0
     for _ in range(5):
         handled += worker.run_once()
     assert handled == 2
-    rec = Repository(get_settings()).get_upload(uid)
+    rec = state().uploads.get_upload(uid)
     assert rec is not None and rec.upload_status.value == "accepted"
     assert queued_jobs() == []
 
@@ -201,7 +204,7 @@ def test_worker_leaves_failed_jobs_for_redelivery(
         raise RuntimeError("transient")
 
     monkeypatch.setattr(jobs, "handle_message", boom)
-    JobQueue(get_settings()).send({"job": "validate", "upload_id": "x"})
+    services().queue.send({"job": "validate", "upload_id": "x"})
     worker = Worker(sweep_seconds=0, wait_seconds=0, retry_delay=0)
     assert worker.run_once() == 1
     assert queued_jobs() == [{"job": "validate", "upload_id": "x"}]  # still there

@@ -12,20 +12,20 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 import requests
 
+from tests.helpers import stored_state as tamper_with
 from ucs_lambda import jobs
-from ucs_lambda.adapters import aws, dynamo
-from ucs_lambda.adapters.dynamo import Repository
-from ucs_lambda.adapters.s3 import Storage
+from ucs_lambda.adapters import aws
+from ucs_lambda.adapters.s3 import S3Storage
+from ucs_lambda.bootstrap import services
 from ucs_lambda.config import get_settings
 from ucs_lambda.domain.models import FileRecord, StagingProgress
 from ucs_lambda.services.downloads import (
     MAX_RETRY_AFTER,
     UNMEASURED_RETRY_AFTER,
-    DownloadService,
     estimate_staging,
 )
 
-from .conftest import PART, Api, md5, payload, queued_jobs, register
+from .conftest import PART, Api, md5, payload, queued_jobs, register, state
 
 DATA = payload(3 * PART + 100)
 OBJ = "/ga4gh/drs/v1/objects/F1"
@@ -46,7 +46,7 @@ def accepted_file(api: Api, readers: tuple[str, ...] = ("rita",)) -> None:
     while batch := queued_jobs():  # (continuations too, when a test lowered the budget)
         for job in batch:
             jobs.handle_message(job)
-    rec = Repository(get_settings()).get_upload(uid)
+    rec = state().uploads.get_upload(uid)
     assert rec is not None and rec.upload_status.value == "accepted"
 
 
@@ -110,7 +110,7 @@ def test_staging_then_object(api: Api) -> None:
     assert requests.get(url, timeout=10).content == DATA
     ranged = requests.get(url, headers={"Range": "bytes=10-19"}, timeout=10)
     assert ranged.content == DATA[10:20]
-    f = Repository(get_settings()).get_file("F1")
+    f = state().files.get_file("F1")
     assert f is not None and f.staged_at is not None and f.staging_started is None
 
 
@@ -166,8 +166,8 @@ def test_stage_replay_is_harmless(api: Api, monkeypatch: pytest.MonkeyPatch) -> 
     get(api)
     run_jobs()
     calls = []
-    monkeypatch.setattr(Storage, "copy_object", lambda self, *a, **k: calls.append(a))
-    monkeypatch.setattr(Storage, "copy_parts", lambda self, *a, **k: calls.append(a))
+    monkeypatch.setattr(S3Storage, "copy_object", lambda self, *a, **k: calls.append(a))
+    monkeypatch.setattr(S3Storage, "copy_parts", lambda self, *a, **k: calls.append(a))
     jobs.handle_message({"job": "stage", "file_id": "F1"})  # duplicate delivery
     jobs.handle_message({"job": "stage", "file_id": "NOPE"})  # unknown file: no-op
     assert calls == []
@@ -182,7 +182,7 @@ def test_staging_marker_expires(api: Api, monkeypatch: pytest.MonkeyPatch) -> No
     assert get(api).status_code == 202
     assert queued_jobs() == []  # marker still fresh: no new job
     old = time.time() - 2 * 3600
-    dynamo.FileItem("F1").update(actions=[dynamo.FileItem.staging_started.set(old)])
+    tamper_with.file("F1", staging_started=old)
     assert get(api).status_code == 202
     assert run_jobs() == [{"job": "stage", "file_id": "F1"}]
     assert get(api).status_code == 200
@@ -193,14 +193,14 @@ def test_failed_staging_is_retried(api: Api, monkeypatch: pytest.MonkeyPatch) ->
     get(api)
     messages = queued_jobs()
 
-    def broken(self: Storage, *a: Any, **k: Any) -> None:
+    def broken(self: S3Storage, *a: Any, **k: Any) -> None:
         raise RuntimeError("copy failed")
 
     with monkeypatch.context() as m:
-        m.setattr(Storage, "copy_object", broken)
+        m.setattr(S3Storage, "copy_object", broken)
         with pytest.raises(RuntimeError):
             jobs.handle_message(messages[0])  # SQS would redeliver
-    f = Repository(get_settings()).get_file("F1")
+    f = state().files.get_file("F1")
     assert f is not None and f.staging_started is not None and f.staged_at is None
     jobs.handle_message(messages[0])  # the redelivery succeeds
     assert get(api).status_code == 200
@@ -224,7 +224,7 @@ def test_outbox_cleanup(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
     assert keys("t-outbox") == ["F1"]
     assert jobs.cleanup_outbox(now=time.time() + 8 * 24 * 3600) == 1
     assert keys("t-outbox") == []
-    f = Repository(get_settings()).get_file("F1")
+    f = state().files.get_file("F1")
     assert f is not None and f.staged_at is None and f.staging_started is None
     assert keys("t-permanent") == ["F1"]
     assert get(api).status_code == 202  # staged again on demand
@@ -326,7 +326,7 @@ def test_a_staging_copy_over_many_runs_completes_and_shows_its_progress(
         body == DATA and hashlib.sha256(body).hexdigest() == r.json_body["checksums"][1]["checksum"]
     )
     assert s3().list_multipart_uploads(Bucket="t-outbox").get("Uploads", []) == []
-    f = Repository(get_settings()).get_file("F1")
+    f = state().files.get_file("F1")
     assert f is not None and f.staging is None and f.staged_at is not None
 
 
@@ -342,7 +342,7 @@ def test_a_permanent_object_replaced_during_staging_is_never_staged(
     run_jobs()
     assert keys("t-outbox") == []
     assert s3().list_multipart_uploads(Bucket="t-outbox").get("Uploads", []) == []
-    f = Repository(get_settings()).get_file("F1")
+    f = state().files.get_file("F1")
     assert f is not None and f.staging is None and f.staged_at is None
     assert get(api).status_code == 202  # a new request claims staging again (and fails again)
 
@@ -352,12 +352,12 @@ def test_two_staging_runs_never_copy_at_once(api: Api, staged_in_parts: None) ->
     accepted_file(api)
     get(api)
     message = queued_jobs()[0]
-    service = DownloadService.from_env()
-    owner_file = Repository(get_settings()).claim_staging_run("F1", "other-run", time.time(), 60)
+    service = services().downloads
+    owner_file = state().claims.claim_staging_run("F1", "other-run", time.time(), 60)
     assert owner_file is not None
     assert service.stage("F1") is None  # the lease is held: nothing copied
     assert keys("t-outbox") == []
-    Repository(get_settings()).release_staging_run("F1", "other-run")
+    state().claims.release_staging_run("F1", "other-run")
     jobs.handle_message(message)
     run_jobs()
     assert get(api).status_code == 200

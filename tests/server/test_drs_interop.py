@@ -18,12 +18,10 @@ import pytest
 import requests
 
 from ucs_lambda import jobs
-from ucs_lambda.adapters import dynamo
-from ucs_lambda.adapters.dynamo import Repository
-from ucs_lambda.adapters.sqs import JobQueue, JobQueueError
-from ucs_lambda.config import get_settings
+from ucs_lambda.bootstrap import services
+from ucs_lambda.ports import JobQueueError
 
-from .conftest import KEY, Api, payload, queued_jobs, register, token
+from .conftest import KEY, Api, payload, queued_jobs, register, state, token
 from .test_drs import DATA, drs_error, get, run_jobs
 
 PREFIX = "/ga4gh/drs/v1"
@@ -36,7 +34,7 @@ def accepted(api: Api, file_id: str, data: bytes = DATA, readers: tuple[str, ...
     api.upload_file(data, file_id=file_id)
     for job in queued_jobs():
         jobs.handle_message(job)
-    rec = Repository(get_settings()).get_file(file_id)
+    rec = state().files.get_file(file_id)
     assert rec is not None and rec.accepted_upload_id
 
 
@@ -194,16 +192,16 @@ def test_bulk_requests_staging_of_every_object_in_one_call(
     for i, file_id in enumerate(ids):
         accepted(api, file_id, payload(1000 + i, seed=i))
     calls: list[int] = []
-    real_batch_get = dynamo.FileItem.batch_get.__func__
+    files = type(state().files)
+    real_get_files = files.get_files
 
-    def counting_batch_get(cls: Any, items: Any, *a: Any, **k: Any) -> Any:
-        items = list(items)
-        calls.append(len(items))
-        return real_batch_get(cls, items, *a, **k)
+    def counting_get_files(self: Any, file_ids: list[str]) -> Any:
+        calls.append(len(file_ids))
+        return real_get_files(self, file_ids)
 
     with monkeypatch.context() as m:
-        m.setattr(dynamo.FileItem, "batch_get", classmethod(counting_batch_get))
-        m.setattr(dynamo.FileItem, "get", None)  # no item-by-item reads
+        m.setattr(files, "get_files", counting_get_files)
+        m.setattr(files, "get_file", None)  # no item-by-item reads
         body = bulk(api, ids).json_body
     assert calls == [12]
     assert body["summary"] == {"requested": 12, "resolved": 0, "unresolved": 12}
@@ -274,14 +272,14 @@ def test_bulk_frees_claims_when_jobs_cannot_be_queued(
     accepted(api, "F1")
     accepted(api, "F2", payload(10, seed=2))
 
-    def refuse(self: JobQueue, bodies: list[dict]) -> None:
+    def refuse(self: Any, bodies: list[dict]) -> None:
         raise JobQueueError("queue down", bodies)
 
     with monkeypatch.context() as m:
-        m.setattr(JobQueue, "send_many", refuse)
+        m.setattr(type(services().queue), "send_many", refuse)
         assert bulk(api, ["F1", "F2"]).status_code == 500
-    repo = Repository(get_settings())
-    assert all(repo.get_file(f).staging_started is None for f in ("F1", "F2"))  # type: ignore[union-attr]
+    repo = state()
+    assert all(repo.files.get_file(f).staging_started is None for f in ("F1", "F2"))  # type: ignore[union-attr]
     bulk(api, ["F1", "F2"])  # the next request queues them
     assert sorted(j["file_id"] for j in queued_jobs()) == ["F1", "F2"]
 
@@ -289,7 +287,7 @@ def test_bulk_frees_claims_when_jobs_cannot_be_queued(
 def test_send_many_reports_the_entries_sqs_refused(
     env: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    queue = JobQueue(get_settings())
+    queue = services().queue
     bodies = [{"job": "stage", "file_id": f"F{i}"} for i in range(12)]
     real = queue.client.send_message_batch
 

@@ -16,9 +16,9 @@ import boto3
 import pytest
 from chalice.local import LambdaContext, LambdaEventConverter, RouteMatcher
 
-from tests.server.conftest import ENV, KEY, PART, Api, register, token
+from tests.server.conftest import ENV, KEY, PART, Api, register, state, token
 from ucs_lambda import jobs, tokens
-from ucs_lambda.adapters.dynamo import AttemptsSpent, ConditionLost, Repository, UploadItem
+from ucs_lambda.adapters.dynamo import UploadItem
 from ucs_lambda.adapters.provision import create_tables
 from ucs_lambda.config import get_settings
 from ucs_lambda.domain.attempts import AttemptBudget
@@ -26,6 +26,7 @@ from ucs_lambda.domain.claims import TokenPolicy, check_claims
 from ucs_lambda.domain.errors import NotAuthenticated
 from ucs_lambda.domain.models import UploadRecord, UploadStatus
 from ucs_lambda.domain.parts import PartBeyondFile, part_length
+from ucs_lambda.ports import AttemptsSpent, ConditionLost
 
 # ---- the Lambda event path ------------------------------------------------------------------
 
@@ -121,7 +122,7 @@ def test_a_429_after_a_stale_read_leaves_no_multipart_upload(
     assert r.status_code == 429 and json.loads(r.body)["exception_id"] == "tooManyUploadAttempts"
     s3 = boto3.client("s3", region_name="us-east-1")
     assert not s3.list_multipart_uploads(Bucket=ENV["UCS_INBOX_BUCKET"]).get("Uploads")
-    assert len(Repository(get_settings()).uploads_for_file("F1")) == 1
+    assert len(state().uploads.uploads_for_file("F1")) == 1
 
 
 # ---- token claims ---------------------------------------------------------------------------
@@ -220,15 +221,15 @@ def test_attempt_window_counts_created_uploads_then_opens_again(env: dict) -> No
     """Item 5: the fixed window opens with the first upload and ends ``window`` seconds later;
     the count changes in the creating transaction, so it is exactly the uploads created."""
     register("F1")
-    repo = Repository(get_settings())
+    repo = state()
     start, window, n = 1_000_000, 100, 0
 
     def create(now: int) -> None:
         nonlocal n
         n += 1
         upload = new_upload("F1", n)
-        repo.create_upload(upload, AttemptBudget(3, window, now))
-        assert repo.release(upload, UploadStatus.CANCELLED)
+        repo.uploads.create_upload(upload, AttemptBudget(3, window, now))
+        assert repo.uploads.release(upload, UploadStatus.CANCELLED)
 
     for i in range(3):
         create(start + i)
@@ -239,32 +240,33 @@ def test_attempt_window_counts_created_uploads_then_opens_again(env: dict) -> No
     assert AttemptBudget(3, window, start + window - 1).retry_after(start) == 1
     assert AttemptBudget(3, window, start + 2).retry_after(start) == window - 2
     create(start + window)  # the window ended: a new one opens
-    file = repo.get_file("F1")
+    file = repo.files.get_file("F1")
     assert (file.attempt_window_start, file.attempt_count) == (start + window, 1)
-    assert len(repo.uploads_for_file("F1")) == 4  # the refused ones wrote nothing
+    assert len(repo.uploads.uploads_for_file("F1")) == 4  # the refused ones wrote nothing
 
 
 def test_a_held_lock_is_not_an_attempt(env: dict) -> None:
     """Requests that find an active upload (racing creates, retries) use up nothing."""
     register("F1")
-    repo = Repository(get_settings())
+    repo = state()
     budget = AttemptBudget(3, 100, 1_000_000)
-    repo.create_upload(new_upload("F1", 1), budget)
+    repo.uploads.create_upload(new_upload("F1", 1), budget)
     for n in range(2, 6):
         with pytest.raises(ConditionLost):
-            repo.create_upload(new_upload("F1", n), budget)
-    assert repo.get_file("F1").attempt_count == 1
+            repo.uploads.create_upload(new_upload("F1", n), budget)
+    assert repo.files.get_file("F1").attempt_count == 1
     with pytest.raises(ConditionLost):
-        repo.create_upload(new_upload("nope", 9), budget)
+        repo.uploads.create_upload(new_upload("nope", 9), budget)
 
 
 # ---- the sweep's index ----------------------------------------------------------------------
 
 
 def test_the_sweep_queries_the_status_index_and_never_scans(
-    api: Api, monkeypatch: pytest.MonkeyPatch
+    api: Api, env: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Item 5: stale pending and long-uploaded uploads are found without a table scan."""
+    """Item 5: stale pending and long-uploaded uploads are found without a table scan
+    (on PostgreSQL by the (status, updated) index; the DynamoDB variant checks no Scan)."""
     register("F1")
     register("F2", data=b"x" * 10)
     stale = api.create_upload("F1")
@@ -275,7 +277,8 @@ def test_the_sweep_queries_the_status_index_and_never_scans(
     def no_scan(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("the sweep scanned the uploads table")
 
-    monkeypatch.setattr(UploadItem, "scan", classmethod(no_scan))
+    if env["UCS_STATE_BACKEND"] == "dynamodb":
+        monkeypatch.setattr(UploadItem, "scan", classmethod(no_scan))
     # Not yet stale: nothing happens.
     assert jobs.sweep_stale_uploads() == {"cancelled": 0, "requeued": 0}
     later = datetime.now(timezone.utc) + timedelta(days=8)
@@ -285,6 +288,7 @@ def test_the_sweep_queries_the_status_index_and_never_scans(
     )
 
 
+@pytest.mark.parametrize("backend", ["dynamodb"], indirect=True)
 def test_create_resources_adds_the_status_index_to_an_older_table(env: dict) -> None:
     """An uploads table made before ``upload_status-index`` existed gets it added."""
     client = boto3.client("dynamodb", region_name="us-east-1")

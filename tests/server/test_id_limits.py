@@ -20,14 +20,12 @@ from moto.dynamodb.exceptions import HashKeyTooLong, MockValidationException
 from moto.dynamodb.models import DynamoDBBackend
 
 from ucs_lambda import admin
-from ucs_lambda.adapters.dynamo import Repository
 from ucs_lambda.app import FALLBACK_VIEWS, app
-from ucs_lambda.config import get_settings
 from ucs_lambda.domain.errors import InvalidRequest
 from ucs_lambda.domain.ids import MAX_ID_BYTES, check_id, check_ids, id_problem
 from ucs_lambda.routes.common import KEY_PARAMS
 
-from .conftest import Api, register
+from .conftest import Api, register, state
 
 ROOT = Path(__file__).resolve().parents[2]
 MD5 = "0123456789abcdef0123456789abcdef"
@@ -110,11 +108,11 @@ def test_check_id_and_ids() -> None:
 
 def test_the_fixture_refuses_what_dynamodb_refuses(env: dict) -> None:
     """Without the route checks these reads fail in the store (the 500s seen before)."""
-    repo = Repository(get_settings())
+    repo = state()
     for bad in BAD_IDS.values():
         with pytest.raises(Exception, match="ValidationException"):
-            repo.get_file(bad)
-    assert repo.get_file(AT_LIMIT["multibyte"]) is None
+            repo.files.get_file(bad)
+    assert repo.files.get_file(AT_LIMIT["multibyte"]) is None
 
 
 # ---- every route with an id in its path ---------------------------------------------------

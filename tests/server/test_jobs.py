@@ -9,21 +9,22 @@ from typing import Any
 import pytest
 from chalice.test import Client
 
+from tests.helpers import stored_state as tamper_with
 from ucs_lambda import jobs
 from ucs_lambda.adapters import aws
-from ucs_lambda.adapters.dynamo import Repository
-from ucs_lambda.adapters.s3 import Part, Storage
+from ucs_lambda.adapters.s3 import S3Storage
 from ucs_lambda.config import get_settings
 from ucs_lambda.domain.integrity import multipart_etag
 from ucs_lambda.domain.models import UploadStatus
+from ucs_lambda.ports import Part, State
 
-from .conftest import PART, Api, md5, payload, queued_jobs, register
+from .conftest import PART, Api, md5, payload, queued_jobs, register, state
 
 DATA = payload(3 * PART + 100)
 
 
-def repo() -> Repository:
-    return Repository(get_settings())
+def repo() -> State:
+    return state()
 
 
 def s3() -> Any:
@@ -35,7 +36,7 @@ def keys(bucket: str) -> list[str]:
 
 
 def status(upload_id: str) -> str:
-    rec = repo().get_upload(upload_id)
+    rec = repo().uploads.get_upload(upload_id)
     assert rec is not None
     return rec.upload_status.value
 
@@ -55,14 +56,14 @@ def test_accept_copies_to_permanent(api: Api) -> None:
     uid = uploaded(api)
     run_validation(uid)
     assert status(uid) == "accepted"
-    rec = repo().get_upload(uid)
+    rec = repo().uploads.get_upload(uid)
     assert rec is not None and rec.status_reason is None
     assert keys("t-inbox") == []
     assert keys("t-permanent") == ["F1"]
     obj = s3().get_object(Bucket="t-permanent", Key="F1")
     assert obj["Body"].read() == DATA
     assert obj["Metadata"]["upload-id"] == uid
-    f = repo().get_file("F1")
+    f = repo().files.get_file("F1")
     assert f is not None and f.accepted_upload_id == uid and f.active_upload_id == uid
 
 
@@ -71,13 +72,13 @@ def test_accept_without_client_checksums_reads_every_byte(
 ) -> None:
     """The reference client sends only ``upload_status``: the server reads the object itself."""
     read: list[tuple[int, int]] = []
-    real = Storage.read_range
+    real = S3Storage.read_range
 
-    def spy(self: Storage, bucket: str, key: str, first: int, last: int, etag: str) -> bytes:
+    def spy(self: S3Storage, bucket: str, key: str, first: int, last: int, etag: str) -> bytes:
         read.append((first, last))
         return real(self, bucket, key, first, last, etag)
 
-    monkeypatch.setattr(Storage, "read_range", spy)
+    monkeypatch.setattr(S3Storage, "read_range", spy)
     uid = uploaded(api, checksums=False)
     run_validation(uid)
     assert status(uid) == "accepted"
@@ -92,14 +93,14 @@ def test_objects_above_the_old_read_limit_are_read_too(
     """``UCS_VALIDATE_READ_MAX`` is gone: no size accepts on part checksums alone (issue 10)."""
     monkeypatch.setenv("UCS_VALIDATE_READ_MAX", str(PART))
     read: list[int] = []
-    real = Storage.read_range
+    real = S3Storage.read_range
 
-    def spy(self: Storage, *a: Any) -> bytes:
+    def spy(self: S3Storage, *a: Any) -> bytes:
         data = real(self, *a)
         read.append(len(data))
         return data
 
-    monkeypatch.setattr(Storage, "read_range", spy)
+    monkeypatch.setattr(S3Storage, "read_range", spy)
     uid = uploaded(api)
     run_validation(uid)
     assert status(uid) == "accepted" and sum(read) == len(DATA)
@@ -107,11 +108,11 @@ def test_objects_above_the_old_read_limit_are_read_too(
 
 def _assert_rejected(api: Api, uid: str, words: str) -> None:
     run_validation(uid)
-    rec = repo().get_upload(uid)
+    rec = repo().uploads.get_upload(uid)
     assert rec is not None and rec.upload_status is UploadStatus.REJECTED
     assert words in (rec.status_reason or "")
     assert keys("t-inbox") == [] and keys("t-permanent") == []
-    f = repo().get_file("F1")
+    f = repo().files.get_file("F1")
     assert f is not None and f.active_upload_id is None and f.accepted_upload_id is None
     body = api.call("GET", f"/uploads/{uid}").json_body
     assert body["upload_status"] == "rejected" and words in body["status_reason"]
@@ -145,7 +146,7 @@ def test_reject_on_registered_checksum_without_client_checksums(api: Api) -> Non
 
 
 def repo_reason(uid: str) -> str | None:
-    rec = repo().get_upload(uid)
+    rec = repo().uploads.get_upload(uid)
     return rec.status_reason if rec else None
 
 
@@ -162,19 +163,12 @@ def test_reject_on_part_checksums(api: Api) -> None:
 
 def test_reject_on_object_etag(api: Api) -> None:
     uid = uploaded(api)
-    rec = repo().get_upload(uid)
+    rec = repo().uploads.get_upload(uid)
     assert rec is not None
     # Pretend S3 listed other part ETags than the ones the object consists of.
-    from ucs_lambda.adapters import dynamo
-
-    item = dynamo.UploadItem.get(uid)
-    segment = dynamo.UploadItem.segments_done["1"]  # type: ignore[index]
-    item.update(
-        actions=[
-            segment["parts"].set(bytes(16) * 4),
-            dynamo.UploadItem.client_part_md5s.remove(),
-        ]
-    )
+    done = rec.segments_done[1]
+    tamper_with.segment_done(uid, 1, etag=done.etag, part_etags=("0" * 32,) * 4)
+    tamper_with.upload(uid, client_part_md5s=None)
     _assert_rejected(api, uid, "ETag")
 
 
@@ -189,7 +183,7 @@ def test_replay_is_harmless(api: Api) -> None:
 
 def test_missing_object_is_rejected(api: Api) -> None:
     uid = uploaded(api)
-    rec = repo().get_upload(uid)
+    rec = repo().uploads.get_upload(uid)
     assert rec is not None
     s3().delete_object(Bucket="t-inbox", Key=rec.object_key)
     _assert_rejected(api, uid, "missing")
@@ -252,15 +246,15 @@ def test_cancel_during_validation_discards_the_copy(
     """Cancelled just after the accept copy landed: the copy is removed, nothing accepted."""
     monkeypatch.setenv("UCS_SINGLE_COPY_MAX", str(single_copy_max))
     uid = uploaded(api)
-    real = getattr(Storage, step)
+    real = getattr(S3Storage, step)
 
-    def copy_then_cancel(self: Storage, *a: Any, **k: Any) -> None:
+    def copy_then_cancel(self: S3Storage, *a: Any, **k: Any) -> None:
         real(self, *a, **k)
         assert (
             api.call("PATCH", f"/uploads/{uid}", {"upload_status": "cancelled"}).status_code == 204
         )
 
-    monkeypatch.setattr(Storage, step, copy_then_cancel)
+    monkeypatch.setattr(S3Storage, step, copy_then_cancel)
     run_validation(uid)
     assert status(uid) == "cancelled"
     assert keys("t-permanent") == [] and keys("t-inbox") == []
@@ -269,7 +263,7 @@ def test_cancel_during_validation_discards_the_copy(
 
 def test_etag_helper_matches_s3(api: Api) -> None:
     uid = uploaded(api)
-    rec = repo().get_upload(uid)
+    rec = repo().uploads.get_upload(uid)
     assert rec is not None
     segment = rec.segments_done[1]
     assert segment.etag == multipart_etag(list(segment.part_etags))
@@ -294,7 +288,7 @@ def test_stale_pending_upload_is_cancelled(api: Api) -> None:
     }
     assert status(uid) == "pending"
     assert jobs.sweep_stale_uploads(now=later)["cancelled"] == 1
-    rec = repo().get_upload(uid)
+    rec = repo().uploads.get_upload(uid)
     assert rec is not None and rec.upload_status is UploadStatus.CANCELLED
     assert "stale" in (rec.status_reason or "")
     assert _multiparts() == []
@@ -305,7 +299,7 @@ def test_recent_parts_keep_an_upload_alive(api: Api, monkeypatch: pytest.MonkeyP
     register("F1", DATA)
     uid = api.create_upload("F1")["upload_id"]
     later = datetime.now(timezone.utc) + timedelta(days=8)
-    monkeypatch.setattr(Storage, "list_parts", lambda self, *a: [Part(1, PART, "0" * 32, later)])
+    monkeypatch.setattr(S3Storage, "list_parts", lambda self, *a: [Part(1, PART, "0" * 32, later)])
     assert jobs.sweep_stale_uploads(now=later)["cancelled"] == 0
     assert status(uid) == "pending"
 

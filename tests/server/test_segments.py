@@ -16,16 +16,17 @@ from typing import Any
 import pytest
 import requests
 
+from tests.helpers import stored_state as tamper_with
 from ucs_lambda import jobs
 from ucs_lambda.adapters import dynamo
-from ucs_lambda.adapters.s3 import Storage
+from ucs_lambda.adapters.s3 import S3Storage
+from ucs_lambda.bootstrap import services
 from ucs_lambda.config import get_settings
 from ucs_lambda.domain.models import StoredSegment, UploadRecord, UploadStatus
 from ucs_lambda.domain.parts import GiB, MiB, TiB, part_size_for
 from ucs_lambda.domain.segments import MAX_SEGMENTS, SegmentLayout
-from ucs_lambda.services.uploads import UploadService
 
-from .conftest import PART, Api, md5, payload, queued_jobs, register
+from .conftest import PART, Api, md5, payload, queued_jobs, register, state
 from .test_jobs import keys, repo, s3
 from .test_validation import details, other_bytes, run_jobs
 
@@ -160,7 +161,7 @@ def test_parts_go_to_their_segments_multipart_upload(api: Api, segmented: None) 
     assert f"/F1/{uid}?" in urls[1] and "partNumber=2" in urls[2]
     assert f"/F1/{uid}/2?" in urls[3] and "partNumber=1" in urls[3]
     assert f"/F1/{uid}/3?" in urls[6] and "partNumber=2" in urls[6]
-    rec = repo().get_upload(uid)
+    rec = repo().uploads.get_upload(uid)
     assert rec is not None and sorted(rec.segment_uploads) == [1, 2, 3]
     assert sorted(inbox_uploads()) == [f"F1/{uid}", f"F1/{uid}/2", f"F1/{uid}/3"]
     presign(api, uid, [4, 5])  # the same segments again: nothing new opened
@@ -173,11 +174,12 @@ def test_racing_requests_open_a_segment_once(api: Api, segmented: None) -> None:
     data = payload(4 * PART)
     register("F1", data)
     uid = api.create_upload("F1")["upload_id"]
-    rec = repo().get_upload(uid)
+    rec = repo().uploads.get_upload(uid)
     assert rec is not None
-    service = UploadService.from_env()
+    service = services().uploads
     barrier = threading.Barrier(2)
-    real = dynamo.Repository.open_segment
+    uploads = type(state().uploads)
+    real = uploads.open_segment
 
     def open_together(self: Any, *a: Any) -> bool:
         barrier.wait(timeout=10)
@@ -185,7 +187,7 @@ def test_racing_requests_open_a_segment_once(api: Api, segmented: None) -> None:
 
     results: list[dict[int, str]] = []
     with pytest.MonkeyPatch.context() as m:
-        m.setattr(dynamo.Repository, "open_segment", open_together)
+        m.setattr(uploads, "open_segment", open_together)
         threads = [
             threading.Thread(target=lambda: results.append(service._open_segments(rec, {2})))
             for _ in range(2)
@@ -195,7 +197,7 @@ def test_racing_requests_open_a_segment_once(api: Api, segmented: None) -> None:
         for t in threads:
             t.join(timeout=20)
     assert len(results) == 2 and results[0] == results[1]
-    kept = repo().get_upload(uid)
+    kept = repo().uploads.get_upload(uid)
     assert kept is not None and kept.segment_uploads[2] == results[0][2]
     assert inbox_uploads().count(f"F1/{uid}/2") == 1
 
@@ -222,7 +224,7 @@ def test_a_streamed_upload_is_verified_and_stored_while_it_is_sent(
     assert verified == [2 * PART, 4 * PART, 6 * PART]  # growing while the client sends
     assert permanent_uploads() == ["F1"]  # the assembly runs beside the upload
     listed = s3().list_parts(
-        Bucket="t-permanent", Key="F1", UploadId=repo().get_upload(uid).copy_upload_id
+        Bucket="t-permanent", Key="F1", UploadId=repo().uploads.get_upload(uid).copy_upload_id
     )
     assert [p["PartNumber"] for p in listed["Parts"]] == [1, 2, 3, 4, 5, 6]
     send(api, uid, data, [7, 8])
@@ -232,7 +234,7 @@ def test_a_streamed_upload_is_verified_and_stored_while_it_is_sent(
     assert (body["upload_status"], body["verified_bytes"]) == ("accepted", len(data))
     stored = s3().get_object(Bucket="t-permanent", Key="F1")
     assert stored["Body"].read() == data and stored["ETag"].strip('"').endswith("-8")
-    f = repo().get_file("F1")
+    f = repo().files.get_file("F1")
     assert f is not None and f.sha256_checksum == hashlib.sha256(data).hexdigest()
     assert f.permanent_etag == stored["ETag"].strip('"')
     assert keys("t-inbox") == [] and inbox_uploads() == [] and permanent_uploads() == []
@@ -320,9 +322,7 @@ def test_a_confirmed_upload_with_a_segment_not_stored_gets_no_verdict_on_a_prefi
     up = api.create_upload("F1")
     api.put_parts(up["upload_id"], data, up["part_size"])
     assert api.confirm(up["upload_id"]).status_code == 204
-    dynamo.UploadItem(up["upload_id"]).update(
-        actions=[dynamo.UploadItem.segments_done["2"].set({"etag": "", "parts": b""})]  # type: ignore[index]
-    )
+    tamper_with.segment_done(up["upload_id"], 2, etag="", part_etags=())
     run_jobs()
     body = details(api, up["upload_id"])
     assert body["upload_status"] == "rejected", body
@@ -396,13 +396,13 @@ def test_a_segment_replaced_between_plan_and_copy_never_reaches_the_permanent_bu
     uid = api.create_upload("F1")["upload_id"]
     send(api, uid, data, [1, 2])
     assert complete(api, uid, 1).status_code == 200
-    real = Storage.copy_parts
+    real = S3Storage.copy_parts
 
-    def replace_then_copy(self: Storage, *a: Any, **k: Any) -> Any:
+    def replace_then_copy(self: S3Storage, *a: Any, **k: Any) -> Any:
         s3().put_object(Bucket="t-inbox", Key=f"F1/{uid}", Body=other_bytes(data[: 2 * PART]))
         return real(self, *a, **k)
 
-    monkeypatch.setattr(Storage, "copy_parts", replace_then_copy)
+    monkeypatch.setattr(S3Storage, "copy_parts", replace_then_copy)
     run_jobs()
     body = details(api, uid)
     assert body["upload_status"] == "failed"  # pending: failed; once confirmed: rejected
@@ -420,26 +420,28 @@ def test_a_single_copy_of_a_replaced_segment_is_refused(
     up = api.create_upload("F1")
     api.put_parts(up["upload_id"], data, up["part_size"])
     assert api.confirm(up["upload_id"]).status_code == 204
-    real = Storage.copy_object
+    real = S3Storage.copy_object
 
-    def replace_then_copy(self: Storage, *a: Any, **k: Any) -> Any:
+    def replace_then_copy(self: S3Storage, *a: Any, **k: Any) -> Any:
         s3().put_object(Bucket="t-inbox", Key=f"F1/{up['upload_id']}", Body=other_bytes(data))
         return real(self, *a, **k)
 
-    monkeypatch.setattr(Storage, "copy_object", replace_then_copy)
+    monkeypatch.setattr(S3Storage, "copy_object", replace_then_copy)
     run_jobs()
     body = details(api, up["upload_id"])
     assert body["upload_status"] == "rejected" and "changed" in body["status_reason"]
     assert keys("t-permanent") == []
 
 
+@pytest.mark.parametrize("backend", ["dynamodb"], indirect=True)
 def test_an_upload_created_before_segments_is_finished_as_one_segment(api: Api) -> None:
     """A pending upload of the previous version (no segment attributes) is presigned,
-    listed, confirmed and verified as one segment of all its parts."""
+    listed, confirmed and verified as one segment of all its parts. Only DynamoDB holds
+    uploads of that version (PostgreSQL came after segments)."""
     data = payload(3 * PART + 10, seed=35)
     register("F1", data)
     uid = api.create_upload("F1")["upload_id"]
-    item = dynamo.UploadItem.get(uid, consistent_read=True)
+    item = dynamo.Tables.bind(get_settings()).uploads.get(uid, consistent_read=True)
     item.update(
         actions=[
             dynamo.UploadItem.segment_parts.remove(),
@@ -471,7 +473,7 @@ def test_the_stale_sweep_cancels_an_idle_segmented_upload_and_clears_it(
     run_jobs()
     later = datetime.now(timezone.utc) + timedelta(seconds=get_settings().stale_upload_seconds + 5)
     assert jobs.sweep_stale_uploads(now=later)["cancelled"] == 1
-    rec = repo().get_upload(uid)
+    rec = repo().uploads.get_upload(uid)
     assert rec is not None and rec.upload_status is UploadStatus.CANCELLED
     assert inbox_uploads() == [] and keys("t-inbox") == [] and permanent_uploads() == []
 

@@ -9,16 +9,17 @@ import pytest
 
 from ucs_lambda import jobs
 from ucs_lambda.adapters import aws
-from ucs_lambda.adapters.dynamo import Repository
-from ucs_lambda.adapters.s3 import Storage, StorageError
+from ucs_lambda.adapters.s3 import S3Storage
 from ucs_lambda.config import get_settings
 from ucs_lambda.domain.models import UploadStatus
+from ucs_lambda.ports import State, StorageError
 
 from .conftest import PART, Api, md5, payload, queued_jobs, register
+from .conftest import state as stores
 
 
-def repo() -> Repository:
-    return Repository(get_settings())
+def repo() -> State:
+    return stores()
 
 
 def s3() -> Any:
@@ -26,9 +27,9 @@ def s3() -> Any:
 
 
 def state(upload_id: str) -> tuple[str, str | None, str | None]:
-    up = repo().get_upload(upload_id)
+    up = repo().uploads.get_upload(upload_id)
     assert up is not None
-    f = repo().get_file(up.file_id)
+    f = repo().files.get_file(up.file_id)
     assert f is not None
     return up.upload_status.value, up.status_reason, f.active_upload_id
 
@@ -83,7 +84,7 @@ def test_pending_to_uploaded(api: Api) -> None:
     r = api.confirm(uid, {"md5": md5(DATA), "part_md5s": md5s})
     assert r.status_code == 204 and r.body in (b"", "")
     assert state(uid) == ("uploaded", None, uid)
-    rec = repo().get_upload(uid)
+    rec = repo().uploads.get_upload(uid)
     assert rec is not None
     assert rec.part_etags() == md5s
     assert rec.client_part_md5s == md5s and rec.client_md5 == md5(DATA)
@@ -105,7 +106,7 @@ def test_pending_to_cancelled_releases_the_lock(api: Api) -> None:
     second = api.create_upload("F1")
     assert second["upload_id"] != uid
     assert api.call("GET", "/files/F1").json_body["current_upload_id"] == second["upload_id"]
-    history = repo().uploads_for_file("F1")  # via the file_id-index GSI
+    history = repo().uploads.uploads_for_file("F1")  # via the file_id-index GSI
     assert [(u.upload_id, u.upload_status.value) for u in history] == [
         (uid, "cancelled"),
         (second["upload_id"], "pending"),
@@ -171,10 +172,10 @@ def test_s3_refusing_completion_marks_failed(api: Api, monkeypatch: pytest.Monke
     uid = up["upload_id"]
     api.put_parts(uid, DATA, up["part_size"])
 
-    def refuse(self: Storage, *args: Any) -> None:
+    def refuse(self: S3Storage, *args: Any) -> None:
         raise StorageError("EntityTooSmall", "Your proposed upload is smaller than allowed")
 
-    monkeypatch.setattr(Storage, "complete_multipart_upload", refuse)
+    monkeypatch.setattr(S3Storage, "complete_multipart_upload", refuse)
     r = api.confirm(uid)
     assert r.status_code == 400
     status, reason, lock = state(uid)
@@ -188,14 +189,14 @@ def test_concurrent_cancel_during_completion(api: Api, monkeypatch: pytest.Monke
     up = api.create_upload("F1")
     uid = up["upload_id"]
     api.put_parts(uid, DATA, up["part_size"])
-    real = Storage.complete_multipart_upload
+    real = S3Storage.complete_multipart_upload
 
-    def complete_then_cancel(self: Storage, *args: Any) -> None:
+    def complete_then_cancel(self: S3Storage, *args: Any) -> None:
         real(self, *args)
-        rec = repo().get_upload(uid)
-        assert rec is not None and repo().release(rec, UploadStatus.CANCELLED, "race")
+        rec = repo().uploads.get_upload(uid)
+        assert rec is not None and repo().uploads.release(rec, UploadStatus.CANCELLED, "race")
 
-    monkeypatch.setattr(Storage, "complete_multipart_upload", complete_then_cancel)
+    monkeypatch.setattr(S3Storage, "complete_multipart_upload", complete_then_cancel)
     r = api.confirm(uid)
     assert r.status_code == 400
     body = json.loads(r.body)
@@ -286,11 +287,11 @@ def test_patch_unknown_and_forbidden(api: Api) -> None:
 def test_repository_conditions_refuse_wrong_sources(api: Api) -> None:
     """The conditional writes themselves (not only the pre-checks) refuse invalid changes."""
     uid = make(api, "pending")
-    rec = repo().get_upload(uid)
+    rec = repo().uploads.get_upload(uid)
     assert rec is not None
-    assert not repo().accept(rec)  # pending -> accepted: condition fails
-    assert not repo().release(rec, UploadStatus.REJECTED)  # pending -> rejected
-    assert repo().release(rec, UploadStatus.CANCELLED)
-    assert not repo().release(rec, UploadStatus.CANCELLED)  # already released
-    assert not repo().mark_uploaded(uid, None, [])
+    assert not repo().uploads.accept(rec)  # pending -> accepted: condition fails
+    assert not repo().uploads.release(rec, UploadStatus.REJECTED)  # pending -> rejected
+    assert repo().uploads.release(rec, UploadStatus.CANCELLED)
+    assert not repo().uploads.release(rec, UploadStatus.CANCELLED)  # already released
+    assert not repo().uploads.mark_uploaded(uid, None, [])
     assert state(uid)[0] == "cancelled"

@@ -12,10 +12,9 @@ import pytest
 import requests
 
 from ucs_lambda.adapters import aws
-from ucs_lambda.adapters.dynamo import Repository
 from ucs_lambda.config import get_settings
 
-from .conftest import KEY, OLD_KEY, PART, Api, md5, payload, queued_jobs, register, token
+from .conftest import KEY, OLD_KEY, PART, Api, md5, payload, queued_jobs, register, state, token
 
 
 def error_of(resp: Any) -> dict[str, Any]:
@@ -76,7 +75,7 @@ def test_create_upload(api: Api) -> None:
     assert up["part_size"] == PART
     assert up["status_reason"] is None
     assert up["server_verifies"] is True and up["verified_bytes"] == 0
-    stored = Repository(get_settings()).get_upload(up["upload_id"])
+    stored = state().uploads.get_upload(up["upload_id"])
     assert stored is not None and stored.object_key == f"F1/{up['upload_id']}"
 
 
@@ -133,11 +132,10 @@ def test_wrong_content_type(api: Api) -> None:
 def test_lost_race_cleans_up(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
     """The transaction decides: a create whose pre-check passed but whose write lost answers
     existingActiveUpload and aborts its S3 multipart upload."""
-    from ucs_lambda.adapters import dynamo
-
     register("F1")
     first = api.create_upload("F1")
-    real_get = dynamo.Repository.get_file
+    files = type(state().files)
+    real_get = files.get_file
     calls = {"n": 0}
 
     def stale_first_read(self: Any, file_id: str) -> Any:
@@ -147,7 +145,7 @@ def test_lost_race_cleans_up(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
             rec.active_upload_id = None  # as if read before the other request's write
         return rec
 
-    monkeypatch.setattr(dynamo.Repository, "get_file", stale_first_read)
+    monkeypatch.setattr(files, "get_file", stale_first_read)
     r = api.call("POST", "/uploads", {"file_id": "F1"})
     assert r.status_code == 400
     assert error_of(r)["data"]["active_upload"]["upload_id"] == first["upload_id"]
@@ -290,7 +288,7 @@ def test_list_parts_paginates(api: Api, monkeypatch: pytest.MonkeyPatch) -> None
     register("F1", data)
     up = api.create_upload("F1")
     uid = up["upload_id"]
-    rec = Repository(get_settings()).get_upload(uid)
+    rec = state().uploads.get_upload(uid)
     assert rec is not None
     client = s3_adapter.aws.client("s3", get_settings())
     for n in range(1, 6):

@@ -18,17 +18,17 @@ from typing import Any
 
 import pytest
 
+from tests.helpers import stored_state as tamper_with
 from ucs_lambda import jobs
-from ucs_lambda.adapters import dynamo
-from ucs_lambda.adapters.dynamo import Repository
-from ucs_lambda.adapters.s3 import Storage, StorageError
-from ucs_lambda.adapters.sqs import JobQueue
-from ucs_lambda.config import ConfigError, get_settings
+from ucs_lambda.adapters.s3 import S3Storage
+from ucs_lambda.bootstrap import services
+from ucs_lambda.config import ConfigError
 from ucs_lambda.domain import digests
 from ucs_lambda.domain.models import UploadStatus
+from ucs_lambda.ports import StorageError
 from ucs_lambda.services.validation import ValidationService
 
-from .conftest import PART, Api, md5, payload, queued_jobs, register
+from .conftest import PART, Api, md5, payload, queued_jobs, register, state
 from .test_jobs import keys, repo, s3
 
 MiB = 1024 * 1024
@@ -45,14 +45,14 @@ def on_read(
     """Record the first byte of every ranged read of the validation; ``before(n)`` runs
     before the n-th read (1-based) and may act (cancel, deliver a duplicate) or raise."""
     firsts: list[int] = []
-    real = Storage.read_range
+    real = S3Storage.read_range
 
-    def read(self: Storage, bucket: str, key: str, first: int, last: int, etag: str) -> bytes:
+    def read(self: S3Storage, bucket: str, key: str, first: int, last: int, etag: str) -> bytes:
         firsts.append(first)
         before(len(firsts))
         return real(self, bucket, key, first, last, etag)
 
-    monkeypatch.setattr(Storage, "read_range", read)
+    monkeypatch.setattr(S3Storage, "read_range", read)
     return firsts
 
 
@@ -98,7 +98,7 @@ def assert_rejected(api: Api, uid: str, *words: str) -> str:
     for word in words:
         assert word in body["status_reason"], (word, body["status_reason"])
     assert keys("t-inbox") == [] and keys("t-permanent") == []
-    f = repo().get_file("F1")
+    f = repo().files.get_file("F1")
     assert f is not None and f.accepted_upload_id is None and f.sha256_checksum is None
     return str(body["status_reason"])
 
@@ -202,7 +202,7 @@ def test_the_right_bytes_are_accepted_with_their_sha256_recorded_and_served(
     assert body["upload_status"] == "accepted" and body["status_reason"] is None, body
     assert body["verified_bytes"] == size and body["server_verifies"] is True
     sha256 = hashlib.sha256(data).hexdigest()
-    f = repo().get_file("F1")
+    f = repo().files.get_file("F1")
     assert f is not None and f.sha256_checksum == sha256
     stored = s3().get_object(Bucket="t-permanent", Key="F1")
     assert stored["Body"].read() == data
@@ -224,8 +224,8 @@ def test_a_file_accepted_before_sha256_was_recorded_still_downloads(api: Api) ->
     s3().copy_object(
         Bucket="t-permanent", Key="F1", CopySource={"Bucket": "t-inbox", "Key": f"F1/{uid}"}
     )
-    rec = repo().get_upload(uid)
-    assert rec is not None and repo().accept(rec)  # the old accept: no SHA-256
+    rec = repo().uploads.get_upload(uid)
+    assert rec is not None and repo().uploads.accept(rec)  # the old accept: no SHA-256
     assert drs_object(api)["checksums"] == [{"type": "md5", "checksum": md5(data)}]
 
 
@@ -261,7 +261,7 @@ def test_a_64_mib_object_over_many_invocations_is_accepted(api: Api, big: bytes)
     offsets = [12 * MiB * n for n in range(1, 6)]
     assert seen == [*(("uploaded", o) for o in offsets), ("accepted", BIG)]
     assert len(seen) - 1 >= 4  # continuations
-    f = repo().get_file("F1")
+    f = repo().files.get_file("F1")
     assert f is not None and f.sha256_checksum == hashlib.sha256(big).hexdigest()
     assert s3().get_object(Bucket="t-permanent", Key="F1")["Body"].read() == big
 
@@ -285,14 +285,14 @@ def test_the_permanent_copy_continues_across_invocations(
     monkeypatch.setenv("UCS_COPY_CONCURRENCY", "1")
     monkeypatch.setenv("UCS_SINGLE_COPY_MAX", str(16 * MiB))
     copied: list[int] = []
-    real = Storage.copy_parts
+    real = S3Storage.copy_parts
 
-    def spy(self: Storage, *a: Any, **k: Any) -> Any:
+    def spy(self: S3Storage, *a: Any, **k: Any) -> Any:
         for part in real(self, *a, **k):
             copied.append(part.part_no)
             yield part
 
-    monkeypatch.setattr(Storage, "copy_parts", spy)
+    monkeypatch.setattr(S3Storage, "copy_parts", spy)
     uid = upload(api, big, big, "none")
     seen = step_through(api, uid)
     assert seen[-1] == ("accepted", BIG)
@@ -321,15 +321,16 @@ def test_progress_is_visible_while_the_server_verifies(
     data = payload(5 * PART, seed=12)
     uid = upload(api, data, data, "none")
     observed: list[tuple[str, int]] = []
-    real = Repository.save_verification
+    leases = type(state().leases)
+    real = leases.save_verification
 
-    def save_then_look(self: Repository, *a: Any, **k: Any) -> bool:
+    def save_then_look(self: Any, *a: Any, **k: Any) -> bool:
         saved = real(self, *a, **k)
         body = details(api, uid)  # what a client polling the upload sees meanwhile
         observed.append((body["upload_status"], body["verified_bytes"]))
         return saved
 
-    monkeypatch.setattr(Repository, "save_verification", save_then_look)
+    monkeypatch.setattr(leases, "save_verification", save_then_look)
     assert len(run_jobs()) == 1  # one run
     assert observed == [("uploaded", n * PART) for n in range(1, 6)]
     body = details(api, uid)
@@ -342,22 +343,23 @@ def test_progress_is_visible_while_the_server_verifies(
 def count_verdicts(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Record every verdict written (accept or reject that won its condition)."""
     verdicts: list[str] = []
-    accept, release = Repository.accept, Repository.release
+    uploads = type(state().uploads)
+    accept, release = uploads.accept, uploads.release
 
-    def spy_accept(self: Repository, *a: Any, **k: Any) -> bool:
+    def spy_accept(self: Any, *a: Any, **k: Any) -> bool:
         won = accept(self, *a, **k)
         if won:
             verdicts.append("accepted")
         return won
 
-    def spy_release(self: Repository, upload: Any, target: UploadStatus, *a: Any, **k: Any) -> bool:
+    def spy_release(self: Any, upload: Any, target: UploadStatus, *a: Any, **k: Any) -> bool:
         won = release(self, upload, target, *a, **k)
         if won and target is UploadStatus.REJECTED:
             verdicts.append("rejected")
         return won
 
-    monkeypatch.setattr(Repository, "accept", spy_accept)
-    monkeypatch.setattr(Repository, "release", spy_release)
+    monkeypatch.setattr(uploads, "accept", spy_accept)
+    monkeypatch.setattr(uploads, "release", spy_release)
     return verdicts
 
 
@@ -374,7 +376,7 @@ def test_duplicated_continuation_messages_give_one_verdict(
 
     def deliver_a_duplicate(n: int) -> None:
         if not duplicate_during_run:  # a second delivery while the first run holds the lease
-            duplicate_during_run.append(ValidationService.from_env().validate(uid))
+            duplicate_during_run.append(services().validation.validate(uid))
 
     on_read(monkeypatch, deliver_a_duplicate)
     assert queued_jobs() == [message]
@@ -394,7 +396,7 @@ def test_duplicated_continuation_messages_give_one_verdict(
 
 
 def api_queue_send(body: dict[str, Any]) -> None:
-    JobQueue(get_settings()).send(body)
+    services().queue.send(body)
 
 
 class Crash(BaseException):
@@ -421,13 +423,13 @@ def test_a_run_that_died_is_continued_from_its_last_checkpoint(
     monkeypatch.setattr(ValidationService, "_release", real_release)
     assert details(api, uid)["verified_bytes"] == 3 * PART
     # The redelivered message while the dead run's lease is still valid: left alone.
-    assert ValidationService.from_env().validate(uid) is None
+    assert services().validation.validate(uid) is None
     time.sleep(0.4)  # the lease expires (UCS_VALIDATE_LEASE_SECONDS)
     reads.clear()
     jobs.handle_message(message)
     assert reads == [3 * PART, 4 * PART, 5 * PART]  # continued, not restarted
     assert details(api, uid)["upload_status"] == "accepted"
-    f = repo().get_file("F1")
+    f = repo().files.get_file("F1")
     assert f is not None and f.sha256_checksum == hashlib.sha256(data).hexdigest()
 
 
@@ -561,12 +563,12 @@ def test_another_uploads_permanent_copy_is_left_alone(api: Api) -> None:
     assert r.status_code == 204
     second = api.create_upload("F1")["upload_id"]
     theirs = orphan_copy()  # stands for the second upload's copy in progress
-    upload_record = repo().get_upload(first)
+    upload_record = repo().uploads.get_upload(first)
     assert upload_record is not None
-    ValidationService.from_env().objects.discard(upload_record, repo().get_file("F1"))
+    services().validation.objects.discard(upload_record, repo().files.get_file("F1"))
     listed = s3().list_multipart_uploads(Bucket="t-permanent").get("Uploads", [])
     assert [u["UploadId"] for u in listed] == [theirs]
-    assert repo().get_file("F1").active_upload_id == second  # type: ignore[union-attr]
+    assert repo().files.get_file("F1").active_upload_id == second  # type: ignore[union-attr]
 
 
 def test_a_replaced_object_is_never_accepted(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -594,11 +596,10 @@ def test_saved_state_not_matching_the_object_is_hashed_again_from_byte_0(
     uid = upload(api, data, data, "none")
     [message] = queued_jobs()
     jobs.handle_message(message)
-    item = dynamo.UploadItem.get(uid, consistent_read=True)
     if tamper == "etag":
-        item.update(actions=[dynamo.UploadItem.verify_etag.set("0" * 32 + "-3")])
+        tamper_with.upload(uid, verify_etag="0" * 32 + "-3")
     else:  # a state that covers other bytes than verified_bytes says
-        item.update(actions=[dynamo.UploadItem.verified_bytes.set(PART + 1)])
+        tamper_with.upload(uid, verified_bytes=PART + 1)
     reads = on_read(monkeypatch)
     run_jobs()
     assert reads[0] == 0 and sorted(reads) == reads
@@ -622,10 +623,10 @@ def test_the_lease_is_stored_in_the_upload_item(api: Api) -> None:
     data = payload(PART, seed=21)
     uid = upload(api, data, data, "none")
     run_jobs()
-    item = dynamo.UploadItem.get(uid, consistent_read=True)
-    assert item.verified_bytes == PART and item.verify_owner
-    assert item.verify_lease_until == 0  # released when the run ended
-    md5_state, _ = digests.unpack(item.verify_state, PART)
+    lease = tamper_with.stored_lease(uid)
+    assert lease.verified_bytes == PART and lease.verify_owner
+    assert lease.verify_lease_until == 0  # released when the run ended
+    md5_state, _ = digests.unpack(lease.verify_state, PART)
     assert md5_state.hexdigest() == md5(data)
 
 
@@ -645,7 +646,7 @@ def test_settings_that_cannot_work_are_refused(
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     with pytest.raises(ConfigError):
-        ValidationService.from_env()
+        _ = services().validation
 
 
 def test_the_worker_refuses_to_start_without_a_trustworthy_hash(

@@ -17,15 +17,15 @@ from typing import Any
 import pytest
 
 from ucs_lambda import jobs, worker
-from ucs_lambda.adapters.sqs import JobQueue
-from ucs_lambda.config import ConfigError, get_settings
+from ucs_lambda.bootstrap import services
+from ucs_lambda.config import ConfigError
 from ucs_lambda.worker import Worker
 
 TIMEOUT = 30.0  # generous: only reached when something is wrong
 
 
 def send(*bodies: Any) -> None:
-    q = JobQueue(get_settings())
+    q = services().queue
     for body in bodies:
         raw = body if isinstance(body, str) else json.dumps(body)
         q.client.send_message(QueueUrl=q.url, MessageBody=raw)
@@ -33,7 +33,7 @@ def send(*bodies: Any) -> None:
 
 def queue_counts() -> tuple[int, int]:
     """(visible, in flight) messages of the job queue."""
-    q = JobQueue(get_settings())
+    q = services().queue
     attrs = q.client.get_queue_attributes(
         QueueUrl=q.url,
         AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],

@@ -2,6 +2,8 @@
 
 Used by ``python -m ucs_lambda.admin create-resources``, the local stack and the tests, so all
 three get the same schema (including the ``file_id-index`` and ``upload_status-index`` GSIs).
+With ``UCS_STATE_BACKEND=postgres`` the database's schema migrations take the place of the
+tables and the queue (the jobs live in a table there).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from botocore.exceptions import ClientError
 
 from ..config import Settings
 from . import aws
-from .dynamo import FileItem, UploadItem, _bind
+from .dynamo import FileItem, Tables, UploadItem
 
 log = logging.getLogger(__name__)
 
@@ -25,9 +27,9 @@ def create_tables(settings: Settings) -> list[str]:
     A table created by an older version gets the global secondary indexes it lacks (e.g.
     ``upload_status-index``, which the stale-upload sweep queries).
     """
-    _bind(settings)
+    tables = Tables.bind(settings)
     created = []
-    for model in (FileItem, UploadItem):
+    for model in (tables.files, tables.uploads):
         if not model.exists():
             model.create_table(billing_mode="PAY_PER_REQUEST", wait=True)
             created.append(model.Meta.table_name)
@@ -165,7 +167,11 @@ def create_queue(settings: Settings, visibility_timeout: int = 900) -> str:
 
 
 def create_all(settings: Settings) -> dict[str, object]:
-    """Everything at once; safe to run repeatedly."""
+    """Everything at once; safe to run repeatedly (also from several hosts at once)."""
+    if settings.state_backend == "postgres":
+        from .postgres import migrate  # deferred: the Lambda package has no psycopg
+
+        return {"migrations": migrate(settings), "buckets": create_buckets(settings)}
     return {
         "tables": create_tables(settings),
         "buckets": create_buckets(settings),

@@ -12,7 +12,6 @@ import contextlib
 import logging
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -58,7 +57,7 @@ def _s3_errors() -> Iterator[None]:
         raise _translate(exc) from exc
 
 
-class Storage:
+class S3Storage:
     """The S3 calls of the service: multipart uploads, presigning, copies, reads."""
 
     def __init__(self, settings: Settings) -> None:

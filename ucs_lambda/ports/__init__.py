@@ -13,6 +13,7 @@ from .state import (
     FileStore,
     StagingClaims,
     State,
+    StoreError,
     UploadStore,
     VerificationLeases,
 )
@@ -46,6 +47,7 @@ __all__ = [
     "StagingClaims",
     "State",
     "StorageError",
+    "StoreError",
     "UploadStore",
     "VerificationLeases",
 ]

@@ -30,6 +30,12 @@ from ..domain.models import (
 )
 
 
+class StoreError(Exception):
+    """The state store failed (unreachable, timed out, refused): not a lost condition.
+
+    Adapters raise their own subclasses, so callers need no driver's exception types."""
+
+
 class ConditionLost(Exception):
     """A conditional write found the item in a different state than required."""
 

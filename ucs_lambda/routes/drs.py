@@ -15,6 +15,7 @@ from typing import Any
 from chalice import Blueprint, Response
 from chalice.app import Request
 
+from ..bootstrap import services
 from ..domain.errors import DomainError, InvalidRequest
 from ..domain.ids import check_ids
 from ..services.downloads import AUTHORIZATIONS, BulkAnswer, DownloadService, StagingEstimate
@@ -51,6 +52,14 @@ def drs_error_response(
 endpoint = Endpoint(bp, render_error=drs_error_response)
 
 
+def _service() -> DownloadService:
+    """The service behind the DRS routes; refuses to serve anything (ConfigError) in a
+    deployment without a usable ``UCS_DRS_HOSTNAME``, before doing any work."""
+    built = services()
+    _ = built.settings.drs_host
+    return built.downloads
+
+
 def _accepted(staging: StagingEstimate) -> Response:
     """202 while the object is being staged: retry the same request after ``Retry-After``
     seconds (estimated from the copy's measured rate). The body (an extension; drs3.yaml
@@ -65,7 +74,7 @@ def _accepted(staging: StagingEstimate) -> Response:
 @bp.route("/objects/{object_id}", methods=["GET"])
 @endpoint()
 def get_object(request: Request, user: str, object_id: str) -> Response:
-    answer = DownloadService.for_requests().get_object(user, object_id)
+    answer = _service().get_object(user, object_id)
     if answer.staging is not None:
         return _accepted(answer.staging)
     return json_response(answer.drs_object)
@@ -81,7 +90,7 @@ def options_object(request: Request, user: str, object_id: str) -> Response:
 @bp.route("/objects/{object_id}/access/{access_id}", methods=["GET"])
 @endpoint()
 def get_access_url(request: Request, user: str, object_id: str, access_id: str) -> Response:
-    answer = DownloadService.for_requests().get_access_url(user, object_id, access_id)
+    answer = _service().get_access_url(user, object_id, access_id)
     if answer.staging is not None:
         return _accepted(answer.staging)
     return json_response(answer.access_url)
@@ -91,13 +100,13 @@ def get_access_url(request: Request, user: str, object_id: str, access_id: str) 
 @endpoint()
 def get_bulk_objects(request: Request, user: str) -> Response:
     ids = bulk_object_ids(read_json_object(request))
-    return json_response(bulk_body(DownloadService.for_requests().get_objects(user, ids)))
+    return json_response(bulk_body(_service().get_objects(user, ids)))
 
 
 @bp.route("/service-info", methods=["GET"])
 @endpoint()
 def service_info(request: Request, user: str) -> Response:
-    return json_response(DownloadService.for_requests().service_info())
+    return json_response(_service().service_info())
 
 
 def bulk_object_ids(body: dict[str, Any]) -> list[str]:

@@ -11,6 +11,7 @@ from typing import Any
 from chalice import Blueprint, Response
 from chalice.app import Request
 
+from ..bootstrap import services
 from ..config import get_settings
 from ..domain.errors import FileNotRegistered, InvalidRequest
 from ..domain.ids import check_id, check_ids
@@ -24,7 +25,7 @@ endpoint = Endpoint(bp)
 
 
 def _service() -> UploadService:
-    return UploadService.from_env()
+    return services().uploads
 
 
 @bp.route("/files/{file_id}", methods=["GET"])

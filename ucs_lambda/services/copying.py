@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable
 
-from ..adapters.s3 import CopyItem, ObjectMissing, Part, Storage
+from ..ports import CopyItem, ObjectMissing, ObjectStorage, Part
 from .jobrun import Budget, LeaseKeeper
 
 log = logging.getLogger(__name__)
@@ -29,7 +29,7 @@ class ResumableCopy:
 
     def __init__(
         self,
-        storage: Storage,
+        storage: ObjectStorage,
         bucket: str,
         key: str,
         metadata: dict[str, str] | None = None,

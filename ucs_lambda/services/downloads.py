@@ -19,14 +19,21 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ..adapters.dynamo import Repository
-from ..adapters.s3 import CopyItem, ObjectChanged, ObjectRef, Part, Storage
-from ..adapters.sqs import JobQueue, JobQueueError
-from ..config import Settings, get_settings
+from ..config import Settings
 from ..domain import access
 from ..domain.errors import BulkRequestTooLarge, DomainError, NoSuchAccess
 from ..domain.models import FileRecord, StagingProgress, iso
 from ..domain.parts import part_ranges, part_size_for
+from ..ports import (
+    CopyItem,
+    JobQueue,
+    JobQueueError,
+    ObjectChanged,
+    ObjectRef,
+    ObjectStorage,
+    Part,
+    State,
+)
 from .copying import ResumableCopy
 from .jobrun import Budget, LeaseKeeper
 
@@ -140,28 +147,13 @@ class DownloadService:
     """GA4GH DRS over the permanent and outbox buckets."""
 
     def __init__(
-        self, settings: Settings, repo: Repository, storage: Storage, queue: JobQueue
+        self, settings: Settings, state: State, storage: ObjectStorage, queue: JobQueue
     ) -> None:
         self.settings = settings
-        self.repo = repo
+        self.files = state.files
+        self.claims = state.claims
         self.storage = storage
         self.queue = queue
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> DownloadService:
-        return cls(settings, Repository(settings), Storage(settings), JobQueue(settings))
-
-    @classmethod
-    def from_env(cls) -> DownloadService:
-        return cls.from_settings(get_settings())
-
-    @classmethod
-    def for_requests(cls) -> DownloadService:
-        """The service behind the DRS routes: refuses to serve anything (ConfigError) in a
-        deployment without a usable ``UCS_DRS_HOSTNAME``, before doing any work."""
-        service = cls.from_env()
-        _ = service.settings.drs_host
-        return service
 
     def service_info(self) -> dict[str, Any]:
         """GA4GH service-info with DRS 1.4's bulk limit (also in 1.5's ``drs`` block)."""
@@ -179,7 +171,7 @@ class DownloadService:
         }
 
     def _readable_file(self, user_id: str, object_id: str) -> FileRecord:
-        file = self.repo.get_file(object_id)
+        file = self.files.get_file(object_id)
         return access.require_downloadable(file, object_id, user_id)
 
     def get_object(self, user_id: str, object_id: str) -> ObjectAnswer:
@@ -215,7 +207,7 @@ class DownloadService:
         if len(object_ids) > limit:
             raise BulkRequestTooLarge(len(object_ids), limit)
         ids = list(dict.fromkeys(object_ids))
-        found = self.repo.get_files(ids)
+        found = self.files.get_files(ids)
         answer = BulkAnswer(requested=len(ids))
         readable: list[FileRecord] = []
         for object_id in ids:
@@ -261,13 +253,13 @@ class DownloadService:
         """Check the outbox and, when the copy is missing, try to claim its staging."""
         if self._in_outbox(file):
             return _Outbox.HOLDS
-        if not self.repo.claim_staging(file.file_id, now, self.settings.staging_timeout_seconds):
+        if not self.claims.claim_staging(file.file_id, now, self.settings.staging_timeout_seconds):
             return _Outbox.STAGING
         # The claim is free again once a job has *finished* staging (it copies, then ends
         # its claim): a request that looked at the outbox just before the copy landed then
         # wins a claim it does not need. Look again before starting a redundant job.
         if self._in_outbox(file):
-            self.repo.mark_staged(file.file_id, now)
+            self.claims.mark_staged(file.file_id, now)
             return _Outbox.HOLDS
         return _Outbox.CLAIMED
 
@@ -280,7 +272,7 @@ class DownloadService:
             self.queue.send_many([{"job": "stage", "file_id": f.file_id} for f in files])
         except JobQueueError as exc:
             for body in exc.unsent:
-                self.repo.reset_staging(body["file_id"])
+                self.claims.reset_staging(body["file_id"])
             raise
         for f in files:
             log.info("drs: staging of %s requested", f.file_id)
@@ -318,7 +310,7 @@ class DownloadService:
         """
         s = self.settings
         owner = uuid.uuid4().hex
-        file = self.repo.claim_staging_run(file_id, owner, time.time(), s.validate_lease_seconds)
+        file = self.claims.claim_staging_run(file_id, owner, time.time(), s.validate_lease_seconds)
         if file is None:
             log.info("stage: %s is not accepted or another run stages it", file_id)
             return None
@@ -329,11 +321,11 @@ class DownloadService:
             # The permanent object is not the one the copy was planned for: drop the copy
             # (never a mixed object in the outbox); the next request stages it anew.
             log.error("stage: %s: the permanent object changed (%s); copy dropped", file_id, exc)
-            self._drop_copy(self.repo.get_file(file_id) or file)
-            self.repo.reset_staging(file_id)
+            self._drop_copy(self.files.get_file(file_id) or file)
+            self.claims.reset_staging(file_id)
             return None
         finally:
-            self.repo.release_staging_run(file_id, owner)
+            self.claims.release_staging_run(file_id, owner)
         if outcome == CONTINUED:
             self.queue.send({"job": "stage", "file_id": file_id})
             log.info("stage: %s continues in the next job", file_id)
@@ -344,7 +336,7 @@ class DownloadService:
         file_id = file.file_id
         held = self.storage.head(s.outbox_bucket, file_id)
         if held is not None and held.size == file.size:
-            self.repo.finish_staging(file_id, owner, time.time())
+            self.claims.finish_staging(file_id, owner, time.time())
             return STAGED
         progress = file.staging or StagingProgress()
         etag = progress.source_etag or file.permanent_etag
@@ -357,7 +349,7 @@ class DownloadService:
         source_ref = ObjectRef(s.permanent_bucket, file_id, etag)
         started = progress.started or time.time()
         if file.size <= s.single_copy_max:
-            if not self.repo.save_staging(
+            if not self.claims.save_staging(
                 file_id,
                 owner,
                 StagingProgress(None, etag, 0, started),
@@ -391,7 +383,7 @@ class DownloadService:
             nonlocal state
             if copy_id is not None:
                 state = replace(state, copy_id=copy_id)
-            return self.repo.save_staging(
+            return self.claims.save_staging(
                 file_id, owner, state, time.time(), s.validate_lease_seconds
             )
 
@@ -418,7 +410,7 @@ class DownloadService:
         return self._staged(file_id, owner, started)
 
     def _staged(self, file_id: str, owner: str, started: float) -> str:
-        self.repo.finish_staging(file_id, owner, time.time())
+        self.claims.finish_staging(file_id, owner, time.time())
         log.info("stage: %s copied to the outbox in %.1f s", file_id, time.time() - started)
         return STAGED
 
@@ -436,7 +428,7 @@ class DownloadService:
             if now - obj.last_modified.timestamp() <= s.outbox_max_age_seconds:
                 continue
             self.storage.delete(s.outbox_bucket, obj.key)
-            self.repo.reset_staging(obj.key)
+            self.claims.reset_staging(obj.key)
             removed += 1
         return removed
 

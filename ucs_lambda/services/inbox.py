@@ -20,9 +20,9 @@ from __future__ import annotations
 import logging
 from concurrent.futures import ThreadPoolExecutor
 
-from ..adapters.s3 import Storage, StorageError
 from ..config import Settings
 from ..domain.models import FileRecord, UploadRecord
+from ..ports import ObjectStorage, StorageError
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ _ABORT_WORKERS = 8
 class UploadObjects:
     """The S3 side of clearing an upload away."""
 
-    def __init__(self, settings: Settings, storage: Storage) -> None:
+    def __init__(self, settings: Settings, storage: ObjectStorage) -> None:
         self.settings = settings
         self.storage = storage
 

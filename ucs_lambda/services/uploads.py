@@ -2,7 +2,7 @@
 
 Every method takes the authenticated user id, authorises against the file (for upload
 operations: the upload's file), and raises domain errors. Status changes go through the
-repository's conditional writes; after a lost condition the current state is read only to
+state ports' conditional writes; after a lost condition the current state is read only to
 explain the refusal.
 """
 
@@ -17,10 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from ..adapters.dynamo import AttemptsSpent, ConditionLost, Repository, utcnow
-from ..adapters.s3 import ObjectMissing, Part, Storage, StorageError
-from ..adapters.sqs import JobQueue, JobQueueError
-from ..config import Settings, get_settings
+from ..config import Settings
 from ..domain import access
 from ..domain.attempts import AttemptBudget
 from ..domain.errors import (
@@ -37,10 +34,28 @@ from ..domain.errors import (
     parts_problem,
 )
 from ..domain.integrity import is_md5_hex
-from ..domain.models import ACTIVE_STATUSES, FileRecord, StoredSegment, UploadRecord, UploadStatus
+from ..domain.models import (
+    ACTIVE_STATUSES,
+    FileRecord,
+    StoredSegment,
+    UploadRecord,
+    UploadStatus,
+    utcnow,
+)
 from ..domain.parts import MAX_PARTS, FileTooLarge, PartBeyondFile, part_size_for
 from ..domain.segments import SegmentBeyondUpload, SegmentLayout
 from ..domain.status import check_client_change
+from ..ports import (
+    AttemptsSpent,
+    ConditionLost,
+    JobQueue,
+    JobQueueError,
+    ObjectMissing,
+    ObjectStorage,
+    Part,
+    State,
+    StorageError,
+)
 from .inbox import UploadObjects
 
 log = logging.getLogger(__name__)
@@ -92,40 +107,29 @@ class UploadService:
     """The UCS operations (ucs.yaml plus the documented extensions)."""
 
     def __init__(
-        self,
-        settings: Settings,
-        repo: Repository,
-        storage: Storage,
-        queue: JobQueue,
+        self, settings: Settings, state: State, storage: ObjectStorage, queue: JobQueue
     ) -> None:
         self.settings = settings
-        self.repo = repo
+        self.files = state.files
+        self.uploads = state.uploads
         self.storage = storage
         self.queue = queue
         self.objects = UploadObjects(settings, storage)
 
-    @classmethod
-    def from_settings(cls, settings: Settings) -> UploadService:
-        return cls(settings, Repository(settings), Storage(settings), JobQueue(settings))
-
-    @classmethod
-    def from_env(cls) -> UploadService:
-        return cls.from_settings(get_settings())
-
     # ---- lookups with authorisation ----------------------------------------------------
 
     def _file_for_submitter(self, user_id: str, file_id: str) -> FileRecord:
-        file = self.repo.get_file(file_id)
+        file = self.files.get_file(file_id)
         if file is None:
             raise FileNotRegistered(file_id)
         access.require_submitter(file, user_id)
         return file
 
     def _upload_and_file(self, user_id: str, upload_id: str) -> tuple[UploadRecord, FileRecord]:
-        upload = self.repo.get_upload(upload_id)
+        upload = self.uploads.get_upload(upload_id)
         if upload is None:
             raise NoSuchUpload(upload_id)
-        file = self.repo.get_file(upload.file_id)
+        file = self.files.get_file(upload.file_id)
         if file is None:  # uploads outlive no file; treat a dangling one as unknown
             raise NoSuchUpload(upload_id)
         access.require_submitter(file, user_id, upload_id=upload_id)
@@ -156,7 +160,7 @@ class UploadService:
         if len(file_ids) > limit:
             raise BulkRequestTooLarge(len(file_ids), limit)
         ids = list(dict.fromkeys(file_ids))
-        files = self.repo.get_files(ids)
+        files = self.files.get_files(ids)
         allowed: dict[str, FileRecord] = {}
         results: dict[str, dict[str, Any]] = {}
         for file_id in ids:
@@ -171,7 +175,7 @@ class UploadService:
                 continue
             allowed[file_id] = file
         current = [f.current_upload_id for f in allowed.values() if f.current_upload_id]
-        uploads = self.repo.get_uploads(current) if current else {}
+        uploads = self.uploads.get_uploads(current) if current else {}
         for file_id, file in allowed.items():
             upload = uploads.get(file.current_upload_id or "")
             results[file_id] = {
@@ -190,9 +194,9 @@ class UploadService:
 
     def _existing_active(self, file_id: str) -> ExistingActiveUpload:
         """The error for a file whose lock is taken (reads state after the failed write)."""
-        file = self.repo.get_file(file_id)
+        file = self.files.get_file(file_id)
         active_id = file.active_upload_id if file else None
-        active = self.repo.get_upload(active_id) if active_id else None
+        active = self.uploads.get_upload(active_id) if active_id else None
         details = active.details() if active else {"upload_id": active_id}
         return ExistingActiveUpload(file_id, details)
 
@@ -231,13 +235,13 @@ class UploadService:
             segment_uploads={1: s3_upload_id},
         )
         try:
-            self.repo.create_upload(upload, budget)
+            self.uploads.create_upload(upload, budget)
         except AttemptsSpent as exc:
             self._quietly(self.storage.abort_multipart_upload, s.inbox_bucket, key, s3_upload_id)
             raise self._too_many(file_id, budget, exc.window_start) from None
         except ConditionLost:
             self._quietly(self.storage.abort_multipart_upload, s.inbox_bucket, key, s3_upload_id)
-            if self.repo.get_file(file_id) is None:
+            if self.files.get_file(file_id) is None:
                 raise FileNotRegistered(file_id) from None
             raise self._existing_active(file_id) from None
         except Exception:
@@ -303,7 +307,7 @@ class UploadService:
             with ThreadPoolExecutor(min(_SEGMENT_WORKERS, len(missing))) as pool:
                 opened = dict(zip(missing, pool.map(lambda n: self._open(upload, n), missing)))
             if None in opened.values():
-                current = self.repo.get_upload(upload.upload_id)
+                current = self.uploads.get_upload(upload.upload_id)
                 if current is None or current.upload_status is not UploadStatus.PENDING:
                     raise self._not_changed(upload.upload_id, UploadStatus.UPLOADED)
                 opened = {n: s3_id or current.segment_upload(n) for n, s3_id in opened.items()}
@@ -313,7 +317,7 @@ class UploadService:
     def _open(self, upload: UploadRecord, segment_no: int) -> str | None:
         bucket, key = self.settings.inbox_bucket, upload.segment_key(segment_no)
         s3_id = self.storage.create_multipart_upload(bucket, key)
-        if self.repo.open_segment(upload.upload_id, segment_no, s3_id):
+        if self.uploads.open_segment(upload.upload_id, segment_no, s3_id):
             return s3_id
         self._quietly(self.storage.abort_multipart_upload, bucket, key, s3_id)
         return None
@@ -432,7 +436,7 @@ class UploadService:
         else:
             # Completed by a request racing this one (a client retrying its confirmation), or
             # one interrupted after S3 completed it: its parts were recorded before that.
-            current = self.repo.get_upload(upload.upload_id)
+            current = self.uploads.get_upload(upload.upload_id)
             recorded = current.segments_done.get(segment_no) if current is not None else None
         info = self.storage.head(bucket, key)
         if recorded is None or info is None:
@@ -444,10 +448,10 @@ class UploadService:
         return stored
 
     def _record(self, upload: UploadRecord, segment_no: int, segment: StoredSegment) -> None:
-        if self.repo.record_segment(upload.upload_id, segment_no, segment):
+        if self.uploads.record_segment(upload.upload_id, segment_no, segment):
             return
         error = self._not_changed(upload.upload_id, UploadStatus.UPLOADED)
-        current = self.repo.get_upload(upload.upload_id)
+        current = self.uploads.get_upload(upload.upload_id)
         if current is None or current.upload_status not in ACTIVE_STATUSES:
             # Cancelled (or failed) meanwhile: its clean-up may have run before this segment
             # became an object, which must not linger. (Confirmed meanwhile by a racing
@@ -478,7 +482,7 @@ class UploadService:
         The status change comes first: once it has won, S3 clean-up can safely follow (and a
         concurrent completion that lost its own condition deletes its object too).
         """
-        if not self.repo.release(
+        if not self.uploads.release(
             upload, UploadStatus.CANCELLED, reason=reason, expect_updated=expect_updated
         ):
             raise self._not_changed(upload.upload_id, UploadStatus.CANCELLED)
@@ -492,12 +496,12 @@ class UploadService:
         the status change, so either this sees the id or the job's save failed and it aborts
         its own.
         """
-        current = self.repo.get_upload(upload.upload_id) or upload
-        self.objects.discard(current, self.repo.get_file(upload.file_id))
+        current = self.uploads.get_upload(upload.upload_id) or upload
+        self.objects.discard(current, self.files.get_file(upload.file_id))
 
     def _not_changed(self, upload_id: str, target: UploadStatus) -> Exception:
         """Explain a lost condition from the state as it is now."""
-        current = self.repo.get_upload(upload_id)
+        current = self.uploads.get_upload(upload_id)
         if current is None:
             return NoSuchUpload(upload_id)
         if current.upload_status is target:
@@ -535,17 +539,17 @@ class UploadService:
             self._complete_segments(upload, layout)
         except (StorageError, _CompletionError) as exc:
             reason = f"completing the upload failed: {exc}"
-            if self.repo.release(upload, UploadStatus.FAILED, reason=reason):
+            if self.uploads.release(upload, UploadStatus.FAILED, reason=reason):
                 self._discard(upload)
                 raise UploadStatusChange(upload.upload_id, "uploaded", reason) from None
             raise self._not_changed(upload.upload_id, UploadStatus.UPLOADED) from None
-        if not self.repo.mark_uploaded(
+        if not self.uploads.mark_uploaded(
             upload.upload_id,
             client_md5=checksums.md5,
             client_part_md5s=list(checksums.part_md5s),
         ):
             error = self._not_changed(upload.upload_id, UploadStatus.UPLOADED)
-            current = self.repo.get_upload(upload.upload_id)
+            current = self.uploads.get_upload(upload.upload_id)
             if current is not None and current.upload_status in (
                 UploadStatus.CANCELLED,
                 UploadStatus.FAILED,
@@ -609,7 +613,7 @@ class UploadService:
         s = self.settings
         counts = {"cancelled": 0, "requeued": 0}
         cutoff = now - timedelta(seconds=s.stale_upload_seconds)
-        for upload in list(self.repo.uploads_in_status(UploadStatus.PENDING, cutoff)):
+        for upload in list(self.uploads.uploads_in_status(UploadStatus.PENDING, cutoff)):
             if self._recently_active(upload, cutoff):
                 continue
             try:
@@ -623,7 +627,7 @@ class UploadService:
             counts["cancelled"] += 1
             log.info("sweep: cancelled stale upload %s", upload.upload_id)
         recheck = now - timedelta(seconds=s.revalidate_seconds)
-        for upload in list(self.repo.uploads_in_status(UploadStatus.UPLOADED, recheck)):
+        for upload in list(self.uploads.uploads_in_status(UploadStatus.UPLOADED, recheck)):
             self.enqueue_validation(upload.upload_id)
             counts["requeued"] += 1
         return counts

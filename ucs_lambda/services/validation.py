@@ -35,15 +35,21 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from ..adapters.dynamo import Repository
-from ..adapters.s3 import CopyItem, ObjectChanged, ObjectMissing, ObjectRef, Storage
-from ..adapters.sqs import JobQueue
 from ..concurrency import bounded_map
-from ..config import ConfigError, Settings, get_settings
+from ..config import ConfigError, Settings
 from ..domain.digests import MD5, SHA256, ResumableHash, StateMismatch, pack, unpack
 from ..domain.integrity import Evidence, judge_digest, precheck
 from ..domain.models import FileRecord, UploadRecord, UploadStatus, Verification
 from ..domain.segments import SegmentLayout
+from ..ports import (
+    CopyItem,
+    JobQueue,
+    ObjectChanged,
+    ObjectMissing,
+    ObjectRef,
+    ObjectStorage,
+    State,
+)
 from .copying import ResumableCopy
 from .inbox import UploadObjects
 from .jobrun import Budget, LeaseKeeper
@@ -82,19 +88,16 @@ class ValidationService:
     """Verifies and stores uploads; one call of :meth:`validate` is one job run's share."""
 
     def __init__(
-        self, settings: Settings, repo: Repository, storage: Storage, queue: JobQueue
+        self, settings: Settings, state: State, storage: ObjectStorage, queue: JobQueue
     ) -> None:
         _check(settings)
         self.settings = settings
-        self.repo = repo
+        self.files = state.files
+        self.uploads = state.uploads
+        self.leases = state.leases
         self.storage = storage
         self.queue = queue
         self.objects = UploadObjects(settings, storage)
-
-    @classmethod
-    def from_env(cls) -> ValidationService:
-        settings = get_settings()
-        return cls(settings, Repository(settings), Storage(settings), JobQueue(settings))
 
     def validate(self, upload_id: str) -> str | None:
         """Advance the upload: ``accepted``, ``rejected``, ``continued`` (a continuation is
@@ -103,7 +106,7 @@ class ValidationService:
         budget = Budget(self.settings.job_budget_seconds, self.settings.job_budget_bytes)
         first = True
         while True:
-            upload = self.repo.get_upload(upload_id)
+            upload = self.uploads.get_upload(upload_id)
             if upload is None:
                 log.warning("validate: upload %s does not exist", upload_id)
                 return None
@@ -120,7 +123,7 @@ class ValidationService:
                 return self._queue_continuation(upload_id, "the run's time is up")
             first = False
             owner = uuid.uuid4().hex
-            progress = self.repo.claim_verification(
+            progress = self.leases.claim_verification(
                 upload_id, owner, time.time(), self.settings.validate_lease_seconds
             )
             if progress is None:
@@ -135,7 +138,7 @@ class ValidationService:
                 log.info("validate: upload %s changed or another run took over", upload_id)
                 return None
             except ObjectMissing as exc:
-                current = self.repo.get_upload(upload_id)
+                current = self.uploads.get_upload(upload_id)
                 if current is None or current.upload_status not in (
                     UploadStatus.PENDING,
                     UploadStatus.UPLOADED,
@@ -156,7 +159,7 @@ class ValidationService:
         """A confirmed upload awaits its verdict; a pending one has unverified segments."""
         if upload.upload_status is UploadStatus.UPLOADED:
             return True
-        file = self.repo.get_file(upload.file_id)
+        file = self.files.get_file(upload.file_id)
         if file is None:
             return False
         layout = upload.layout(file.size, self.settings.copy_part_size)
@@ -171,7 +174,7 @@ class ValidationService:
         credentials could do that) ends the upload: every read and copy is pinned to the
         ETag, so its other bytes are never verified nor stored.
         """
-        file = self.repo.get_file(upload.file_id)
+        file = self.files.get_file(upload.file_id)
         if file is None:
             return self._refuse(upload, progress.owner, "the file is no longer registered")
         try:
@@ -191,7 +194,7 @@ class ValidationService:
             if early is not None:
                 return self._refuse(upload, owner, early.reason or "rejected")
         lease = LeaseKeeper(
-            lambda: self.repo.renew_verification(
+            lambda: self.leases.renew_verification(
                 upload.upload_id, owner, time.time(), s.validate_lease_seconds
             ),
             s.validate_checkpoint_seconds,
@@ -339,7 +342,7 @@ class ValidationService:
         etag: str,
     ) -> None:
         progress = Verification(owner=owner, offset=offset, state=pack(*hashes), etag=etag)
-        if not self.repo.save_verification(
+        if not self.leases.save_verification(
             progress, upload_id, saved, time.time(), self.settings.validate_lease_seconds
         ):
             raise _Lost()
@@ -351,7 +354,7 @@ class ValidationService:
 
     def _release(self, upload_id: str, owner: str) -> None:
         try:
-            self.repo.release_verification(upload_id, owner)
+            self.leases.release_verification(upload_id, owner)
         except Exception:  # it expires anyway; only the next run's start is delayed
             log.warning("validate: could not release the lease of %s", upload_id, exc_info=True)
 
@@ -364,10 +367,10 @@ class ValidationService:
         target = UploadStatus.REJECTED
         if upload.upload_status is UploadStatus.PENDING:
             target = UploadStatus.FAILED
-        if not self.repo.release(upload, target, reason=reason, verifier=owner):
+        if not self.uploads.release(upload, target, reason=reason, verifier=owner):
             return None
-        current = self.repo.get_upload(upload.upload_id) or upload
-        self.objects.discard(current, self.repo.get_file(upload.file_id))
+        current = self.uploads.get_upload(upload.upload_id) or upload
+        self.objects.discard(current, self.files.get_file(upload.file_id))
         log.info("validate: upload %s %s: %s", upload.upload_id, target.value, reason)
         return REJECTED
 
@@ -384,11 +387,11 @@ class ValidationService:
         etag = assembly.finish() if assembly.needed else self._copy_whole(upload, file)
         if etag is None:
             raise _Lost()
-        if self.repo.accept(upload, sha256=sha256, verifier=owner, permanent_etag=etag):
-            self.objects.finish_accepted(upload, self.repo.get_file(upload.file_id))
+        if self.uploads.accept(upload, sha256=sha256, verifier=owner, permanent_etag=etag):
+            self.objects.finish_accepted(upload, self.files.get_file(upload.file_id))
             log.info("validate: upload %s accepted (sha256 %s)", upload.upload_id, sha256)
             return ACCEPTED
-        current = self.repo.get_upload(upload.upload_id)
+        current = self.uploads.get_upload(upload.upload_id)
         if current is not None and current.upload_status is UploadStatus.ACCEPTED:
             self.objects.delete_segments(upload)  # a concurrent run won
             return None
@@ -486,7 +489,7 @@ class _Assembly:
         return self.copier.copy(self.copy_id, todo, self.budget, self.lease)
 
     def _save(self, copy_id: str) -> bool:
-        return self.service.repo.save_copy_upload(self.upload.upload_id, self.owner, copy_id)
+        return self.service.leases.save_copy_upload(self.upload.upload_id, self.owner, copy_id)
 
     def _completed_earlier(self) -> bool:
         """S3 no longer knows the saved copy: completed by a run that stopped before
