@@ -222,6 +222,19 @@ def test_create_upload_takes_the_lock_counts_the_attempt_and_stores_the_upload(
     assert uploads.uploads_for_file("GHGAF1") == [stored]
 
 
+def test_an_upload_without_segment_rows_reads_back(
+    files: PostgresFiles, uploads: PostgresUploads
+) -> None:
+    registered(files)
+    upload = an_upload(segment_uploads={}, segment_parts=None, copy_group=None)
+    uploads.create_upload(upload, BUDGET)
+    stored = uploads.get_upload(upload.upload_id)
+    assert stored is not None
+    assert (stored.segment_uploads, stored.segments_done) == ({}, {})
+    assert (stored.segment_parts, stored.copy_group) == (None, None)
+    assert stored.segment_upload(1) == upload.s3_upload_id
+
+
 def test_create_upload_loses_while_locked_or_without_file_or_with_a_taken_id(
     files: PostgresFiles, uploads: PostgresUploads
 ) -> None:
@@ -812,6 +825,17 @@ def test_sessions_run_read_committed_in_utc_with_a_statement_timeout(settings: S
         "statement_timeout": "30s",
         "application_name": "ucs",
     }
+
+
+def test_connection_settings_keep_what_the_url_sets() -> None:
+    plain = pg_db._connect_kwargs("postgresql://u@h/db")
+    assert plain["application_name"] == "ucs" and plain["autocommit"] is False
+    assert plain["options"] == "-c TimeZone=UTC -c statement_timeout=30000"
+    own = pg_db._connect_kwargs(
+        "postgresql://u@h/db?application_name=mine&options=-c%20statement_timeout%3D5s"
+    )
+    assert "application_name" not in own  # the URL's wins
+    assert own["options"] == "-c TimeZone=UTC -c statement_timeout=5s"
 
 
 def test_postgres_state_shares_one_adapter_per_table_family(settings: Settings) -> None:

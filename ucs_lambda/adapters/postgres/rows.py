@@ -80,8 +80,9 @@ def upload_record(row: dict[str, Any]) -> UploadRecord:
     """An ``uploads`` row joined with its segment arrays (:data:`SELECT_UPLOADS`)."""
     opened: dict[int, str] = {}
     done: dict[int, StoredSegment] = {}
-    nos = row.get("nos") or []
-    for no, s3_id, etag, parts in zip(nos, row["s3_ids"], row["etags"], row["parts"]):
+    # No segment rows: the aggregates are NULL, not empty arrays.
+    columns = [row.get(name) or [] for name in ("nos", "s3_ids", "etags", "parts")]
+    for no, s3_id, etag, parts in zip(*columns):
         if s3_id is not None:
             opened[int(no)] = s3_id
         if etag is not None:
