@@ -109,6 +109,41 @@ def stored_lease(upload_id: str) -> StoredLease:
     )
 
 
+def queue_raw(body: str) -> None:
+    """Queue a job body as it is (also one that is not JSON, which the port cannot send)."""
+    settings = get_settings()
+    if settings.state_backend == "postgres":
+        _pg_execute(settings, "INSERT INTO jobs (body) VALUES (%s)", body)
+        return
+    from ucs_lambda.bootstrap import services
+
+    queue = services(settings).queue
+    queue.client.send_message(QueueUrl=queue.url, MessageBody=body)  # type: ignore[attr-defined]
+
+
+def job_counts() -> tuple[int, int]:
+    """(visible, in flight) jobs of the queue; dead-lettered jobs count as neither."""
+    settings = get_settings()
+    if settings.state_backend == "postgres":
+        row = _pg_row(
+            settings,
+            "SELECT count(*) FILTER (WHERE available_at <= now()),"
+            " count(*) FILTER (WHERE available_at > now()) FROM jobs WHERE state = 'ready'",
+        )
+        return int(row[0]), int(row[1])
+    from ucs_lambda.bootstrap import services
+
+    queue = services(settings).queue
+    attrs = queue.client.get_queue_attributes(  # type: ignore[attr-defined]
+        QueueUrl=queue.url,  # type: ignore[attr-defined]
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+    )["Attributes"]
+    return (
+        int(attrs["ApproximateNumberOfMessages"]),
+        int(attrs["ApproximateNumberOfMessagesNotVisible"]),
+    )
+
+
 def _pg_update(
     settings: Settings, table: str, key: str, key_value: str, fields: dict[str, Any]
 ) -> None:

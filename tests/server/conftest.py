@@ -15,7 +15,7 @@ import json
 import os
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
@@ -31,7 +31,6 @@ from moto import mock_aws
 
 from tests.helpers import buildscripts, postgres
 from ucs_lambda.adapters import sqs
-from ucs_lambda.adapters.postgres import close_pools, migrate
 from ucs_lambda.adapters.provision import create_all
 from ucs_lambda.bootstrap import services
 from ucs_lambda.config import get_settings
@@ -84,17 +83,8 @@ def postgres_url() -> Iterator[str]:
 
     Without a PostgreSQL server the postgres variants fail when ``PG_REQUIRED=1`` (CI) and
     are skipped otherwise (a developer machine without build/pg-up.sh)."""
-    if not postgres.available():
-        if os.environ.get("PG_REQUIRED") == "1":
-            pytest.fail("PG_REQUIRED=1 but no PostgreSQL answers (build/pg-up.sh starts one)")
-        pytest.skip("no PostgreSQL running (build/pg-up.sh starts one)")
-    url = postgres.create_database("server")
-    try:
-        migrate(replace(get_settings(), state_backend="postgres", database_url=url))
+    with postgres.session_database("server") as url:
         yield url
-    finally:
-        close_pools()
-        postgres.drop_database(url)
 
 
 @pytest.fixture(params=BACKENDS)

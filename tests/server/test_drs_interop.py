@@ -284,6 +284,7 @@ def test_bulk_frees_claims_when_jobs_cannot_be_queued(
     assert sorted(j["file_id"] for j in queued_jobs()) == ["F1", "F2"]
 
 
+@pytest.mark.parametrize("backend", ["dynamodb"], indirect=True)  # SQS adapter
 def test_send_many_reports_the_entries_sqs_refused(
     env: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -106,6 +106,7 @@ def test_check_id_and_ids() -> None:
     assert exc.value.description.startswith("'file_ids[2]' cannot be encoded as UTF-8")
 
 
+@pytest.mark.parametrize("backend", ["dynamodb"], indirect=True)
 def test_the_fixture_refuses_what_dynamodb_refuses(env: dict) -> None:
     """Without the route checks these reads fail in the store (the 500s seen before)."""
     repo = state()

@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
+from tests.helpers import stored_state
 from ucs_lambda import jobs, worker
-from ucs_lambda.bootstrap import services
 from ucs_lambda.config import ConfigError
 from ucs_lambda.worker import Worker
 
@@ -25,23 +25,13 @@ TIMEOUT = 30.0  # generous: only reached when something is wrong
 
 
 def send(*bodies: Any) -> None:
-    q = services().queue
     for body in bodies:
-        raw = body if isinstance(body, str) else json.dumps(body)
-        q.client.send_message(QueueUrl=q.url, MessageBody=raw)
+        stored_state.queue_raw(body if isinstance(body, str) else json.dumps(body))
 
 
 def queue_counts() -> tuple[int, int]:
     """(visible, in flight) messages of the job queue."""
-    q = services().queue
-    attrs = q.client.get_queue_attributes(
-        QueueUrl=q.url,
-        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-    )["Attributes"]
-    return (
-        int(attrs["ApproximateNumberOfMessages"]),
-        int(attrs["ApproximateNumberOfMessagesNotVisible"]),
-    )
+    return stored_state.job_counts()
 
 
 def wait_until(condition: Callable[[], bool], what: str) -> None:
