@@ -34,6 +34,7 @@ from .domain.integrity import is_md5_hex
 from .domain.models import FileRecord
 from .domain.parts import MAX_FILE_SIZE
 from .ports import ConditionLost, StoreError
+from .routes import shapes
 
 
 class UsageError(Exception):
@@ -138,7 +139,7 @@ def _cmd_register_file(args: argparse.Namespace) -> int:
         services().state.files.register_file(record)
     except ConditionLost:
         raise UsageError(f"file {args.file_id!r} is already registered") from None
-    print(json.dumps(record.metadata(), indent=2))
+    print(json.dumps(shapes.file_metadata(record), indent=2))
     return 0
 
 

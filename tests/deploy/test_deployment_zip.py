@@ -33,14 +33,14 @@ with mock_aws():
     assert ucs_lambda.__file__.startswith(zip_dir), ucs_lambda.__file__
     from ucs_lambda.config import get_settings
     from ucs_lambda.adapters import provision
-    from ucs_lambda.adapters.dynamo import Repository
+    from ucs_lambda.bootstrap import services
     from ucs_lambda.domain.models import FileRecord
     from ucs_lambda import tokens
     from datetime import datetime, timezone
     settings = get_settings()
     provision.create_all(settings)
     now = datetime.now(timezone.utc)
-    Repository(settings).register_file(FileRecord(
+    services(settings).state.files.register_file(FileRecord(
         file_id="F1", file_name="a.bin", size=1024, md5_checksum="0" * 32, grouping_label="",
         format="bin", creation_date=now, update_date=now, submitters=frozenset({"alice"}),
         readers=frozenset()))

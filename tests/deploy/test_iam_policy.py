@@ -6,8 +6,9 @@ The calls are found statically: the modules the Lambda can import (the import cl
 * boto3 calls are method calls on a client made by ``aws.client("<service>", ...)`` (kept in a
   variable or attribute, or called directly), plus operations named to ``get_paginator`` and
   ``generate_presigned_url`` (a presigned URL acts with the signer's permissions);
-* pynamodb calls are methods of the ``Model`` subclasses, their instances and indexes, and of
-  ``TransactWrite`` objects.
+* pynamodb calls are methods of the bound ``Model`` classes of ``ucs_lambda/adapters/dynamo``
+  (``self.items``, ``self.tables.files``/``uploads``), their instances and indexes, and of
+  the ``TransactWrite`` objects of ``self.tables.transaction()``.
 
 Each operation maps to the IAM actions it needs; the union plus what the Lambda platform itself
 needs (logs, the SQS event source) must equal the actions the policy grants.
@@ -167,61 +168,42 @@ def boto3_operations(modules: dict[str, ast.Module]) -> set[tuple[str, str]]:
     return found
 
 
+#: How the DynamoDB adapter (ucs_lambda/adapters/dynamo/) reaches its bound model classes.
+MODEL_EXPRESSIONS = {"self.items", "self.tables.files", "self.tables.uploads"}
+
+
+def _is_model(expr: ast.expr) -> bool:
+    """A bound model class, or an instance made by calling one, or one of its indexes."""
+    text = ast.unparse(expr.func if isinstance(expr, ast.Call) else expr)
+    owner, _, attr = text.rpartition(".")
+    return text in MODEL_EXPRESSIONS or (owner in MODEL_EXPRESSIONS and attr.endswith("_index"))
+
+
 def pynamodb_operations(modules: dict[str, ast.Module]) -> set[str]:
     """{pynamodb method} called on models, their instances, indexes and transactions."""
     found: set[str] = set()
-    for tree in modules.values():
-        models = {
-            n.name
-            for n in ast.walk(tree)
-            if isinstance(n, ast.ClassDef) and any(ast.unparse(b) == "Model" for b in n.bases)
-        }
-        if not models:
+    for name, tree in modules.items():
+        if not name.startswith("ucs_lambda.adapters.dynamo"):
             continue
-        indexes = {
-            f"{cls.name}.{t.id}"
-            for cls in ast.walk(tree)
-            if isinstance(cls, ast.ClassDef) and cls.name in models
-            for stmt in cls.body
-            if isinstance(stmt, ast.Assign)
-            and isinstance(stmt.value, ast.Call)
-            and "Index" in ast.unparse(stmt.value.func)
-            for t in stmt.targets
-            if isinstance(t, ast.Name)
-        }
         instances: set[str] = set()
         transactions: set[str] = set()
         for node in ast.walk(tree):
-            if (
-                isinstance(node, ast.Assign)
-                and isinstance(node.value, ast.Call)
-                and ast.unparse(node.value.func) in models
-            ):
+            if isinstance(node, ast.Assign) and _is_model(node.value):
                 instances |= {ast.unparse(t) for t in node.targets}
             if isinstance(node, ast.With):
                 for item in node.items:
                     ctx = item.context_expr
-                    if isinstance(ctx, ast.Call) and ast.unparse(ctx.func) in (
-                        "_transaction",
-                        "TransactWrite",
-                    ):
+                    if isinstance(ctx, ast.Call) and ast.unparse(ctx.func).endswith(".transaction"):
                         transactions.add(ast.unparse(item.optional_vars))
         for node in ast.walk(tree):
             if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
                 continue
             recv, method = node.func.value, node.func.attr
             text = ast.unparse(recv)
-            is_model = (
-                text in models
-                or text in indexes
-                or text in instances
-                or text in transactions
-                or (isinstance(recv, ast.Call) and ast.unparse(recv.func) in models)
-            )
+            is_model = _is_model(recv) or text in instances or text in transactions
             if is_model and method in PYNAMODB_ACTIONS:
                 found.add(method)
-            elif is_model and not method.startswith("_") and isinstance(recv, (ast.Name, ast.Call)):
-                # (attribute helpers like FileItem.file_id.exists() build conditions, not calls)
+            elif is_model and not method.startswith("_") and method != "transaction":
                 pytest.fail(f"unmapped pynamodb call {ast.unparse(node)[:80]}")
     return found
 

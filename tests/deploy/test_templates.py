@@ -40,10 +40,11 @@ def job_concurrency(stage: str) -> int:
 
 def model_indexes() -> set[tuple[str, tuple[tuple[str, str], ...], str]]:
     """The uploads table's GSIs as the service declares them (pynamodb models)."""
-    from ucs_lambda.adapters.dynamo import UploadItem
+    from ucs_lambda.adapters.dynamo import Tables
+    from ucs_lambda.config import get_settings
 
     found = set()
-    for index in UploadItem._get_schema()["global_secondary_indexes"]:
+    for index in Tables.bind(get_settings()).uploads._get_schema()["global_secondary_indexes"]:
         key_schema = sorted(index["key_schema"], key=lambda k: k["KeyType"])  # HASH, RANGE
         keys = tuple((k["AttributeName"], k["KeyType"]) for k in key_schema)
         found.add((index["index_name"], keys, index["projection"]["ProjectionType"]))

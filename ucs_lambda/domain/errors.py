@@ -1,12 +1,16 @@
 """Domain errors, each with the exception id that the HTTP layer puts into the error body.
 
-The HTTP status is chosen by the routes (the same error can be a 404 on one route and a 400 on
-another in ucs.yaml, e.g. ``fileNotRegistered``), so errors here carry only id, text and data.
+The HTTP status and the error body are the routes' business (the same error can be a 404 on
+one route and a 400 on another in ucs.yaml, e.g. ``fileNotRegistered``), so errors here carry
+only id, text and data.
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    from .models import UploadRecord
 
 
 class DomainError(Exception):
@@ -18,14 +22,6 @@ class DomainError(Exception):
         super().__init__(description)
         self.description = description
         self.data: dict[str, Any] = data or {}
-
-    def to_body(self) -> dict[str, Any]:
-        """The error body of every API response: ``{exception_id, description, data}``."""
-        return {
-            "exception_id": self.exception_id,
-            "description": self.description,
-            "data": self.data,
-        }
 
 
 class NotAuthenticated(DomainError):
@@ -81,11 +77,16 @@ class FileNotRegistered(DomainError):
 class ExistingActiveUpload(DomainError):
     exception_id = "existingActiveUpload"
 
-    def __init__(self, file_id: str, active_upload: dict[str, Any]) -> None:
+    def __init__(
+        self, file_id: str, active: UploadRecord | None, active_upload_id: str | None
+    ) -> None:
         super().__init__(
             f"The file with ID {file_id!r} already has an active or accepted upload.",
-            {"file_id": file_id, "active_upload": active_upload},
+            {"file_id": file_id},
         )
+        #: The upload holding the file (its details go into the error body), if still there.
+        self.active = active
+        self.active_upload_id = active_upload_id
 
 
 class NoSuchUpload(DomainError):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
 
 from .parts import MAX_PARTS
 from .segments import SegmentLayout
@@ -81,21 +80,6 @@ class FileRecord:
     permanent_etag: str | None = None
     #: The staging copy permanent -> outbox, while one runs (see :class:`StagingProgress`).
     staging: StagingProgress | None = None
-
-    def metadata(self) -> dict[str, Any]:
-        """ucs.yaml ``FileMetadata`` plus the ``server_verifies`` extension."""
-        return {
-            "file_id": self.file_id,
-            "file_name": self.file_name,
-            "md5_checksum": self.md5_checksum,
-            "size": self.size,
-            "grouping_label": self.grouping_label,
-            "creation_date": iso(self.creation_date),
-            "update_date": iso(self.update_date),
-            "format": self.format,
-            "current_upload_id": self.current_upload_id,
-            "server_verifies": SERVER_VERIFIES,
-        }
 
 
 @dataclass(frozen=True)
@@ -191,20 +175,6 @@ class UploadRecord:
     def part_etags(self) -> list[str]:
         """The ETags of every part of the completed segments, in part order."""
         return [e for n in sorted(self.segments_done) for e in self.segments_done[n].part_etags]
-
-    def details(self) -> dict[str, Any]:
-        """ucs.yaml ``UploadDetails`` plus the ``status_reason``, ``server_verifies``,
-        ``verified_bytes`` and ``segment_parts`` extensions."""
-        return {
-            "upload_id": self.upload_id,
-            "file_id": self.file_id,
-            "part_size": self.part_size,
-            "upload_status": self.upload_status.value,
-            "status_reason": self.status_reason,
-            "server_verifies": SERVER_VERIFIES,
-            "verified_bytes": self.verified_bytes,
-            "segment_parts": self.segment_parts or MAX_PARTS,
-        }
 
 
 @dataclass(frozen=True)

@@ -10,15 +10,16 @@ from __future__ import annotations
 import functools
 import json
 import logging
-from typing import Any, Callable
+from typing import Any, Callable, Union
 
 from chalice import Blueprint, Response
 from chalice.app import Request
 
 from .. import tokens
 from ..config import ConfigError, get_settings
-from ..domain.errors import DomainError, InvalidRequest
+from ..domain.errors import DomainError, InvalidRequest, TooManyUploadAttempts
 from ..domain.ids import check_id
+from .shapes import domain_error_body, error_body
 
 log = logging.getLogger(__name__)
 
@@ -49,33 +50,47 @@ JSON_HEADERS = {"Content-Type": "application/json", "Cache-Control": "no-store"}
 KEY_PARAMS = ("file_id", "upload_id", "object_id")
 
 
-class HttpError(DomainError):
-    """An error that exists only at the HTTP level (unknown route, body too large, ...)."""
+class HttpError(Exception):
+    """An error that exists only at the HTTP level (body too large, ...), with its status.
+
+    Not a domain error: no service raises it; the routes render it like one."""
 
     def __init__(
         self, status: int, exception_id: str, description: str, data: dict | None = None
     ) -> None:
-        super().__init__(description, data)
+        super().__init__(description)
         self.status = status
-        self.exception_id = exception_id  # type: ignore[misc]
+        self.exception_id = exception_id
+        self.description = description
+        self.data: dict[str, Any] = data or {}
 
 
-def error_body(exception_id: str, description: str, data: dict | None = None) -> dict:
-    return {"exception_id": exception_id, "description": description, "data": data or {}}
+#: What a route answers with: a domain error, or an error of the HTTP layer itself.
+ApiError = Union[DomainError, HttpError]
 
 
-def error_response(
-    error: DomainError, status: int | None = None, headers: dict | None = None
-) -> Response:
-    code = status or getattr(error, "status", None) or STATUS_BY_ID.get(error.exception_id, 400)
+def status_of(error: ApiError, statuses: dict[str, int] | None = None) -> int:
+    """The HTTP status of an error: the route's own choice, else the default per id."""
+    if isinstance(error, HttpError):
+        return error.status
+    chosen = (statuses or {}).get(error.exception_id)
+    return chosen or STATUS_BY_ID.get(error.exception_id, 400)
+
+
+def body_of(error: ApiError) -> dict[str, Any]:
+    if isinstance(error, HttpError):
+        return error_body(error.exception_id, error.description, error.data)
+    return domain_error_body(error)
+
+
+def error_response(error: ApiError, status: int | None = None) -> Response:
+    code = status or status_of(error)
     all_headers = dict(JSON_HEADERS)
     if code == 401:
         all_headers["WWW-Authenticate"] = 'Bearer realm="ghga"'
-    retry_after = getattr(error, "retry_after", None)
-    if retry_after is not None:
-        all_headers["Retry-After"] = str(retry_after)
-    all_headers.update(headers or {})
-    return Response(body=error.to_body(), status_code=code, headers=all_headers)
+    if isinstance(error, TooManyUploadAttempts):
+        all_headers["Retry-After"] = str(error.retry_after)
+    return Response(body=body_of(error), status_code=code, headers=all_headers)
 
 
 def internal_error_response() -> Response:
@@ -192,7 +207,7 @@ class Endpoint:
                             if name in path:
                                 check_id(path[name], name)
                     return view(request, user, **path)
-                except DomainError as exc:
+                except (DomainError, HttpError) as exc:
                     return self.render_error(exc, overrides.get(exc.exception_id))
                 except ConfigError:
                     log.exception("configuration error")

@@ -16,10 +16,20 @@ from chalice import Blueprint, Response
 from chalice.app import Request
 
 from ..bootstrap import services
-from ..domain.errors import DomainError, InvalidRequest
+from ..config import get_settings
+from ..domain.errors import InvalidRequest
 from ..domain.ids import check_ids
 from ..services.downloads import AUTHORIZATIONS, BulkAnswer, DownloadService, StagingEstimate
-from .common import JSON_HEADERS, STATUS_BY_ID, Endpoint, json_response, read_json_object
+from . import shapes
+from .common import (
+    JSON_HEADERS,
+    ApiError,
+    Endpoint,
+    body_of,
+    json_response,
+    read_json_object,
+    status_of,
+)
 
 URL_PREFIX = "/ga4gh/drs/v1"
 
@@ -29,23 +39,16 @@ bp = Blueprint(__name__)
 DRS_STATUSES = {"noSuchAccess": 404, "bulkRequestTooLarge": 413}
 
 
-def _status(error: DomainError) -> int:
-    return (
-        getattr(error, "status", None)
-        or DRS_STATUSES.get(error.exception_id)
-        or STATUS_BY_ID.get(error.exception_id, 400)
-    )
+def _status(error: ApiError) -> int:
+    return status_of(error, DRS_STATUSES)
 
 
-def drs_error_response(
-    error: DomainError, status: int | None = None, headers: dict | None = None
-) -> Response:
+def drs_error_response(error: ApiError, status: int | None = None) -> Response:
     code = status or _status(error)
-    body = {"msg": error.description, "status_code": code, **error.to_body()}
+    body = {"msg": error.description, "status_code": code, **body_of(error)}
     all_headers = dict(JSON_HEADERS)
     if code == 401:
         all_headers["WWW-Authenticate"] = 'Bearer realm="ghga"'
-    all_headers.update(headers or {})
     return Response(body=body, status_code=code, headers=all_headers)
 
 
@@ -75,9 +78,9 @@ def _accepted(staging: StagingEstimate) -> Response:
 @endpoint()
 def get_object(request: Request, user: str, object_id: str) -> Response:
     answer = _service().get_object(user, object_id)
-    if answer.staging is not None:
+    if answer.staging is not None or answer.drs_object is None:
         return _accepted(answer.staging)
-    return json_response(answer.drs_object)
+    return json_response(shapes.drs_object(answer.drs_object, get_settings().drs_host))
 
 
 @bp.route("/objects/{object_id}", methods=["OPTIONS"])
@@ -91,9 +94,9 @@ def options_object(request: Request, user: str, object_id: str) -> Response:
 @endpoint()
 def get_access_url(request: Request, user: str, object_id: str, access_id: str) -> Response:
     answer = _service().get_access_url(user, object_id, access_id)
-    if answer.staging is not None:
+    if answer.staging is not None or answer.access_url is None:
         return _accepted(answer.staging)
-    return json_response(answer.access_url)
+    return json_response(shapes.access_url(answer.access_url))
 
 
 @bp.route("/objects", methods=["POST"])
@@ -106,7 +109,8 @@ def get_bulk_objects(request: Request, user: str) -> Response:
 @bp.route("/service-info", methods=["GET"])
 @endpoint()
 def service_info(request: Request, user: str) -> Response:
-    return json_response(_service().service_info())
+    _service()  # refuses a deployment without a usable UCS_DRS_HOSTNAME
+    return json_response(shapes.service_info(get_settings()))
 
 
 def bulk_object_ids(body: dict[str, Any]) -> list[str]:
@@ -144,13 +148,14 @@ def bulk_body(answer: BulkAnswer) -> dict[str, Any]:
     for object_id, error in answer.refused.items():
         groups.setdefault(_status(error), []).append(object_id)
     unresolved = answer.requested - len(answer.resolved)
+    host = get_settings().drs_host
     return {
         "summary": {
             "requested": answer.requested,
             "resolved": len(answer.resolved),
             "unresolved": unresolved,
         },
-        "resolved_drs_object": answer.resolved,
+        "resolved_drs_object": [shapes.drs_object(o, host) for o in answer.resolved],
         "unresolved_drs_objects": [
             {"error_code": code, "object_ids": ids} for code, ids in sorted(groups.items())
         ],

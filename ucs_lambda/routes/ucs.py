@@ -17,8 +17,9 @@ from ..domain.errors import FileNotRegistered, InvalidRequest
 from ..domain.ids import check_id, check_ids
 from ..domain.models import UploadStatus
 from ..domain.parts import parse_part_number
-from ..services.uploads import Checksums, UploadService
-from .common import Endpoint, json_response, read_json_object, require_string
+from ..services.uploads import Checksums, FileLookup, UploadService
+from . import shapes
+from .common import Endpoint, body_of, json_response, read_json_object, require_string, status_of
 
 bp = Blueprint(__name__)
 endpoint = Endpoint(bp)
@@ -31,7 +32,7 @@ def _service() -> UploadService:
 @bp.route("/files/{file_id}", methods=["GET"])
 @endpoint()
 def get_file_metadata(request: Request, user: str, file_id: str) -> Response:
-    return json_response(_service().get_file_metadata(user, file_id))
+    return json_response(shapes.file_metadata(_service().get_file_metadata(user, file_id)))
 
 
 @bp.route("/uploads", methods=["POST"])
@@ -42,13 +43,13 @@ def create_upload(request: Request, user: str) -> Response:
         # A string, as ucs.yaml asks, but no file can have it (nor be looked up by it).
         raise FileNotRegistered("")
     file_id = check_id(require_string(body, "file_id"), "file_id")
-    return json_response(_service().create_upload(user, file_id))
+    return json_response(shapes.upload_details(_service().create_upload(user, file_id)))
 
 
 @bp.route("/uploads/{upload_id}", methods=["GET"])
 @endpoint()
 def get_upload_details(request: Request, user: str, upload_id: str) -> Response:
-    return json_response(_service().get_upload(user, upload_id))
+    return json_response(shapes.upload_details(_service().get_upload(user, upload_id)))
 
 
 @bp.route("/uploads/{upload_id}", methods=["PATCH"])
@@ -127,7 +128,23 @@ def lookup_files(request: Request, user: str) -> Response:
             "'file_ids' must be a non-empty list of non-empty strings (and nothing else).",
             {"field": "file_ids"},
         )
-    return json_response({"files": _service().lookup_files(user, check_ids(ids, "file_ids"))})
+    found = _service().lookup_files(user, check_ids(ids, "file_ids"))
+    return json_response({"files": [_lookup_entry(entry) for entry in found]})
+
+
+def _lookup_entry(entry: FileLookup) -> dict[str, Any]:
+    """One file of ``POST /batch/files``: what ``GET /files/{id}`` would answer, with status."""
+    if entry.error is not None or entry.file is None:
+        error = entry.error or FileNotRegistered(entry.file_id)
+        status = status_of(error, {"fileNotRegistered": 404, "noFileAccess": 403})
+        return {"file_id": entry.file_id, "status": status, "error": body_of(error)}
+    upload = entry.current_upload
+    return {
+        "file_id": entry.file_id,
+        "status": 200,
+        "metadata": shapes.file_metadata(entry.file),
+        "current_upload": shapes.upload_details(upload) if upload else None,
+    }
 
 
 @bp.route("/uploads/{upload_id}/segments/{segment_no}/complete", methods=["POST"])

@@ -22,7 +22,7 @@ from typing import Any
 from ..config import Settings
 from ..domain import access
 from ..domain.errors import BulkRequestTooLarge, DomainError, NoSuchAccess
-from ..domain.models import FileRecord, StagingProgress, iso
+from ..domain.models import FileRecord, StagingProgress
 from ..domain.parts import part_ranges, part_size_for
 from ..ports import (
     CopyItem,
@@ -81,18 +81,26 @@ class StagingEstimate:
 
 
 @dataclass(frozen=True)
-class ObjectAnswer:
-    """Either a ready ``DrsObject`` or how long to wait while it is staged."""
+class DrsObject:
+    """A readable object the outbox holds, with a freshly presigned GET URL."""
 
-    drs_object: dict[str, Any] | None = None
+    file: FileRecord
+    url: str
+
+
+@dataclass(frozen=True)
+class ObjectAnswer:
+    """Either a ready object or how long to wait while it is staged."""
+
+    drs_object: DrsObject | None = None
     staging: StagingEstimate | None = None
 
 
 @dataclass(frozen=True)
 class AccessAnswer:
-    """Either a fresh DRS ``AccessURL`` or how long to wait while it is staged."""
+    """Either a fresh presigned GET URL or how long to wait while it is staged."""
 
-    access_url: dict[str, Any] | None = None
+    access_url: str | None = None
     staging: StagingEstimate | None = None
 
 
@@ -106,7 +114,7 @@ class BulkAnswer:
     """
 
     requested: int
-    resolved: list[dict[str, Any]] = field(default_factory=list)
+    resolved: list[DrsObject] = field(default_factory=list)
     staging: dict[str, StagingEstimate] = field(default_factory=dict)
     refused: dict[str, DomainError] = field(default_factory=dict)
     #: Name and size of each staging object (the caller may read it; a batch checks names).
@@ -154,21 +162,6 @@ class DownloadService:
         self.claims = state.claims
         self.storage = storage
         self.queue = queue
-
-    def service_info(self) -> dict[str, Any]:
-        """GA4GH service-info with DRS 1.4's bulk limit (also in 1.5's ``drs`` block)."""
-        s = self.settings
-        limit = s.drs_max_bulk_objects
-        return {
-            "id": f"{_reverse(s.drs_host)}.drs",
-            "name": "GHGA DRS3",
-            "type": {"group": "org.ga4gh", "artifact": "drs", "version": DRS_VERSION},
-            "description": "Download API of the GHGA file services (DRS on S3).",
-            "organization": {"name": s.organization_name, "url": s.organization_url},
-            "version": "1.0.0",
-            "maxBulkRequestLength": limit,
-            "drs": {"maxBulkRequestLength": limit},
-        }
 
     def _readable_file(self, user_id: str, object_id: str) -> FileRecord:
         file = self.files.get_file(object_id)
@@ -277,25 +270,11 @@ class DownloadService:
         for f in files:
             log.info("drs: staging of %s requested", f.file_id)
 
-    def _access_url(self, file: FileRecord) -> dict[str, Any]:
-        url = self.storage.presign_get(self.settings.outbox_bucket, file.file_id)
-        return {"url": url, "headers": list(ACCESS_URL_HEADERS)}
+    def _access_url(self, file: FileRecord) -> str:
+        return self.storage.presign_get(self.settings.outbox_bucket, file.file_id)
 
-    def _drs_object(self, file: FileRecord) -> dict[str, Any]:
-        checksums = [{"type": "md5", "checksum": file.md5_checksum}]
-        if file.sha256_checksum:  # recorded by the validation job (not on older files)
-            checksums.append({"type": "sha-256", "checksum": file.sha256_checksum})
-        return {
-            "id": file.file_id,
-            "name": file.file_name,
-            "self_uri": f"drs://{self.settings.drs_host}/{file.file_id}",
-            "size": file.size,
-            "created_time": iso(file.accepted_at or file.creation_date),
-            "checksums": checksums,
-            "access_methods": [
-                {"type": "s3", "access_id": ACCESS_ID, "access_url": self._access_url(file)}
-            ],
-        }
+    def _drs_object(self, file: FileRecord) -> DrsObject:
+        return DrsObject(file, self._access_url(file))
 
     def stage(self, file_id: str) -> str | None:
         """Job: one run of the staging copy permanent -> outbox (server-side).
@@ -431,9 +410,3 @@ class DownloadService:
             self.claims.reset_staging(obj.key)
             removed += 1
         return removed
-
-
-def _reverse(host: str) -> str:
-    """``drs.example.org:443`` -> ``org.example.drs`` (service-info ids are reverse-DNS)."""
-    name = host.split(":")[0] or "localhost"
-    return ".".join(reversed(name.split(".")))

@@ -103,6 +103,16 @@ class Checksums:
         return cls(md5=md5.lower() if md5 else None, part_md5s=tuple(p.lower() for p in parts))
 
 
+@dataclass(frozen=True)
+class FileLookup:
+    """One file of a batch lookup: the file and its current upload, or why not."""
+
+    file_id: str
+    file: FileRecord | None = None
+    current_upload: UploadRecord | None = None
+    error: DomainError | None = None
+
+
 class UploadService:
     """The UCS operations (ucs.yaml plus the documented extensions)."""
 
@@ -148,13 +158,12 @@ class UploadService:
 
     # ---- operations --------------------------------------------------------------------
 
-    def lookup_files(self, user_id: str, file_ids: list[str]) -> list[dict[str, Any]]:
+    def lookup_files(self, user_id: str, file_ids: list[str]) -> list[FileLookup]:
         """Batch ``GET /files/{id}`` plus each file's current upload (extension, one call).
 
         A client uploading a study checks every file before any byte moves; per file the
-        answer is what the single routes would say: metadata and the current upload's details,
-        or the error (404 ``fileNotRegistered``, 403 ``noFileAccess``). Two ``BatchGetItem``
-        reads, not two calls per file.
+        answer is what the single routes would say: the file and its current upload, or the
+        error (``fileNotRegistered``, ``noFileAccess``). Two bulk reads, not two calls per file.
         """
         limit = self.settings.max_batch_files
         if len(file_ids) > limit:
@@ -162,7 +171,7 @@ class UploadService:
         ids = list(dict.fromkeys(file_ids))
         files = self.files.get_files(ids)
         allowed: dict[str, FileRecord] = {}
-        results: dict[str, dict[str, Any]] = {}
+        results: dict[str, FileLookup] = {}
         for file_id in ids:
             file = files.get(file_id)
             try:
@@ -170,37 +179,30 @@ class UploadService:
                     raise FileNotRegistered(file_id)
                 access.require_submitter(file, user_id)
             except DomainError as exc:
-                status = 404 if isinstance(exc, FileNotRegistered) else 403
-                results[file_id] = {"file_id": file_id, "status": status, "error": exc.to_body()}
+                results[file_id] = FileLookup(file_id, error=exc)
                 continue
             allowed[file_id] = file
         current = [f.current_upload_id for f in allowed.values() if f.current_upload_id]
         uploads = self.uploads.get_uploads(current) if current else {}
         for file_id, file in allowed.items():
             upload = uploads.get(file.current_upload_id or "")
-            results[file_id] = {
-                "file_id": file_id,
-                "status": 200,
-                "metadata": file.metadata(),
-                "current_upload": upload.details() if upload else None,
-            }
+            results[file_id] = FileLookup(file_id, file=file, current_upload=upload)
         return [results[file_id] for file_id in ids]
 
-    def get_file_metadata(self, user_id: str, file_id: str) -> dict[str, Any]:
-        return self._file_for_submitter(user_id, file_id).metadata()
+    def get_file_metadata(self, user_id: str, file_id: str) -> FileRecord:
+        return self._file_for_submitter(user_id, file_id)
 
-    def get_upload(self, user_id: str, upload_id: str) -> dict[str, Any]:
-        return self._upload_for_submitter(user_id, upload_id).details()
+    def get_upload(self, user_id: str, upload_id: str) -> UploadRecord:
+        return self._upload_for_submitter(user_id, upload_id)
 
     def _existing_active(self, file_id: str) -> ExistingActiveUpload:
         """The error for a file whose lock is taken (reads state after the failed write)."""
         file = self.files.get_file(file_id)
         active_id = file.active_upload_id if file else None
         active = self.uploads.get_upload(active_id) if active_id else None
-        details = active.details() if active else {"upload_id": active_id}
-        return ExistingActiveUpload(file_id, details)
+        return ExistingActiveUpload(file_id, active, active_id)
 
-    def create_upload(self, user_id: str, file_id: str) -> dict[str, Any]:
+    def create_upload(self, user_id: str, file_id: str) -> UploadRecord:
         """Start a multipart upload; the transaction, not the pre-check, enforces one per file."""
         file = self._file_for_submitter(user_id, file_id)
         if file.active_upload_id:  # fast path: no S3 work for an obvious conflict
@@ -247,7 +249,7 @@ class UploadService:
         except Exception:
             self._quietly(self.storage.abort_multipart_upload, s.inbox_bucket, key, s3_upload_id)
             raise
-        return upload.details()
+        return upload
 
     def _layout(self, upload: UploadRecord, file: FileRecord) -> SegmentLayout:
         return upload.layout(file.size, self.settings.copy_part_size)
