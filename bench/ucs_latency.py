@@ -1,11 +1,13 @@
-"""Latency of the UCS/DRS3 API under concurrent clients (run by bench/suite.py).
+"""Latency of the UCS/DRS3 API under concurrent clients (run by bench/suite.py and, once per
+state backend, by bench/backend_bench.py).
 
     .venv/bin/python bench/ucs_latency.py STACK_JSON DRS_OBJECT_ID [--clients 16] [--rounds 8]
 
 Each of ``--clients`` threads runs ``--rounds`` rounds of: ``POST /uploads`` (create-upload, a new
 file per round), ``POST /uploads/{id}/signed_urls`` for 100 parts (batch presign) and
 ``GET /ga4gh/drs/v1/objects/{id}`` of an already staged object (get-object). One keep-alive
-``http.client`` connection per thread. Prints JSON: per operation count, errors, p50/p90/p99, max.
+``http.client`` connection per thread. Prints JSON: per operation count, errors, p50/p90/p99, max,
+and the stack's ``s3_backend`` and ``db_backend`` (where state and jobs live).
 The (empty) multipart uploads it created are aborted at the end: the inbox may be a shared RGW.
 """
 
@@ -23,6 +25,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import urlsplit
+
+#: parts presigned by one batch-presign request
+PRESIGNED = 100
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -58,6 +63,14 @@ def main() -> int:
     os.environ.update(stack["env"])
     os.environ["UCS_STACK_FILE"] = str(args.stack_json)
     from ucs_lambda import admin  # after the environment: pynamodb reads it at import
+    from ucs_lambda.config import get_settings
+    from ucs_lambda.domain.parts import part_size_for
+
+    # Registered large enough for PRESIGNED parts: a part beyond the file's end is refused
+    # (since b13447e), which would time an error answer instead of a batch presign.
+    settings = get_settings()
+    size = PRESIGNED * max(settings.part_size, settings.min_part_size)
+    assert size // part_size_for(size, settings.part_size, settings.min_part_size) >= PRESIGNED
 
     user = "latency-user"
     run = os.urandom(3).hex()
@@ -72,7 +85,7 @@ def main() -> int:
                     "--file-name",
                     "x.bin",
                     "--size",
-                    str(1 << 30),
+                    str(size),
                     "--md5",
                     "0" * 32,
                     "--submitter",
@@ -125,7 +138,7 @@ def main() -> int:
                     "batch-presign",
                     "POST",
                     f"/uploads/{upload_id}/signed_urls",
-                    {"part_numbers": list(range(1, 101))},
+                    {"part_numbers": list(range(1, PRESIGNED + 1))},
                     token,
                 )
             call(
@@ -144,6 +157,8 @@ def main() -> int:
     wall = time.perf_counter() - started
     abort_uploads(stack, f"lat-{run}-")
     result = {
+        "s3_backend": stack.get("s3_backend"),
+        "db_backend": stack.get("db_backend", "dynamodb"),
         "clients": args.clients,
         "rounds": args.rounds,
         "wall_s": round(wall, 2),
