@@ -19,7 +19,7 @@ from ..bootstrap import services
 from ..config import get_settings
 from ..domain.errors import InvalidRequest
 from ..domain.ids import check_ids
-from ..services.downloads import AUTHORIZATIONS, BulkAnswer, DownloadService, StagingEstimate
+from ..services.downloads import BulkAnswer, DownloadService, StagingEstimate
 from . import shapes
 from .common import (
     JSON_HEADERS,
@@ -87,7 +87,7 @@ def get_object(request: Request, user: str, object_id: str) -> Response:
 @endpoint(public=True)
 def options_object(request: Request, user: str, object_id: str) -> Response:
     """DRS 1.3 ``Authorizations``: public and the same for every id, so it reveals nothing."""
-    return json_response(AUTHORIZATIONS)
+    return json_response(shapes.AUTHORIZATIONS)
 
 
 @bp.route("/objects/{object_id}/access/{access_id}", methods=["GET"])

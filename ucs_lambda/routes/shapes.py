@@ -15,6 +15,10 @@ from ..domain.models import SERVER_VERIFIES, FileRecord, UploadRecord, iso
 from ..domain.parts import MAX_PARTS
 from ..services.downloads import ACCESS_ID, ACCESS_URL_HEADERS, DRS_VERSION, DrsObject
 
+#: DRS 1.3 ``Authorizations``: how to authorise requests for any object (the same answer for
+#: every id, so that it says nothing about whether an object exists).
+AUTHORIZATIONS: dict[str, Any] = {"supported_types": ["BearerAuth"]}
+
 
 def file_metadata(file: FileRecord) -> dict[str, Any]:
     """ucs.yaml ``FileMetadata`` plus the ``server_verifies`` extension."""

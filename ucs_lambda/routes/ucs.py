@@ -78,7 +78,7 @@ def _part_no(raw: Any) -> int:
 @bp.route("/uploads/{upload_id}/parts/{part_no}/signed_urls", methods=["POST"])
 @endpoint()
 def create_presigned_url(request: Request, user: str, upload_id: str, part_no: str) -> Response:
-    return json_response(_service().presign_part(user, upload_id, _part_no(part_no)))
+    return json_response({"url": _service().presign_part(user, upload_id, _part_no(part_no)).url})
 
 
 @bp.route("/uploads/{upload_id}/signed_urls", methods=["POST"])
@@ -102,14 +102,23 @@ def create_presigned_urls(request: Request, user: str, upload_id: str) -> Respon
             "'part_numbers' must contain integers only.", {"field": "part_numbers"}
         )
     parsed = [_part_no(n) for n in numbers]
-    return json_response(_service().presign_parts(user, upload_id, parsed))
+    urls = _service().presign_parts(user, upload_id, parsed)
+    return json_response(
+        {
+            "urls": [{"part_no": u.part_no, "url": u.url} for u in urls],
+            "expires_in": get_settings().presign_ttl,
+        }
+    )
 
 
 @bp.route("/uploads/{upload_id}/parts", methods=["GET"])
 @endpoint()
 def list_upload_parts(request: Request, user: str, upload_id: str) -> Response:
     """Extension: the parts S3 already holds, to resume an interrupted upload."""
-    return json_response(_service().list_parts(user, upload_id))
+    parts = _service().list_parts(user, upload_id)
+    return json_response(
+        {"parts": [{"part_no": p.part_no, "size": p.size, "etag": p.etag} for p in parts]}
+    )
 
 
 @bp.route("/batch/files", methods=["POST"])
@@ -159,4 +168,12 @@ def complete_segment(request: Request, user: str, upload_id: str, segment_no: st
             f"'segment_no' must be an integer between 1 and 10000, got {segment_no[:20]!r}.",
             {"field": "segment_no"},
         ) from None
-    return json_response(_service().complete_segment(user, upload_id, number))
+    done = _service().complete_segment(user, upload_id, number)
+    return json_response(
+        {
+            "segment_no": done.segment_no,
+            "part_numbers": [done.first_part, done.last_part],
+            "complete": True,
+            "verified_bytes": done.verified_bytes,
+        }
+    )

@@ -17,7 +17,6 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from typing import Any
 
 from ..config import Settings
 from ..domain import access
@@ -54,10 +53,6 @@ DRS_VERSION = "1.4.0"
 #: The one access method of every object: a presigned GET URL on the outbox bucket. Opaque to
 #: clients; unique within an object, as DRS requires.
 ACCESS_ID = "s3"
-
-#: DRS 1.3 ``Authorizations``: how to authorise requests for any object (the same answer for
-#: every id, so that it says nothing about whether an object exists).
-AUTHORIZATIONS: dict[str, Any] = {"supported_types": ["BearerAuth"]}
 
 #: ``headers`` of every ``AccessURL``: a harmless header a client sends with the presigned GET.
 #: Never empty, because a client may take an empty list as "send my DRS credentials instead":

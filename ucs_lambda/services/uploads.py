@@ -104,6 +104,24 @@ class Checksums:
 
 
 @dataclass(frozen=True)
+class PartUrl:
+    """A presigned PUT URL for one part (global part number)."""
+
+    part_no: int
+    url: str
+
+
+@dataclass(frozen=True)
+class SegmentDone:
+    """A completed segment: its first and last global part, and what is verified so far."""
+
+    segment_no: int
+    first_part: int
+    last_part: int
+    verified_bytes: int
+
+
+@dataclass(frozen=True)
 class FileLookup:
     """One file of a batch lookup: the file and its current upload, or why not."""
 
@@ -256,7 +274,7 @@ class UploadService:
 
     def _part_urls(
         self, upload: UploadRecord, file: FileRecord, part_numbers: list[int], field: str
-    ) -> list[dict[str, Any]]:
+    ) -> list[PartUrl]:
         """Presigned PUT URLs, each signed for its part's exact ``Content-Length``.
 
         Part ``n`` goes to its segment's multipart upload as local part number (opened here
@@ -294,7 +312,7 @@ class UploadService:
                 local_no,
                 layout.part_length(n),
             )
-            urls.append({"part_no": n, "url": url})
+            urls.append(PartUrl(n, url))
         return urls
 
     def _open_segments(self, upload: UploadRecord, numbers: set[int]) -> dict[int, str]:
@@ -332,31 +350,28 @@ class UploadService:
             file_id, budget.limit, budget.window_seconds, budget.retry_after(window_start)
         )
 
-    def presign_part(self, user_id: str, upload_id: str, part_no: int) -> dict[str, Any]:
+    def presign_part(self, user_id: str, upload_id: str, part_no: int) -> PartUrl:
         upload, file = self._pending_upload_and_file(user_id, upload_id)
-        return {"url": self._part_urls(upload, file, [part_no], "part_no")[0]["url"]}
+        return self._part_urls(upload, file, [part_no], "part_no")[0]
 
-    def presign_parts(
-        self, user_id: str, upload_id: str, part_numbers: list[int]
-    ) -> dict[str, Any]:
+    def presign_parts(self, user_id: str, upload_id: str, part_numbers: list[int]) -> list[PartUrl]:
         """Batch presign (extension): one request for up to ``UCS_MAX_BATCH_URLS`` parts."""
         upload, file = self._pending_upload_and_file(user_id, upload_id)
-        urls = self._part_urls(upload, file, part_numbers, "part_numbers")
-        return {"urls": urls, "expires_in": self.settings.presign_ttl}
+        return self._part_urls(upload, file, part_numbers, "part_numbers")
 
-    def list_parts(self, user_id: str, upload_id: str) -> dict[str, Any]:
+    def list_parts(self, user_id: str, upload_id: str) -> list[Part]:
         """The parts S3 holds, by global part number (extension, for resuming); only while
         pending. Parts of completed segments come from the upload's record (S3 no longer
         lists them), those of open segments from S3."""
         upload, file = self._pending_upload_and_file(user_id, upload_id)
         layout = self._layout(upload, file)
-        parts: list[dict[str, Any]] = []
+        parts: list[Part] = []
         for segment_no in range(1, layout.segment_count + 1):
             numbers = layout.parts_of(segment_no)
             done = upload.segments_done.get(segment_no)
             if done is not None:
                 for n, etag in zip(numbers, done.part_etags):
-                    parts.append({"part_no": n, "size": layout.part_length(n), "etag": etag})
+                    parts.append(Part(n, layout.part_length(n), etag))
                 continue
             s3_id = upload.segment_upload(segment_no)
             if s3_id is None:
@@ -364,15 +379,15 @@ class UploadService:
             for p in self._segment_parts(upload, segment_no, s3_id):
                 if p.part_no <= len(numbers):
                     n = numbers[p.part_no - 1]
-                    parts.append({"part_no": n, "size": p.size, "etag": p.etag})
-        return {"parts": parts}
+                    parts.append(Part(n, p.size, p.etag))
+        return parts
 
     def _segment_parts(self, upload: UploadRecord, segment_no: int, s3_id: str) -> list[Part]:
         return self.storage.list_parts(
             self.settings.inbox_bucket, upload.segment_key(segment_no), s3_id
         )
 
-    def complete_segment(self, user_id: str, upload_id: str, segment_no: int) -> dict[str, Any]:
+    def complete_segment(self, user_id: str, upload_id: str, segment_no: int) -> SegmentDone:
         """Extension: the client has stored every part of a segment; complete it so that the
         server verifies and stores it while the client sends the next ones. Idempotent."""
         upload, file = self._pending_upload_and_file(user_id, upload_id)
@@ -391,12 +406,7 @@ class UploadService:
             self._complete_segment(upload, layout, segment_no)
             self.enqueue_validation(upload.upload_id)
         parts = layout.parts_of(segment_no)
-        return {
-            "segment_no": segment_no,
-            "part_numbers": [parts[0], parts[-1]],
-            "complete": True,
-            "verified_bytes": upload.verified_bytes,
-        }
+        return SegmentDone(segment_no, parts[0], parts[-1], upload.verified_bytes)
 
     def _complete_segment(
         self, upload: UploadRecord, layout: SegmentLayout, segment_no: int

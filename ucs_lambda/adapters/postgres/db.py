@@ -29,6 +29,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
 from ...config import ConfigError, Settings
+from ...ports.state import StoreError
 
 #: Longest any one statement may run (ms): a stuck query fails instead of holding a request.
 STATEMENT_TIMEOUT_MS = 30_000
@@ -44,7 +45,7 @@ T = TypeVar("T")
 Row = dict[str, Any]
 
 
-class PostgresError(Exception):
+class PostgresError(StoreError):
     """The database failed (unreachable, timed out, refused a statement)."""
 
 
