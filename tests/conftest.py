@@ -1,4 +1,4 @@
-"""Fixtures shared by the whole suite: the local stack and the client as users run it."""
+"""Fixtures shared by the whole suite: the local stacks and the client as users run it."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from tests.helpers import PROJECT_DIR
-from tests.helpers.localstack import E2E_ENV, launch_on_ceph, stacklib
+from tests.helpers.localstack import E2E_ENV, launch_on_ceph, launch_on_postgres, stacklib
 
 
 @pytest.fixture(scope="session")
@@ -28,6 +28,27 @@ def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, 
 def stack_env(local_stack: dict[str, Any]) -> dict[str, str]:
     """Environment for processes (admin commands, boto3) that act on the local stack."""
     return {**os.environ, **local_stack["env"]}
+
+
+@pytest.fixture(scope="session")
+def pg_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """One local stack with state and jobs in PostgreSQL (``--db postgres``; S3 on moto, the
+    settings of ``local_stack``) per session, in a database of its own. Its worker runs 4 job
+    slots on every machine (the default depends on the cores), as tests of two workers assume.
+
+    Without a PostgreSQL it fails when ``PG_REQUIRED=1`` and is skipped otherwise
+    (``tests.helpers.postgres.require_server``).
+    """
+    state_dir = tmp_path_factory.mktemp("pg-stack")
+    env = {**E2E_ENV, "UCS_WORKER_CONCURRENCY": "4"}
+    with launch_on_postgres(state_dir, extra_env=env) as info:
+        yield {**info, "state_dir": state_dir}
+
+
+@pytest.fixture(scope="session")
+def pg_stack_env(pg_stack: dict[str, Any]) -> dict[str, str]:
+    """Environment for processes (admin commands, workers) that act on the PostgreSQL stack."""
+    return {**os.environ, **pg_stack["env"]}
 
 
 @pytest.fixture(scope="session")

@@ -1,14 +1,20 @@
-"""The seed's rules on uploads, checked on the DynamoDB tables of a running local stack.
+"""The seed's rules on uploads, checked on the stored state of a running local stack.
 
 star-nosed-mole.md: per file at most one upload is ``pending``, ``uploaded`` or ``accepted``;
 once one is ``accepted`` no new upload is created for the file. docs/CONTRACTS.md carries the
 rule in the file item: ``active_upload_id`` names exactly that one upload (and is absent when
 there is none), ``accepted_upload_id`` the accepted one.
 
-The tables are read with plain boto3 through the stack's DynamoDB endpoint (strongly consistent
-reads and scans), not through ``ucs_lambda``: the checker must not share the code it checks.
-It may run while jobs change the files: :func:`read_file_state` retries until its reads of
-the file item and of the uploads belong to one state.
+The state is read without ``ucs_lambda``, so the checker never shares the code it checks:
+
+- DynamoDB (``db_backend`` ``dynamodb``, the default): plain boto3 through the stack's endpoint
+  (strongly consistent reads and scans). It may run while jobs change the files:
+  :func:`read_file_state` retries until its reads of the file item and of the uploads belong
+  to one state.
+- PostgreSQL (``db_backend`` ``postgres``): plain psycopg on the stack's ``database_url``, the
+  ``files`` and ``uploads`` tables read in one REPEATABLE READ transaction (one snapshot, so one
+  state). Rows become the items' shape: ``status`` is ``upload_status`` and NULL columns are
+  left out, as DynamoDB leaves out attributes that are not set.
 """
 
 from __future__ import annotations
@@ -22,6 +28,42 @@ from boto3.dynamodb.conditions import Attr
 
 ACTIVE = {"pending", "uploaded", "accepted"}
 STATUSES = ACTIVE | {"cancelled", "failed", "rejected"}
+
+
+_PG_FILES = "SELECT * FROM files WHERE %(file_id)s::text IS NULL OR file_id = %(file_id)s"
+_PG_UPLOADS = (
+    "SELECT * FROM uploads WHERE %(file_id)s::text IS NULL OR file_id = %(file_id)s"
+    " ORDER BY created, upload_id"
+)
+
+
+def _is_postgres(stack: dict[str, Any]) -> bool:
+    return stack.get("db_backend") == "postgres"
+
+
+def _pg_rows(
+    stack: dict[str, Any], file_id: str | None
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(files, uploads) as item-shaped dicts, from one snapshot; only ``file_id``'s if given."""
+    import psycopg
+    from psycopg.rows import dict_row
+
+    # %(file_id)s NULL: every file (check_files without file ids).
+    params = {"file_id": file_id}
+    with psycopg.connect(stack["database_url"], connect_timeout=10) as conn:
+        conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        conn.read_only = True
+        with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+            files = cur.execute(_PG_FILES, params).fetchall()
+            uploads = cur.execute(_PG_UPLOADS, params).fetchall()
+
+    def item(row: dict[str, Any]) -> dict[str, Any]:
+        found = {k: v for k, v in row.items() if v is not None}
+        if "status" in found:
+            found["upload_status"] = found.pop("status")
+        return found
+
+    return [item(f) for f in files], [item(u) for u in uploads]
 
 
 def _tables(stack: dict[str, Any]) -> tuple[Any, Any]:
@@ -57,7 +99,11 @@ def read_file_state(
     Every status change writes the upload and the file item in one transaction, so a file item
     read *between* two identical reads of the uploads belongs to that state of the uploads; the
     reads are repeated until that holds (a job running meanwhile changes them at most briefly).
+    On PostgreSQL one snapshot holds both.
     """
+    if _is_postgres(stack):
+        files_found, uploads_found = _pg_rows(stack, file_id)
+        return (files_found[0] if files_found else None), uploads_found
     files, uploads = _tables(stack)
 
     def uploads_now() -> list[dict[str, Any]]:
@@ -93,7 +139,8 @@ def violations(file: dict[str, Any] | None, uploads: list[dict[str, Any]]) -> li
     accepted = [u for u in uploads if u["upload_status"] == "accepted"]
     if accepted:
         first = accepted[0]
-        # Timestamps are pynamodb's fixed-width UTC strings: they sort as they compare.
+        # Timestamps are pynamodb's fixed-width UTC strings (DynamoDB) or datetimes
+        # (PostgreSQL): either way they sort as they compare.
         accepted_at = file.get("accepted_at") or first["updated"]
         later = [u["upload_id"] for u in uploads if u["created"] > accepted_at]
         if later:
@@ -127,11 +174,15 @@ def violations(file: dict[str, Any] | None, uploads: list[dict[str, Any]]) -> li
 def check_files(stack: dict[str, Any], file_ids: Iterable[str] | None = None) -> None:
     """Assert the rules for ``file_ids`` (default: every registered file and every upload)."""
     if file_ids is None:
-        files, uploads = _tables(stack)
+        if _is_postgres(stack):
+            all_files, all_uploads = _pg_rows(stack, None)
+        else:
+            files, uploads = _tables(stack)
+            all_files, all_uploads = _scan(files), _scan(uploads)
         by_file: dict[str, list[dict[str, Any]]] = {}
-        for u in _scan(uploads):
+        for u in all_uploads:
             by_file.setdefault(u["file_id"], []).append(u)
-        items = {f["file_id"]: f for f in _scan(files)}
+        items = {f["file_id"]: f for f in all_files}
         problems = [
             problem
             for fid in sorted(set(items) | set(by_file))

@@ -1,5 +1,6 @@
-"""The job queue of a stack as a stray producer or a duplicating SQS would use it, and the
-worker's log of finished jobs."""
+"""The job queue of a stack as a stray producer or a duplicating SQS would use it (SQS, or the
+``jobs`` table of a stack with ``db_backend`` ``postgres``), and the worker's log of finished
+jobs."""
 
 from __future__ import annotations
 
@@ -35,10 +36,19 @@ def jobs_done(stack: dict[str, Any], body: dict[str, Any]) -> int:
 
 
 def send_jobs(stack: dict[str, Any], bodies: list[Any]) -> None:
-    """Put raw messages on the job queue, as SQS redelivery or a stray producer would."""
+    """Put raw messages on the job queue, as SQS redelivery or a stray producer would.
+
+    On PostgreSQL all rows are inserted by one statement (with plain psycopg, not the adapter),
+    so they become visible to the workers at the same instant."""
+    raws = [body if isinstance(body, str) else json.dumps(body) for body in bodies]
+    if stack.get("db_backend") == "postgres":
+        import psycopg
+
+        with psycopg.connect(stack["database_url"], autocommit=True) as conn:
+            conn.execute("INSERT INTO jobs (body) SELECT unnest(%s::text[])", (raws,))
+        return
     sqs, url = job_queue(stack)
-    for body in bodies:
-        raw = body if isinstance(body, str) else json.dumps(body)
+    for raw in raws:
         sqs.send_message(QueueUrl=url, MessageBody=raw)
 
 

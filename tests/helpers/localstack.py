@@ -1,9 +1,10 @@
 """The local stack (``build/stack.py``) as the tests run it: small parts on moto, real ones on
-Ceph RGW."""
+Ceph RGW; state and jobs in DynamoDB and SQS (moto), or in PostgreSQL."""
 
 from __future__ import annotations
 
 import contextlib
+import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -61,3 +62,26 @@ def launch_on_ceph(
             yield info
     finally:
         stacklib.remove_buckets(s3_client(cfg), list(buckets.values()))
+
+
+@contextlib.contextmanager
+def launch_on_postgres(
+    state_dir: Path, extra_env: dict[str, str] | None = None
+) -> Iterator[dict[str, Any]]:
+    """Launch the stack with ``--db postgres`` (S3 on moto); skip (fail with ``PG_REQUIRED=1``)
+    without a PostgreSQL.
+
+    The server is the tests' (``tests.helpers.postgres``: ``$UCS_TEST_DATABASE_URL``, else the
+    one of ``build/pg-up.sh``), handed to the stack as ``STACK_PG_URL`` unless that is set: the
+    stack creates a database of its own there (``stack_<hash>``, dropped at the stop). Its
+    ``stack.json`` has ``db_backend`` ``postgres`` and the ``database_url`` the services use.
+    """
+    from tests.helpers.postgres import TEST_DATABASE_URL, require_server
+
+    require_server()
+    env = dict(extra_env or {})
+    if not os.environ.get("STACK_PG_URL") and TEST_DATABASE_URL:
+        env.setdefault("STACK_PG_URL", TEST_DATABASE_URL)
+    with stacklib.launch(state_dir, db_backend="postgres", extra_env=env) as info:
+        assert info["db_backend"] == "postgres" and info["database_url"], info
+        yield info
