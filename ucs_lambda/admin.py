@@ -203,6 +203,45 @@ def _cmd_mint_token(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_jobs(args: argparse.Namespace) -> int:
+    """The job queue at a glance (PostgreSQL): counts, the dead-lettered jobs; requeue them."""
+    letters = services().dead_letters
+    if letters is None:
+        raise UsageError(
+            "the SQS job queue's dead-letter queue is handled with AWS's tools (the SQS "
+            "console's 'Start DLQ redrive', or aws sqs start-message-move-task); this command "
+            "is for UCS_STATE_BACKEND=postgres"
+        )
+    requeued = None
+    if args.requeue_dead is not None:
+        ids = args.requeue_dead
+        bad = [i for i in ids if not i.isdigit()]
+        if bad:
+            raise UsageError(f"job ids are numbers (see 'jobs' without options), got {bad}")
+        requeued = letters.requeue_dead(ids or None)
+    counts = letters.counts()
+    dead = [
+        {
+            "job_id": job.job_id,
+            "body": job.body,
+            "receive_count": job.receive_count,
+            "created": job.created.isoformat(),
+            "last_error": job.last_error,
+        }
+        for job in letters.dead_jobs(args.limit)
+    ]
+    report: dict[str, object] = {
+        "visible": counts.visible,
+        "in_flight": counts.in_flight,
+        "dead": counts.dead,
+        "dead_jobs": dead,
+    }
+    if requeued is not None:
+        report["requeued"] = requeued
+    print(json.dumps(report, indent=2))
+    return 0
+
+
 def _ttl(value: str) -> int | str:
     """``--ttl``: seconds, or ``max`` for the longest lifetime ``UCS_TOKEN_MAX_TTL`` allows."""
     if value == "max":
@@ -258,6 +297,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--file-id", required=True, type=_non_empty)
     p.add_argument("--user", required=True, type=_non_empty)
     p.set_defaults(func=_cmd_grant)
+
+    p = sub.add_parser(
+        "jobs",
+        help="the job queue (PostgreSQL): counts and dead-lettered jobs, as JSON",
+        description="Counts of visible, in-flight and dead-lettered jobs and the dead jobs "
+        "(UCS_STATE_BACKEND=postgres). A job is dead-lettered after UCS_JOB_MAX_RECEIVES "
+        "deliveries without success; fix the cause (the worker's log names the job), then "
+        "send it again with --requeue-dead.",
+    )
+    p.add_argument(
+        "--requeue-dead",
+        nargs="*",
+        metavar="JOB_ID",
+        default=None,
+        help="make these dead jobs (all, when no id is given) ready again",
+    )
+    p.add_argument("--limit", type=int, default=100, help="dead jobs listed (default 100)")
+    p.set_defaults(func=_cmd_jobs)
 
     p = sub.add_parser("mint-token", help="print a bearer token for a user")
     p.add_argument("--user", required=True, type=_non_empty)

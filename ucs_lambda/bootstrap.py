@@ -18,7 +18,7 @@ import threading
 from collections import OrderedDict
 
 from .config import Settings, get_settings
-from .ports import JobQueue, ObjectStorage, State
+from .ports import DeadLetters, JobQueue, ObjectStorage, State
 from .services.downloads import DownloadService
 from .services.uploads import UploadService
 from .services.validation import ValidationService
@@ -58,6 +58,16 @@ class Services:
         from .adapters.sqs import SqsJobQueue
 
         return SqsJobQueue(self.settings)
+
+    @functools.cached_property
+    def dead_letters(self) -> DeadLetters | None:
+        """The operator's view of the job queue (PostgreSQL; None for SQS, whose dead-letter
+        queue is handled with AWS's tools)."""
+        if self.settings.state_backend == "postgres":
+            from .adapters.postgres import PostgresJobQueue
+
+            return PostgresJobQueue(self.settings)
+        return None
 
     @functools.cached_property
     def uploads(self) -> UploadService:

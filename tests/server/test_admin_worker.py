@@ -16,6 +16,7 @@ import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
+from tests.helpers import stored_state
 from ucs_lambda import admin, tokens
 from ucs_lambda.adapters import aws
 from ucs_lambda.bootstrap import services
@@ -284,3 +285,29 @@ def test_worker_process_runs_until_sigterm(tmp_path: Path) -> None:
         assert "secret-key" not in out
     finally:
         server.stop()
+
+
+def test_jobs_lists_and_requeues_dead_jobs(
+    env: dict, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    if env["UCS_STATE_BACKEND"] == "dynamodb":
+        assert run("jobs") == 2
+        assert "AWS's tools" in capsys.readouterr().err
+        return
+    monkeypatch.setenv("UCS_JOB_MAX_RECEIVES", "1")
+    stored_state.queue_raw('{"job": "validate", "upload_id": "gone"}')
+    queue = services().queue
+    (job,) = queue.receive(wait_seconds=0)
+    queue.retry_later(job.receipt, 0)  # failed once: the limit is reached
+    assert queue.receive(wait_seconds=0) == []  # dead-lettered instead of delivered
+    assert run("jobs") == 0
+    report = json.loads(capsys.readouterr().out)
+    assert (report["visible"], report["in_flight"], report["dead"]) == (0, 0, 1)
+    assert report["dead_jobs"][0]["body"] == '{"job": "validate", "upload_id": "gone"}'
+    assert run("jobs", "--requeue-dead", "x1") == 2
+    assert "job ids are numbers" in capsys.readouterr().err
+    assert run("jobs", "--requeue-dead") == 0
+    report = json.loads(capsys.readouterr().out)
+    assert (report["requeued"], report["visible"], report["dead"]) == (1, 1, 0)
+    (again,) = queue.receive(wait_seconds=0)
+    assert again.receive_count == 1

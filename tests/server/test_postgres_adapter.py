@@ -44,7 +44,7 @@ from ucs_lambda.domain.models import (
     Verification,
     utcnow,
 )
-from ucs_lambda.ports.jobs import JobQueueError
+from ucs_lambda.ports.jobs import JobCounts, JobQueueError
 from ucs_lambda.ports.state import AttemptsSpent, ConditionLost
 
 S = UploadStatus
@@ -655,7 +655,7 @@ def test_jobs_are_sent_received_and_deleted(queue: PostgresJobQueue) -> None:
     queue.delete(jobs[0].receipt)  # stale: ignored
     queue.delete("not-a-receipt")
     queue.retry_later("not-a-receipt", 1)
-    assert queue.count() == 0
+    assert queue.counts() == JobCounts(0, 0, 0)
 
 
 def test_receive_waits_for_a_job_and_gives_at_most_max_messages(queue: PostgresJobQueue) -> None:
@@ -687,7 +687,7 @@ def test_a_received_job_comes_again_after_its_visibility_or_its_retry_delay(
     assert [(j.job_id, j.receive_count) for j in again] == [(first[0].job_id, 2)]
     assert again[0].receipt != first[0].receipt
     queue.delete(first[0].receipt)  # the old receipt no longer deletes it
-    assert queue.count() == 1
+    assert sum(vars(queue.counts()).values()) == 1
 
     queue.retry_later(again[0].receipt, 0)
     third = queue.receive(wait_seconds=0)
@@ -714,7 +714,7 @@ def test_jobs_are_dead_lettered_after_the_delivery_limit(
     (dead,) = queue.dead_jobs()
     assert (dead.job_id, dead.body, dead.receive_count) == (job.job_id, '{"job": "doomed"}', 3)
     assert "dead-lettered" in (dead.last_error or "")
-    assert (queue.count("dead"), queue.count("ready"), queue.count()) == (1, 1, 2)
+    assert queue.counts() == JobCounts(visible=0, in_flight=1, dead=1)  # "fine" was received
     sql(settings, "UPDATE jobs SET available_at = now() - interval '1 hour'")
     assert [j.body for j in queue.receive(wait_seconds=0)] == ['{"job": "fine"}']
 
@@ -745,7 +745,7 @@ def test_concurrent_receivers_get_every_job_exactly_once(queue: PostgresJobQueue
         t.join()
     assert errors == []
     assert sorted(seen) == sorted(f'{{"n": {i}}}' for i in range(200))
-    assert queue.count() == 0
+    assert queue.counts() == JobCounts(0, 0, 0)
 
 
 def test_database_failures_surface_as_the_adapters_errors(

@@ -6,7 +6,7 @@ S3 and SQS, and ``ucs_lambda.bootstrap`` is the one place that picks and builds 
 tests/server/test_layers.py checks that no service imports an adapter.
 """
 
-from .jobs import JobQueue, JobQueueError, QueuedJob
+from .jobs import DeadJob, DeadLetters, JobCounts, JobQueue, JobQueueError, QueuedJob
 from .state import (
     AttemptsSpent,
     ConditionLost,
@@ -33,7 +33,10 @@ __all__ = [
     "AttemptsSpent",
     "ConditionLost",
     "CopyItem",
+    "DeadJob",
+    "DeadLetters",
     "FileStore",
+    "JobCounts",
     "JobQueue",
     "JobQueueError",
     "ListedObject",

@@ -7,6 +7,7 @@ fails, or whose runner dies, is delivered again, so every job must be safe to ru
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Protocol
 
 
@@ -27,6 +28,39 @@ class QueuedJob:
     body: str
     receipt: str
     receive_count: int = 1
+
+
+@dataclass(frozen=True)
+class DeadJob:
+    """A job that was delivered too often without succeeding, kept for the operator."""
+
+    job_id: str
+    body: str
+    receive_count: int
+    created: datetime
+    last_error: str | None
+
+
+@dataclass(frozen=True)
+class JobCounts:
+    """Jobs waiting (visible), running or waiting for a retry (in flight), dead-lettered."""
+
+    visible: int
+    in_flight: int
+    dead: int
+
+
+class DeadLetters(Protocol):
+    """What an operator does with the queue: look at it, send dead jobs again (the PostgreSQL
+    queue; SQS's dead-letter queue is handled with AWS's own tools)."""
+
+    def counts(self) -> JobCounts: ...
+
+    def dead_jobs(self, limit: int = 100) -> list[DeadJob]: ...
+
+    def requeue_dead(self, job_ids: list[str] | None = None) -> int:
+        """Make dead jobs (all, or those named) ready again with a fresh delivery count;
+        returns how many."""
 
 
 class JobQueue(Protocol):

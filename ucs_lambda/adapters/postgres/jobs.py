@@ -19,14 +19,12 @@ import json
 import logging
 import time
 import uuid
-from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from psycopg_pool import ConnectionPool
 
 from ...config import Settings
-from ...ports.jobs import JobQueueError, QueuedJob
+from ...ports.jobs import DeadJob, JobCounts, JobQueueError, QueuedJob
 from .db import PostgresError, fetch_all, fetch_one, matched, pool_for
 
 log = logging.getLogger(__name__)
@@ -63,17 +61,6 @@ FROM picked
 WHERE j.job_id = picked.job_id
 RETURNING j.job_id, j.body, j.receipt, j.receive_count, j.state
 """
-
-
-@dataclass(frozen=True)
-class DeadJob:
-    """A dead-lettered job, for the operator."""
-
-    job_id: str
-    body: str
-    receive_count: int
-    created: datetime
-    last_error: str | None
 
 
 def _receipt(value: str) -> uuid.UUID | None:
@@ -171,14 +158,16 @@ class PostgresJobQueue:
 
     # ---- operator and test helpers -------------------------------------------------------
 
-    def count(self, state: str | None = None) -> int:
-        """Jobs in the table (in ``state`` 'ready' or 'dead', if given)."""
+    def counts(self) -> JobCounts:
+        """Visible, in-flight (received, or waiting for a retry) and dead-lettered jobs."""
         row = fetch_one(
             self.pool,
-            "SELECT count(*) AS n FROM jobs WHERE %(state)s::text IS NULL OR state = %(state)s",
-            {"state": state},
+            "SELECT count(*) FILTER (WHERE state = 'ready' AND available_at <= now()) AS visible,"
+            " count(*) FILTER (WHERE state = 'ready' AND available_at > now()) AS in_flight,"
+            " count(*) FILTER (WHERE state = 'dead') AS dead FROM jobs",
         )
-        return int(row["n"]) if row else 0
+        assert row is not None
+        return JobCounts(int(row["visible"]), int(row["in_flight"]), int(row["dead"]))
 
     def dead_jobs(self, limit: int = 100) -> list[DeadJob]:
         """The dead-lettered jobs, oldest first."""
@@ -198,3 +187,16 @@ class PostgresJobQueue:
             )
             for r in rows
         ]
+
+    def requeue_dead(self, job_ids: list[str] | None = None) -> int:
+        """Dead jobs (all, or those named) become ready now, with a fresh delivery count."""
+        ids = None if job_ids is None else [int(i) for i in job_ids]
+        row = fetch_one(
+            self.pool,
+            "WITH moved AS (UPDATE jobs SET state = 'ready', receive_count = 0, receipt = NULL,"
+            " available_at = now(), last_error = NULL"
+            " WHERE state = 'dead' AND (%(ids)s::bigint[] IS NULL OR job_id = ANY(%(ids)s))"
+            " RETURNING 1) SELECT count(*) AS n FROM moved",
+            {"ids": ids},
+        )
+        return int(row["n"]) if row else 0
