@@ -108,6 +108,10 @@ if [ -e "$DATA/PG_VERSION" ] && running; then
   exit 0
 fi
 
+if "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$PORT" >/dev/null 2>&1; then
+  die "127.0.0.1:$PORT is taken by another PostgreSQL (another checkout's build/pg-up.sh?): stop it (its build/pg-down.sh), or choose a port with PG_PORT=..."
+fi
+
 # A stopped or half-made cluster is recreated: nothing is kept across restarts.
 if [ -L "$DATA" ]; then rm -rf "$(readlink "$DATA")"; fi
 rm -rf "$DATA"
