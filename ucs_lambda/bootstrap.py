@@ -98,15 +98,3 @@ def services(settings: Settings | None = None) -> Services:
         else:
             _built.move_to_end(settings)
         return found
-
-
-def reset() -> None:
-    """Forget every built graph and the adapters' cached connections (tests)."""
-    from .adapters import aws, sqs
-    from .adapters.dynamo import reset as reset_tables
-
-    with _lock:
-        _built.clear()
-    aws.reset()
-    sqs.reset()
-    reset_tables()

@@ -10,7 +10,7 @@ from __future__ import annotations
 from ...config import Settings
 from ...ports.state import State
 from .files import DynamoFiles
-from .tables import FILE_ID_INDEX, STATUS_INDEX, FileItem, Tables, UploadItem, reset
+from .tables import FileItem, Tables, UploadItem
 from .uploads import DynamoUploads
 
 
@@ -22,13 +22,10 @@ def dynamo_state(settings: Settings) -> State:
 
 
 __all__ = [
-    "FILE_ID_INDEX",
-    "STATUS_INDEX",
     "DynamoFiles",
     "DynamoUploads",
     "FileItem",
     "Tables",
     "UploadItem",
     "dynamo_state",
-    "reset",
 ]

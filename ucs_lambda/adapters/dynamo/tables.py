@@ -202,9 +202,3 @@ def _subclass(schema: type[Model], table: str, region: str, host: str | None, ex
     meta = type("Meta", (), {"table_name": table, "region": region, "host": host})
     namespace = {"Meta": meta, "__module__": __name__, **extra}
     return type(f"{schema.__name__}[{table}]", (schema,), namespace)
-
-
-def reset() -> None:
-    """Forget the bound tables and their connections (tests switch moto backends)."""
-    with _lock:
-        _bound.clear()
