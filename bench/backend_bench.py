@@ -60,6 +60,7 @@ from harness import (  # noqa: E402
     log,
     make_source,
     measured,
+    run_ucs_latency,
     stacklib,
 )
 
@@ -158,23 +159,7 @@ def latency(
     """bench/ucs_latency.py against the stack; its JSON result (an error answer fails it)."""
     stack_file = work / "stack.json"
     stack_file.write_text(json.dumps(stack))
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(HERE / "ucs_latency.py"),
-            str(stack_file),
-            drs_object,
-            "--clients",
-            str(clients),
-            "--rounds",
-            str(rounds),
-        ],
-        capture_output=True,
-        text=True,
-        cwd=PROJECT_DIR,
-        env={**os.environ, "PYTHONPATH": str(PROJECT_DIR)},
-        check=False,
-    )
+    proc = run_ucs_latency(stack_file, drs_object, clients, rounds)
     if proc.returncode:
         raise RuntimeError(f"ucs_latency.py failed ({proc.returncode}): {proc.stderr[-1500:]}")
     result = json.loads(proc.stdout.strip().splitlines()[-1])

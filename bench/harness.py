@@ -75,6 +75,29 @@ __all__ = [
 ]
 
 
+def run_ucs_latency(
+    stack_file: Path, object_id: str, clients: int, rounds: int
+) -> subprocess.CompletedProcess[str]:
+    """``ucs_latency.py`` against a stack (its JSON on the last line of stdout)."""
+    return subprocess.run(
+        [
+            sys.executable,
+            str(HERE / "ucs_latency.py"),
+            str(stack_file),
+            object_id,
+            "--clients",
+            str(clients),
+            "--rounds",
+            str(rounds),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=PROJECT_DIR,
+        env={**os.environ, "PYTHONPATH": str(PROJECT_DIR)},
+        check=False,
+    )
+
+
 def log(message: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 

@@ -67,6 +67,7 @@ from harness import (
     make_source,
     measured,
     median_of,
+    run_ucs_latency,
     safe,
     sample,
     stacklib,
@@ -367,22 +368,7 @@ def section_latency(stack, work, clis, clients, rounds, errors, out) -> None:
     (work / "stack.json").write_text(json.dumps(stack))
     out["loads"].append(f"latency: {load()}")
     log(f"latency: {clients} clients x {rounds} rounds")
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(HERE / "ucs_latency.py"),
-            str(work / "stack.json"),
-            file_id,
-            "--clients",
-            str(clients),
-            "--rounds",
-            str(rounds),
-        ],
-        capture_output=True,
-        text=True,
-        cwd=PROJECT_DIR,
-        env={**os.environ, "PYTHONPATH": str(PROJECT_DIR)},
-    )
+    proc = run_ucs_latency(work / "stack.json", file_id, clients, rounds)
     bench.drop_file_objects(file_id)
     if proc.returncode:
         errors.append({"what": "latency", "error": proc.stderr[-800:]})
